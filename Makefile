@@ -1,0 +1,41 @@
+# Two newcomer commands: `make demo` and `make test`. Each sets itself up.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PEER_PY ?= $(shell pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13
+PEER := .venv-peer
+
+.PHONY: demo test lint typecheck unit conformance bench bench-check bench-peer clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m vgi_rpc.demo
+
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check vgi_rpc tests benchmarks
+	$(BIN)/ruff format --check vgi_rpc
+
+typecheck: $(STAMP)
+	$(BIN)/mypy vgi_rpc
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+$(PEER)/.installed:
+	test -x $(PEER)/bin/python || (command -v python3.13 >/dev/null && python3.13 -m venv $(PEER)) || $(PEER_PY) -m venv $(PEER)
+	$(PEER)/bin/pip install -q "vgi-rpc[http]==0.52.2"
+	touch $(PEER)/.installed
+
+conformance: $(STAMP) $(PEER)/.installed
+	$(BIN)/python scripts/conformance.py --peer $(PEER)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

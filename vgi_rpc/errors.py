@@ -1,0 +1,56 @@
+"""Exceptions a vgi-rpc caller can see."""
+
+from __future__ import annotations
+
+__all__ = ["ProtocolError", "RpcError"]
+
+
+class RpcError(Exception):
+    """A call failed on the server (or the server refused the request).
+
+    Attributes:
+        error_type: The server-side exception's class name (e.g. ``"ValueError"``),
+            or a protocol error kind such as ``"ProtocolError"``.
+        error_message: The message exactly as the server sent it.
+        remote_traceback: The server's formatted traceback, only when the server
+            was configured to include tracebacks; otherwise ``None``.
+        error_kind: Optional machine-readable kind (``"method_not_implemented"``...).
+        error_code: Optional code (``"UNKNOWN"``, ``"UNIMPLEMENTED"``...).
+        request_id: The server's id for the request, when it sent one.
+    """
+
+    def __init__(
+        self,
+        error_type: str,
+        error_message: str,
+        *,
+        remote_traceback: str | None = None,
+        error_kind: str | None = None,
+        error_code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{error_type}: {error_message}")
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+        self.error_kind = error_kind
+        self.error_code = error_code
+        self.request_id = request_id
+
+
+class ProtocolError(Exception):
+    """A request or response broke the wire protocol (bad IPC, missing metadata...).
+
+    Raised by the server for malformed requests (sent back to the client as an
+    error stream) and by clients for malformed responses.
+
+    Attributes:
+        error_kind: Machine-readable kind, e.g. ``"bad_request"``,
+            ``"method_not_implemented"``, ``"protocol_not_supported"``.
+        status: The HTTP status the HTTP transport answers with.
+    """
+
+    def __init__(self, message: str, *, error_kind: str = "bad_request", status: int = 400) -> None:
+        super().__init__(message)
+        self.error_kind = error_kind
+        self.status = status
