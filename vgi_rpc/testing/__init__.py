@@ -1,0 +1,373 @@
+"""Test your Sentry instrumentation against the real SDK, with nothing sent anywhere.
+
+The public face is :func:`sentry_capture`, available two ways:
+
+* as a **pytest fixture** (registered automatically by the ``pytest11`` entry
+  point when ``vgi_rpc`` is installed -- no ``conftest.py`` needed)::
+
+      def test_checkout_reports_errors(sentry_capture):
+          client.call_that_fails()
+          event = sentry_capture.event(method="checkout")
+          assert event["tags"]["rpc.method"] == "checkout"
+
+* as a **context manager**, taking any ``sentry_sdk.init`` option::
+
+      with sentry_capture(send_default_pii=True) as cap:
+          ...
+      assert cap.events == []
+
+Inside, the real ``sentry_sdk`` is initialised with an
+:class:`~vgi_rpc.testing.fake_transport.InMemoryTransport`
+(``traces_sample_rate=1.0``, default integrations on, a fixed fake DSN on the
+reserved ``.invalid`` domain) against a *fresh* global, isolation and current
+scope.  On exit the capture's client is flushed and closed, and the scopes and
+client that were active before are put back, so a test using it changes
+nothing for the next test -- and a client some earlier test installed with
+``sentry_sdk.init`` receives nothing from this one.
+
+Everything read from a :class:`SentryCapture` is plain JSON data (dicts, lists,
+strings, numbers) and is read *after* a flush.
+
+Caveats:
+
+* **Threads.** Threads started inside the capture report to it while it is
+  active; join them before you read (a flush cannot wait for your threads).
+  A thread still running after the capture exits reports to whatever client
+  was restored (usually none).
+* **The SDK's background machinery.** The in-memory transport is synchronous,
+  so error events and transactions are recorded before the SDK call returns.
+  Logs, metrics and session aggregates are batched by SDK worker threads;
+  every accessor calls :meth:`SentryCapture.flush` first, which drains them.
+* **``before_send`` / ``before_send_transaction``** (pass them as options) run
+  before the transport: an event they drop is *not* in ``envelopes``; the
+  SDK reports it in :attr:`SentryCapture.lost_events` instead.  What you see is
+  what would have been sent.
+* **Calling ``sentry_sdk.init`` inside a capture** replaces its client: later
+  events go to the new client, not to the capture (the failure messages say
+  so).  The extra client is closed when the capture exits.
+* **Integrations** are installed process-wide by the SDK, once, and stay
+  installed after the capture; with no active client they do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sentry_sdk
+
+    from vgi_rpc.testing.fake_transport import InMemoryTransport, envelope_to_dict
+
+__all__ = ["DEFAULT_DSN", "InMemoryTransport", "SentryCapture", "envelope_to_dict", "sentry_capture"]
+
+#: The DSN a capture uses unless told otherwise.  ``.invalid`` is reserved
+#: (RFC 2606) and never resolves; the in-memory transport never connects anyway.
+DEFAULT_DSN = "https://public@sentry.invalid/1"
+
+_FLUSH_TIMEOUT = 2.0
+
+
+def __getattr__(name: str) -> Any:
+    # ``sentry_sdk`` is imported only when a capture is used: the pytest plugin
+    # imports this package in every test session, and importing Sentry there
+    # would change what ``"sentry_sdk" in sys.modules`` means for the code under test.
+    if name in ("InMemoryTransport", "envelope_to_dict"):
+        from vgi_rpc.testing import fake_transport
+
+        return getattr(fake_transport, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class SentryCapture:
+    """What one :func:`sentry_capture` recorded; every accessor returns plain data.
+
+    While the capture is active each accessor flushes the SDK first; after it
+    exits, the recorded data stays readable.  Returned lists are copies:
+    mutating them does not change the capture.
+    """
+
+    def __init__(self, transport: InMemoryTransport) -> None:
+        """Wrap ``transport``; :func:`sentry_capture` builds this, you normally don't."""
+        self.transport = transport
+        self.client: sentry_sdk.Client | None = None
+        self._active = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def flush(self, timeout: float = _FLUSH_TIMEOUT) -> None:
+        """Drain the SDK's batchers into the transport (no-op once the capture has exited)."""
+        if self._active and self.client is not None:
+            self.client.flush(timeout=timeout)
+
+    def clear(self) -> None:
+        """Flush, then forget everything captured so far (the capture stays active)."""
+        self.flush()
+        self.transport.clear()
+
+    @property
+    def active(self) -> bool:
+        """Whether the capture's client is still installed."""
+        return self._active
+
+    # -- raw data --------------------------------------------------------------------
+
+    @property
+    def envelopes(self) -> list[dict[str, Any]]:
+        """Every envelope: ``{"headers": {...}, "items": [{"type", "headers", "payload"}]}``."""
+        self.flush()
+        return self.transport.envelopes
+
+    def items(self, item_type: str | None = None) -> list[dict[str, Any]]:
+        """Every envelope item (optionally only those of ``item_type``), in order."""
+        return [
+            item
+            for envelope in self.envelopes
+            for item in envelope["items"]
+            if item_type is None or item["type"] == item_type
+        ]
+
+    def payloads(self, item_type: str) -> list[Any]:
+        """The payloads of every item of ``item_type`` (e.g. ``"log"``, ``"sessions"``)."""
+        return [item["payload"] for item in self.items(item_type)]
+
+    @property
+    def lost_events(self) -> list[dict[str, Any]]:
+        """Events the SDK discarded before the transport (``before_send``, sampling...)."""
+        self.flush()
+        return self.transport.lost_events
+
+    # -- events and transactions -----------------------------------------------------
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Error (and message) events: payloads of ``event`` items, in capture order."""
+        return self.payloads("event")
+
+    @property
+    def transactions(self) -> list[dict[str, Any]]:
+        """Transaction events: payloads of ``transaction`` items, in capture order."""
+        return self.payloads("transaction")
+
+    @property
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span of every transaction, flattened, root spans included.
+
+        Each entry is the span's own dict plus ``"transaction"`` (the name of
+        the transaction it belongs to) and ``"is_root"``.  The root span is
+        rebuilt from the transaction's ``contexts.trace`` (``op``,
+        ``span_id``, ``parent_span_id``, ``trace_id``, ``status``, ``data``,
+        ``origin``), with ``description`` set to the transaction name and the
+        transaction's timestamps.  Spans sent as standalone ``span`` items
+        (span streaming) are appended with ``"transaction": None``.
+        """
+        out: list[dict[str, Any]] = []
+        for txn in self.transactions:
+            name = txn.get("transaction")
+            trace = dict((txn.get("contexts") or {}).get("trace") or {})
+            root = {k: v for k, v in trace.items() if k != "type"}
+            root["description"] = name
+            for key in ("start_timestamp", "timestamp"):
+                if key in txn:
+                    root[key] = txn[key]
+            root["transaction"] = name
+            root["is_root"] = True
+            out.append(root)
+            for span in txn.get("spans") or []:
+                out.append({**span, "transaction": name, "is_root": False})
+        for payload in self.payloads("span"):
+            spans = payload.get("items", [payload]) if isinstance(payload, dict) else []
+            for span in spans:
+                out.append({**span, "transaction": None, "is_root": False})
+        return out
+
+    def events_for(self, method: str) -> list[dict[str, Any]]:
+        """Error events whose ``tags["rpc.method"]`` is ``method``."""
+        return [e for e in self.events if _tag(e, "rpc.method") == method]
+
+    def transactions_for(self, method: str) -> list[dict[str, Any]]:
+        """Transactions whose ``tags["rpc.method"]`` or root span data ``rpc.method`` is ``method``."""
+        return [t for t in self.transactions if _method_of_transaction(t) == method]
+
+    def event(self, method: str | None = None) -> dict[str, Any]:
+        """The single error event (for ``method``, if given).
+
+        Raises:
+            AssertionError: if there is not exactly one; the message lists
+                everything that was captured.
+        """
+        found = self.events if method is None else self.events_for(method)
+        return self._single(found, "error event", method)
+
+    def transaction(self, method: str | None = None) -> dict[str, Any]:
+        """The single transaction (for ``method``, if given).
+
+        Raises:
+            AssertionError: if there is not exactly one; the message lists
+                everything that was captured.
+        """
+        found = self.transactions if method is None else self.transactions_for(method)
+        return self._single(found, "transaction", method)
+
+    def assert_no_events(self) -> None:
+        """Fail (listing what was captured) if any error event was captured."""
+        if self.events:
+            raise AssertionError(f"expected no error events, but captured:\n{self.describe()}")
+
+    # -- diagnostics -----------------------------------------------------------------
+
+    def describe(self) -> str:
+        """A short human-readable listing of everything captured (used in failures)."""
+        lines: list[str] = []
+        for index, envelope in enumerate(self.envelopes):
+            for item in envelope["items"]:
+                lines.append(f"  [{index}] {_describe_item(item)}")
+        if not lines:
+            lines.append("  (nothing: no envelope reached the transport)")
+        lost = self.transport.lost_events
+        if lost:
+            reasons = ", ".join(f"{x['data_category']}:{x['reason']}" for x in lost)
+            lines.append(f"  discarded by the SDK before the transport: {reasons}")
+        if self._active and self.client is not None and _sentry().get_client() is not self.client:
+            lines.append(
+                "  note: the active Sentry client is not this capture's "
+                "(did the code under test call sentry_sdk.init?)"
+            )
+        return "\n".join(lines)
+
+    def _single(self, found: list[dict[str, Any]], what: str, method: str | None) -> dict[str, Any]:
+        if len(found) == 1:
+            return found[0]
+        where = f" for method {method!r}" if method is not None else ""
+        raise AssertionError(
+            f"expected exactly one {what}{where}, found {len(found)}; captured:\n{self.describe()}"
+        )
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "closed"
+        return f"<SentryCapture {state}: {len(self.transport.envelopes)} envelope(s)>"
+
+
+def _tag(event: dict[str, Any], name: str) -> Any:
+    tags = event.get("tags")
+    if isinstance(tags, dict):
+        return tags.get(name)
+    if isinstance(tags, list):  # the SDK may send tags as [[k, v], ...]
+        for pair in tags:
+            if isinstance(pair, list | tuple) and len(pair) == 2 and pair[0] == name:
+                return pair[1]
+    return None
+
+
+def _method_of_transaction(txn: dict[str, Any]) -> Any:
+    method = _tag(txn, "rpc.method")
+    if method is not None:
+        return method
+    data = ((txn.get("contexts") or {}).get("trace") or {}).get("data") or {}
+    return data.get("rpc.method")
+
+
+def _describe_item(item: dict[str, Any]) -> str:
+    item_type = item["type"]
+    payload = item["payload"]
+    if not isinstance(payload, dict):
+        size = len(payload) if isinstance(payload, bytes | str | list) else "?"
+        return f"{item_type} ({size} bytes/entries)"
+    if item_type == "event":
+        parts = [f"level={payload.get('level')}"]
+        values = (payload.get("exception") or {}).get("values") or []
+        if values:
+            last = values[-1]
+            parts.append(f"exception={last.get('type')}: {last.get('value')}")
+        message = payload.get("message") or (payload.get("logentry") or {}).get("message")
+        if message:
+            parts.append(f"message={message!r}")
+        if payload.get("transaction"):
+            parts.append(f"transaction={payload['transaction']!r}")
+        method = _tag(payload, "rpc.method")
+        if method is not None:
+            parts.append(f"rpc.method={method!r}")
+        logger = payload.get("logger")
+        if logger:
+            parts.append(f"logger={logger}")
+        return "event " + " ".join(parts)
+    if item_type == "transaction":
+        trace = (payload.get("contexts") or {}).get("trace") or {}
+        return (
+            f"transaction {payload.get('transaction')!r} op={trace.get('op')} "
+            f"status={trace.get('status')} spans={len(payload.get('spans') or [])}"
+        )
+    return str(item_type)
+
+
+@contextlib.contextmanager
+def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
+    """Initialise the real Sentry SDK with an in-memory transport; yield a :class:`SentryCapture`.
+
+    ``init_options`` go to ``sentry_sdk.init`` on top of these defaults:
+    ``dsn=DEFAULT_DSN``, ``traces_sample_rate=1.0`` (default integrations stay
+    on unless you pass ``default_integrations=False``).  ``transport`` may not
+    be passed: the capture's transport is the point.
+
+    On exit (also on error) the capture's client is flushed and closed, and
+    the previous global scope, isolation scope and current scope -- hence the
+    previous client -- are restored.  Must be entered and exited in the same
+    thread/context (pytest does that for fixtures).  See the module docstring
+    for caveats (threads, SDK background workers, ``before_send``).
+
+    Also available as the pytest fixture ``sentry_capture``.
+    """
+    import sentry_sdk
+    import sentry_sdk.scope as _sentry_scope
+
+    from vgi_rpc.testing.fake_transport import InMemoryTransport
+
+    if "transport" in init_options:
+        raise TypeError("sentry_capture() provides its own transport; do not pass 'transport'")
+    options: dict[str, Any] = {"dsn": DEFAULT_DSN, "traces_sample_rate": 1.0}
+    options.update(init_options)
+    transport = InMemoryTransport()
+    options["transport"] = transport
+    cap = SentryCapture(transport)
+
+    saved_global = _sentry_scope._global_scope
+    iso_token = _sentry_scope._isolation_scope.set(None)
+    cur_token = _sentry_scope._current_scope.set(None)
+    _sentry_scope._global_scope = None
+    try:
+        sentry_sdk.init(**options)
+        client = sentry_sdk.get_client()
+        if not isinstance(client, sentry_sdk.Client):  # pragma: no cover - SDK contract
+            raise RuntimeError(f"sentry_sdk.init did not install a client (got {client!r})")
+        cap.client = client
+        cap._active = True
+        yield cap
+    finally:
+        try:
+            cap.flush()
+        finally:
+            cap._active = False
+            fresh_global = _sentry_scope._global_scope
+            final_client = fresh_global.client if fresh_global is not None else None
+            if cap.client is not None:
+                cap.client.close(timeout=_FLUSH_TIMEOUT)
+            if isinstance(final_client, sentry_sdk.Client) and final_client is not cap.client:
+                final_client.close(timeout=_FLUSH_TIMEOUT)
+            _sentry_scope._global_scope = saved_global
+            _reset(_sentry_scope._current_scope, cur_token)
+            _reset(_sentry_scope._isolation_scope, iso_token)
+
+
+def _sentry() -> Any:
+    import sentry_sdk
+
+    return sentry_sdk
+
+
+def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    try:
+        var.reset(token)
+    except ValueError:  # exited in another context: put the old value back anyway
+        var.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)
