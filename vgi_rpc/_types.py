@@ -1,0 +1,320 @@
+"""Python annotations -> Arrow types, and the value codecs between them.
+
+One :class:`Codec` per annotation knows the Arrow type, whether the field is
+nullable, and how to turn a Python value into what ``pyarrow.array`` accepts
+(``encode``) and back from what ``.as_py()`` returns (``decode``). The mapping
+is the one the official vgi-rpc client uses (see ``shared/spec/interop.md``):
+
+=====================  ==================================================
+Python                 Arrow
+=====================  ==================================================
+int / float / str      int64 / float64 / utf8
+bool / bytes           bool / binary
+``T | None``           T, nullable (everything else is non-nullable)
+list[T], frozenset[T]  list<item: T>
+dict[K, V]             map<K, V>
+Enum                   dictionary<int16, utf8> holding the member *name*
+dataclass              binary holding a whole IPC stream (schema, 1 row, EOS);
+                       nested dataclasses inside it are ``struct``
+Annotated[T, ArrowType(t)]  t
+=====================  ==================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, get_args, get_origin
+
+import pyarrow as pa
+
+__all__ = ["ArrowType", "Codec", "UnsupportedTypeError", "codec_for", "dataclass_schema"]
+
+
+class UnsupportedTypeError(TypeError):
+    """An annotation vgi-rpc cannot map to Arrow."""
+
+
+class ArrowType:
+    """Marker for ``Annotated[T, ArrowType(pa.int32())]``: send T as that Arrow type."""
+
+    __slots__ = ("arrow_type",)
+
+    def __init__(self, arrow_type: pa.DataType) -> None:
+        self.arrow_type = arrow_type
+
+    def __repr__(self) -> str:
+        return f"ArrowType({self.arrow_type})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArrowType) and other.arrow_type == self.arrow_type
+
+    def __hash__(self) -> int:
+        return hash(str(self.arrow_type))
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class Codec:
+    """How one annotation travels: Arrow type, nullability, encode/decode functions.
+
+    ``identity`` is True when both directions are no-ops (scalars), so hot paths
+    can skip the calls.
+    """
+
+    __slots__ = ("annotation", "arrow_type", "decode", "encode", "identity", "nullable")
+
+    def __init__(
+        self,
+        annotation: Any,
+        arrow_type: pa.DataType,
+        nullable: bool = False,
+        encode: Callable[[Any], Any] = _identity,
+        decode: Callable[[Any], Any] = _identity,
+    ) -> None:
+        self.annotation = annotation
+        self.arrow_type = arrow_type
+        self.nullable = nullable
+        self.encode = encode
+        self.decode = decode
+        self.identity = encode is _identity and decode is _identity
+
+    def field(self, name: str) -> pa.Field:
+        """An Arrow field named *name* with this codec's type and nullability."""
+        return pa.field(name, self.arrow_type, nullable=self.nullable)
+
+    def to_array(self, values: list[Any]) -> pa.Array:
+        """Encode Python values into an Arrow array of this codec's type."""
+        if not self.identity:
+            values = [None if v is None else self.encode(v) for v in values]
+        return pa.array(values, type=self.arrow_type)
+
+    def __repr__(self) -> str:
+        return f"Codec({_name(self.annotation)} -> {self.arrow_type}{'?' if self.nullable else ''})"
+
+
+_SCALARS: dict[Any, pa.DataType] = {
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.utf8(),
+    bool: pa.bool_(),
+    bytes: pa.binary(),
+}
+
+_ENUM_TYPE = pa.dictionary(pa.int16(), pa.utf8())
+
+
+def _name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or repr(annotation)
+
+
+def _is_optional(annotation: Any) -> tuple[bool, Any]:
+    origin = get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(get_args(annotation)) == 2:
+            return True, args[0]
+        raise UnsupportedTypeError(f"unsupported union type {annotation!r}: only `T | None` is supported")
+    return False, annotation
+
+
+@functools.cache
+def codec_for(annotation: Any, nested: bool = False) -> Codec:
+    """Return the codec for *annotation*.
+
+    ``nested`` is True for fields inside a dataclass, where dataclasses become
+    ``struct`` instead of binary IPC. Raises :class:`UnsupportedTypeError`
+    naming the type when it cannot be mapped.
+    """
+    optional, inner = _is_optional(annotation)
+    codec = _codec_for_required(inner, nested)
+    if optional:
+        return Codec(annotation, codec.arrow_type, True, codec.encode, codec.decode)
+    return codec
+
+
+def _codec_for_required(annotation: Any, nested: bool) -> Codec:
+    if annotation in _SCALARS:
+        return Codec(annotation, _SCALARS[annotation], False, *_scalar_fns(annotation))
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *extras = get_args(annotation)
+        overrides = [e for e in extras if isinstance(e, ArrowType)]
+        codec = codec_for(base, nested)
+        if not overrides:
+            return codec
+        return Codec(annotation, overrides[-1].arrow_type, codec.nullable, codec.encode, codec.decode)
+    if origin in (list, frozenset, set, tuple) or annotation in (list, frozenset):
+        args = get_args(annotation)
+        if origin is tuple:
+            if len(args) == 2 and args[1] is Ellipsis:
+                args = (args[0],)
+            else:
+                raise UnsupportedTypeError(
+                    f"unsupported tuple type {annotation!r}: use tuple[T, ...] or list[T]"
+                )
+        if len(args) != 1:
+            raise UnsupportedTypeError(f"{annotation!r} needs an item type, e.g. list[int]")
+        item = codec_for(args[0], nested)
+        arrow_type = pa.list_(pa.field("item", item.arrow_type, nullable=True))
+        container = {list: list, frozenset: frozenset, set: set, tuple: tuple}[origin]
+        return _container_codec(annotation, arrow_type, item, container)
+    if origin is dict:
+        args = get_args(annotation)
+        if len(args) != 2:
+            raise UnsupportedTypeError(f"{annotation!r} needs key and value types, e.g. dict[str, int]")
+        key, value = codec_for(args[0], nested), codec_for(args[1], nested)
+        return _map_codec(annotation, key, value)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _enum_codec(annotation)
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return _struct_codec(annotation) if nested else _dataclass_ipc_codec(annotation)
+    raise UnsupportedTypeError(f"cannot map type {_name(annotation)} ({annotation!r}) to Arrow")
+
+
+def _scalar_fns(annotation: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    if annotation is float:
+        # ints are acceptable floats on the way in; keep the decoded value a float.
+        return _identity, _identity
+    return _identity, _identity
+
+
+def _container_codec(annotation: Any, arrow_type: pa.DataType, item: Codec, container: type) -> Codec:
+    if item.identity:
+
+        def encode(v: Any) -> Any:
+            return list(v)
+
+    else:
+        item_encode = item.encode
+
+        def encode(v: Any) -> Any:
+            return [None if x is None else item_encode(x) for x in v]
+
+    item_decode = item.decode
+    if item.identity and container is list:
+        return Codec(annotation, arrow_type, False, encode, _identity)
+
+    def decode(v: Any) -> Any:
+        return container(None if x is None else item_decode(x) for x in v)
+
+    return Codec(annotation, arrow_type, False, encode, decode)
+
+
+def _map_codec(annotation: Any, key: Codec, value: Codec) -> Codec:
+    arrow_type = pa.map_(key.arrow_type, pa.field("value", value.arrow_type, nullable=True))
+    kenc, venc, kdec, vdec = key.encode, value.encode, key.decode, value.decode
+
+    def encode(v: Any) -> Any:
+        return [(kenc(k), None if x is None else venc(x)) for k, x in v.items()]
+
+    def decode(v: Any) -> Any:
+        if isinstance(v, dict):
+            v = v.items()
+        return {kdec(k): None if x is None else vdec(x) for k, x in v}
+
+    return Codec(annotation, arrow_type, False, encode, decode)
+
+
+def _enum_codec(cls: type[enum.Enum]) -> Codec:
+    members = cls.__members__
+
+    def encode(v: Any) -> Any:
+        if isinstance(v, cls):
+            return v.name
+        if isinstance(v, str) and v in members:
+            return v
+        raise TypeError(f"{v!r} is not a member of {cls.__name__}")
+
+    def decode(v: Any) -> Any:
+        try:
+            return members[v]
+        except KeyError:
+            raise ValueError(f"{v!r} is not a member of {cls.__name__}") from None
+
+    return Codec(cls, _ENUM_TYPE, False, encode, decode)
+
+
+def _dataclass_fields(cls: type) -> list[tuple[str, Codec]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for f in dataclasses.fields(cls):
+        try:
+            out.append((f.name, codec_for(hints[f.name], True)))
+        except UnsupportedTypeError as exc:
+            raise UnsupportedTypeError(f"{cls.__name__}.{f.name}: {exc}") from None
+    return out
+
+
+@functools.cache
+def dataclass_schema(cls: type) -> pa.Schema:
+    """The Arrow schema of a dataclass's fields (nested dataclasses as struct)."""
+    return pa.schema([codec.field(name) for name, codec in _dataclass_fields(cls)])
+
+
+def _row_codecs(cls: type) -> tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]:
+    fields = _dataclass_fields(cls)
+
+    def to_row(v: Any) -> dict[str, Any]:
+        if not isinstance(v, cls):
+            raise TypeError(f"expected {cls.__name__}, got {type(v).__name__}")
+        row = {}
+        for name, codec in fields:
+            x = getattr(v, name)
+            row[name] = None if x is None else codec.encode(x)
+        return row
+
+    def from_row(row: dict[str, Any]) -> Any:
+        kwargs = {}
+        for name, codec in fields:
+            if name in row:
+                x = row[name]
+                kwargs[name] = None if x is None else codec.decode(x)
+        return cls(**kwargs)
+
+    return to_row, from_row
+
+
+def _struct_codec(cls: type) -> Codec:
+    schema = dataclass_schema(cls)
+    to_row, from_row = _row_codecs(cls)
+    return Codec(cls, pa.struct(list(schema)), False, to_row, from_row)
+
+
+def _dataclass_ipc_codec(cls: type) -> Codec:
+    schema = dataclass_schema(cls)
+    to_row, from_row = _row_codecs(cls)
+
+    def encode(v: Any) -> bytes:
+        batch = pa.RecordBatch.from_pylist([to_row(v)], schema=schema)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_batch(batch)
+        return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+
+    def decode(v: Any) -> Any:
+        reader = pa.ipc.open_stream(pa.py_buffer(v))
+        table = reader.read_all()
+        if table.num_rows != 1:
+            raise ValueError(f"{cls.__name__}: expected 1 row in nested IPC, got {table.num_rows}")
+        return from_row(table.to_pylist()[0])
+
+    return Codec(cls, pa.binary(), False, encode, decode)
+
+
+def dataclass_to_ipc(value: Any) -> bytes:
+    """Serialise a dataclass instance as an IPC stream (schema, 1 row, EOS)."""
+    cls: Any = type(value)
+    encoded: bytes = codec_for(cls).encode(value)
+    return encoded
+
+
+def dataclass_from_ipc(cls: Any, data: bytes) -> Any:
+    """Inverse of :func:`dataclass_to_ipc`."""
+    return codec_for(cls).decode(data)

@@ -1,0 +1,496 @@
+"""RpcServer: the method table, dispatch, the hook slot and the auto-attach seam.
+
+Transports (``vgi_rpc.pipe``, ``vgi_rpc.http``) decode a request with
+``vgi_rpc.wire``, look the method up here, and let the server run it: the
+server calls the dispatch hook around the implementation and encodes the
+result or the error. The server never logs an application exception at ERROR:
+it logs at WARNING, so Sentry's logging integration records a breadcrumb, not a
+second error event (the Sentry hook's capture is the one event).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import secrets
+import sys
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, get_origin
+
+import pyarrow as pa
+
+from vgi_rpc._types import Codec, UnsupportedTypeError, codec_for
+from vgi_rpc.auth import ANONYMOUS, AuthContext
+from vgi_rpc.context import CallContext
+from vgi_rpc.errors import ProtocolError
+from vgi_rpc.hooks import DispatchHook, DispatchInfo, _safe_end, _safe_start
+from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
+from vgi_rpc.wire import ResponseWriter, error_metadata, log_metadata, new_request_id
+
+__all__ = ["MethodSpec", "ParamSpec", "RpcServer"]
+
+_logger = logging.getLogger("vgi_rpc")
+_NO_DEFAULT: Any = inspect.Parameter.empty
+_VOID_BATCH = empty_batch(EMPTY_SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One parameter of an RPC method."""
+
+    name: str
+    codec: Codec
+    default: Any = _NO_DEFAULT
+
+    @property
+    def has_default(self) -> bool:
+        """True when the Protocol gives the parameter a default."""
+        return self.default is not _NO_DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """One RPC method: its kind, parameters, result type and implementation."""
+
+    name: str
+    method_type: typing.Literal["unary", "stream"]
+    params: tuple[ParamSpec, ...]
+    params_schema: pa.Schema
+    result_codec: Codec | None
+    result_schema: pa.Schema
+    wants_ctx: bool
+    func: Callable[..., Any]
+
+    def encode_result(self, value: Any) -> pa.RecordBatch:
+        """The one-row ``result`` batch for *value* (a zero-row empty batch for void methods)."""
+        codec = self.result_codec
+        if codec is None:
+            if value is not None:
+                raise TypeError(f"{self.name} is declared to return None but returned {type(value).__name__}")
+            return _VOID_BATCH
+        if value is None and not codec.nullable:
+            raise TypeError(f"{self.name} returned None but its return type is not Optional")
+        try:
+            array = codec.to_array([value])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(
+                f"{self.name} returned {type(value).__name__} that does not fit {codec.arrow_type}: {exc}"
+            ) from None
+        return pa.RecordBatch.from_arrays([array], schema=self.result_schema)
+
+
+def _protocol_methods(protocol: type) -> dict[str, Callable[..., Any]]:
+    skip = {object, typing.Protocol, typing.Generic}
+    found: dict[str, Callable[..., Any]] = {}
+    for cls in reversed(protocol.__mro__):
+        if cls in skip:
+            continue
+        for name, member in vars(cls).items():
+            if name.startswith("_") or not callable(member) or isinstance(member, type):
+                continue
+            if isinstance(member, staticmethod | classmethod):
+                continue
+            found[name] = member
+    return found
+
+
+def _is_stream(annotation: Any) -> bool:
+    return annotation is Stream or get_origin(annotation) is Stream
+
+
+def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl: object | None) -> MethodSpec:
+    where = f"{protocol.__name__}.{name}"
+    try:
+        hints = typing.get_type_hints(proto_fn, include_extras=True)
+    except Exception as exc:
+        raise TypeError(f"{where}: cannot resolve type annotations: {exc}") from None
+    sig = inspect.signature(proto_fn)
+    params: list[ParamSpec] = []
+    for p in list(sig.parameters.values())[1:]:  # drop self
+        if p.name == "ctx" or hints.get(p.name) is CallContext:
+            continue
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise TypeError(f"{where}: *args/**kwargs parameters are not supported")
+        if p.name not in hints:
+            raise TypeError(f"{where}: parameter {p.name!r} has no type annotation")
+        try:
+            codec = codec_for(hints[p.name])
+        except UnsupportedTypeError as exc:
+            raise TypeError(f"{where}: parameter {p.name!r}: {exc}") from None
+        params.append(ParamSpec(p.name, codec, p.default))
+    if "return" not in hints:
+        raise TypeError(f"{where}: missing return annotation")
+    ret = hints["return"]
+    method_type: typing.Literal["unary", "stream"] = "unary"
+    result_codec: Codec | None = None
+    result_schema = EMPTY_SCHEMA
+    if _is_stream(ret):
+        method_type = "stream"
+    elif ret is not None and ret is not type(None):
+        try:
+            result_codec = codec_for(ret)
+        except UnsupportedTypeError as exc:
+            raise TypeError(f"{where}: return type: {exc}") from None
+        result_schema = pa.schema([result_codec.field("result")])
+    func: Callable[..., Any] = _client_only
+    impl_params: Mapping[str, Any] = {}
+    if impl is not None:
+        func = getattr(impl, name, None)  # type: ignore[assignment]
+        if func is None or not callable(func):
+            raise TypeError(f"{type(impl).__name__} does not implement {where}")
+        try:
+            impl_params = inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            impl_params = {}
+    return MethodSpec(
+        name=name,
+        method_type=method_type,
+        params=tuple(params),
+        params_schema=pa.schema([p.codec.field(p.name) for p in params]),
+        result_codec=result_codec,
+        result_schema=result_schema,
+        wants_ctx="ctx" in impl_params,
+        func=func,
+    )
+
+
+def _client_only(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("client-side method table: there is no implementation to call")
+
+
+def method_table(protocol: type, implementation: object | None = None) -> dict[str, MethodSpec]:
+    """Build the method table of *protocol* (client side when *implementation* is None)."""
+    return {
+        name: _build_method(protocol, name, fn, implementation)
+        for name, fn in _protocol_methods(protocol).items()
+    }
+
+
+def protocol_names(protocol: type) -> tuple[str, str | None]:
+    """The Protocol's wire name and declared version."""
+    return _class_attr(protocol, "protocol_name") or protocol.__name__, _class_attr(
+        protocol, "protocol_version"
+    )
+
+
+def _class_attr(protocol: type, name: str) -> str | None:
+    value = getattr(protocol, name, None)
+    return value if isinstance(value, str) else None
+
+
+class RpcServer:
+    """Serves one Protocol's implementation.
+
+    ``RpcServer(Calculator, CalculatorImpl())`` builds the method table from the
+    Protocol's annotations and fails fast with an error naming the method and the
+    type when an implementation method is missing or a type cannot be mapped.
+
+    If ``sentry_sdk`` is already imported and initialised when the server is
+    constructed, default-config Sentry instrumentation is attached (see
+    ``vgi_rpc.sentry``); a process that never imported Sentry pays one dict lookup.
+
+    Attributes:
+        protocol: The Protocol class.
+        implementation: The object whose methods run the calls.
+        protocol_name: The wire name (the Protocol's ``protocol_name`` class
+            attribute if set, else its class name).
+        protocol_version: The Protocol's ``protocol_version`` class attribute, if any.
+        server_id: 12 hex characters identifying this server (given or random).
+        methods: Method name -> :class:`MethodSpec`.
+        include_tracebacks: Send Python tracebacks to clients (trusted deployments only).
+    """
+
+    def __init__(
+        self,
+        protocol: type,
+        implementation: object,
+        *,
+        server_id: str | None = None,
+        include_tracebacks: bool = False,
+    ) -> None:
+        self.protocol = protocol
+        self.implementation = implementation
+        self.protocol_name = _class_attr(protocol, "protocol_name") or protocol.__name__
+        self.protocol_version = _class_attr(protocol, "protocol_version")
+        self.server_id = server_id or secrets.token_hex(6)
+        self.include_tracebacks = include_tracebacks
+        self.methods: dict[str, MethodSpec] = method_table(protocol, implementation)
+        self._dispatch_hook: DispatchHook | None = None
+        if "sentry_sdk" in sys.modules:
+            _sentry_auto_attach(self)
+
+    def __repr__(self) -> str:
+        return f"RpcServer({self.protocol_name}, server_id={self.server_id!r})"
+
+    # ----------------------------------------------------------------- lookup / decode
+
+    def lookup(self, method: str, protocol: str | None = None) -> MethodSpec:
+        """The method named *method*; :class:`ProtocolError` (404 kind) when unknown."""
+        if protocol is not None and protocol != self.protocol_name:
+            raise ProtocolError(
+                f"protocol {protocol!r} is not served here (this server serves {self.protocol_name!r})",
+                error_kind="protocol_not_supported",
+                status=404,
+            )
+        spec = self.methods.get(method)
+        if spec is None:
+            raise ProtocolError(
+                f"unknown method {method!r} on {self.protocol_name}",
+                error_kind="method_not_implemented",
+                status=404,
+            )
+        return spec
+
+    def check_version(self, metadata: Mapping[str, str]) -> None:
+        """Reject a request whose ``vgi_rpc.protocol_version`` major.minor differs from ours."""
+        theirs = metadata.get("vgi_rpc.protocol_version")
+        ours = self.protocol_version
+        if theirs and ours and theirs.split(".")[:2] != ours.split(".")[:2]:
+            raise ProtocolError(
+                f"protocol version mismatch: client {theirs}, server {ours}",
+                error_kind="protocol_version_mismatch",
+            )
+
+    def decode_kwargs(self, spec: MethodSpec, batch: pa.RecordBatch) -> dict[str, Any]:
+        """Turn a request batch into keyword arguments, or raise :class:`ProtocolError` naming the problem."""
+        names = batch.schema.names
+        known = {p.name for p in spec.params}
+        extra = [n for n in names if n not in known]
+        if extra:
+            raise ProtocolError(f"{spec.name}: unexpected parameter(s) {', '.join(map(repr, extra))}")
+        if batch.num_rows != 1 and not (batch.num_rows == 0 and not names):
+            raise ProtocolError(f"{spec.name}: request batch must have exactly 1 row, got {batch.num_rows}")
+        kwargs: dict[str, Any] = {}
+        for p in spec.params:
+            idx = batch.schema.get_field_index(p.name)
+            if idx < 0:
+                if not p.has_default:
+                    raise ProtocolError(f"{spec.name}: missing parameter {p.name!r}")
+                kwargs[p.name] = p.default
+                continue
+            column = batch.column(idx)
+            codec = p.codec
+            if column.type != codec.arrow_type:
+                column = _coerce(spec.name, p.name, column, codec.arrow_type)
+            value = column[0].as_py()
+            if value is None:
+                if not codec.nullable:
+                    raise ProtocolError(f"{spec.name}: parameter {p.name!r} is null but not Optional")
+                kwargs[p.name] = None
+                continue
+            if not codec.identity:
+                try:
+                    value = codec.decode(value)
+                except Exception as exc:
+                    raise ProtocolError(f"{spec.name}: parameter {p.name!r}: {exc}") from None
+            kwargs[p.name] = value
+        return kwargs
+
+    # ----------------------------------------------------------------- running calls
+
+    def make_context(
+        self,
+        spec: MethodSpec,
+        auth: AuthContext,
+        request_id: str,
+        sink: Callable[[str, str, Mapping[str, Any]], None],
+        *,
+        stream_id: str | None = None,
+        transport_metadata: Mapping[str, str] | None = None,
+    ) -> CallContext:
+        """A :class:`CallContext` for one dispatch whose log messages go to *sink*."""
+        return CallContext(
+            auth=auth,
+            server_id=self.server_id,
+            method=spec.name,
+            protocol_name=self.protocol_name,
+            request_id=request_id,
+            sink=sink,
+            stream_id=stream_id,
+            transport_metadata=transport_metadata,
+        )
+
+    def invoke(self, spec: MethodSpec, kwargs: Mapping[str, Any], ctx: CallContext | None) -> Any:
+        """Call the implementation (injecting ``ctx`` when it wants one). No hooks."""
+        if spec.wants_ctx:
+            return spec.func(**kwargs, ctx=ctx)
+        return spec.func(**kwargs)
+
+    def open_stream(self, spec: MethodSpec, kwargs: Mapping[str, Any], ctx: CallContext) -> Stream[Any]:
+        """Call a stream method's implementation and check it returned a :class:`Stream`."""
+        result = self.invoke(spec, kwargs, ctx)
+        if not isinstance(result, Stream):
+            raise TypeError(f"{spec.name} must return a Stream, got {type(result).__name__}")
+        return result
+
+    def run_turn(self, stream: Stream[Any], data: AnnotatedBatch, ctx: CallContext) -> OutputCollector:
+        """Run one stream turn on *data* and check the output (one batch, or finish for producers)."""
+        out = OutputCollector(stream.output_schema, producer=stream.is_producer)
+        stream.state.process(data, out, ctx)
+        out.validate()
+        return out
+
+    def hook_start(
+        self,
+        spec: MethodSpec,
+        auth: AuthContext,
+        transport_metadata: Mapping[str, str],
+        kwargs: Mapping[str, Any] | None,
+        *,
+        request_id: str,
+        transport: str,
+        turn: typing.Literal["call", "init", "exchange", "stream"],
+        stream_id: str | None = None,
+    ) -> tuple[DispatchHook, DispatchInfo, object] | None:
+        """Start the dispatch hook (if any) for one dispatch; pass the result to :meth:`hook_end`."""
+        hook = self._dispatch_hook
+        if hook is None:
+            return None
+        info = DispatchInfo(
+            spec.name,
+            spec.method_type,
+            self.protocol_name,
+            self.server_id,
+            request_id,
+            stream_id,
+            transport,
+            turn,
+        )
+        return hook, info, _safe_start(hook, info, auth, transport_metadata, kwargs)
+
+    @staticmethod
+    def hook_end(
+        handle: tuple[DispatchHook, DispatchInfo, object] | None, error: BaseException | None
+    ) -> None:
+        """End the dispatch started by :meth:`hook_start` (a no-op when there was no hook)."""
+        if handle is not None:
+            hook, info, token = handle
+            _safe_end(hook, token, info, error)
+
+    def log_call_error(self, spec: MethodSpec, exc: BaseException) -> None:
+        """Record an application error on the ``vgi_rpc`` logger (WARNING, never ERROR)."""
+        _logger.warning(
+            "%s.%s raised %s: %s",
+            self.protocol_name,
+            spec.name,
+            type(exc).__name__,
+            exc,
+            exc_info=_logger.isEnabledFor(logging.DEBUG),
+        )
+
+    def handle_unary(
+        self,
+        spec: MethodSpec,
+        kwargs: Mapping[str, Any],
+        sink: Any,
+        *,
+        auth: AuthContext = ANONYMOUS,
+        transport_metadata: Mapping[str, str] | None = None,
+        transport: str = "inproc",
+    ) -> BaseException | None:
+        """Run a unary call and write its whole response stream to *sink*; returns the error, if any."""
+        request_id = new_request_id()
+        logs: list[tuple[str, str, Mapping[str, Any]]] = []
+        ctx = (
+            self.make_context(
+                spec, auth, request_id, lambda *m: logs.append(m), transport_metadata=transport_metadata
+            )
+            if spec.wants_ctx
+            else None
+        )
+        handle = (
+            None
+            if self._dispatch_hook is None
+            else self.hook_start(
+                spec,
+                auth,
+                transport_metadata or {},
+                kwargs,
+                request_id=request_id,
+                transport=transport,
+                turn="call",
+            )
+        )
+        error: BaseException | None = None
+        batch = _VOID_BATCH
+        try:
+            batch = spec.encode_result(self.invoke(spec, kwargs, ctx))
+        except Exception as exc:
+            error = exc
+            self.log_call_error(spec, exc)
+        finally:
+            if handle is not None:
+                self.hook_end(handle, error)
+        writer = ResponseWriter(sink, spec.result_schema)
+        for level, message, extra in logs:
+            writer.meta(log_metadata(level, message, extra, server_id=self.server_id, request_id=request_id))
+        if error is None:
+            writer.write(batch)
+        else:
+            writer.meta(
+                error_metadata(
+                    error,
+                    server_id=self.server_id,
+                    request_id=request_id,
+                    include_traceback=self.include_tracebacks,
+                )
+            )
+        writer.close()
+        return error
+
+    def dispatch(self, method: str, /, **kwargs: Any) -> Any:
+        """Run one unary call in-process (hooks included, ``transport="inproc"``) and return its result.
+
+        Exceptions from the implementation propagate unchanged. No Arrow encoding
+        happens: this is the hook-and-implementation path only.
+        """
+        spec = self.lookup(method)
+        hook = self._dispatch_hook
+        if hook is None and not spec.wants_ctx:
+            return spec.func(**kwargs)
+        request_id = new_request_id()
+        ctx = self.make_context(spec, ANONYMOUS, request_id, _drop_log) if spec.wants_ctx else None
+        if hook is None:
+            return self.invoke(spec, kwargs, ctx)
+        handle = self.hook_start(
+            spec, ANONYMOUS, {}, kwargs, request_id=request_id, transport="inproc", turn="call"
+        )
+        error: BaseException | None = None
+        try:
+            return self.invoke(spec, kwargs, ctx)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            self.hook_end(handle, error)
+
+    def serve(self, reader: typing.BinaryIO, writer: typing.BinaryIO) -> None:
+        """Serve the pipe protocol on a pair of binary streams until the reader reaches EOF."""
+        from vgi_rpc.pipe import serve_streams
+
+        serve_streams(self, reader, writer)
+
+
+def _drop_log(level: str, message: str, extra: Mapping[str, Any]) -> None:
+    _logger.debug("client log outside a transport: %s %s", level, message)
+
+
+def _coerce(method: str, param: str, column: pa.Array, target: pa.DataType) -> pa.Array:
+    if pa.types.is_dictionary(target) and pa.types.is_string(column.type):
+        return column  # plain utf8 carries an enum member name just as well
+    try:
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raise ProtocolError(
+            f"{method}: parameter {param!r} has Arrow type {column.type}, expected {target}"
+        ) from None
+
+
+def _sentry_auto_attach(server: RpcServer) -> None:
+    try:
+        from vgi_rpc.sentry import _auto_attach
+    except ImportError:  # sentry extra not installed
+        return
+    _auto_attach(server)
