@@ -1,0 +1,526 @@
+"""The pipe transport: lock-step Arrow IPC streams over a pair of byte pipes.
+
+* :func:`run_server` serves a worker's stdin/stdout (protocol bytes only on
+  stdout: anything user code prints is sent to stderr instead).
+* :func:`connect` spawns such a worker and yields a typed proxy.
+* :func:`serve_pipe` runs the server on a background thread in this process.
+
+Framing (the official peers' dialect): each call is a request IPC stream; a unary
+response is one IPC stream. A stream call then exchanges one *input* IPC stream
+(client -> server, one batch per turn: a 0-row tick for producers, the data for
+exchanges) against one *output* IPC stream (server -> client, log batches and
+one data batch per turn). The server ends a producer by closing its output
+stream; the client ends an exchange by closing its input stream. On the pipe
+one stream call is one dispatch-hook start/end pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any
+
+import pyarrow as pa
+
+from vgi_rpc.auth import ANONYMOUS, AuthContext
+from vgi_rpc.client import RpcProxy, StreamSession
+from vgi_rpc.errors import ProtocolError, RpcError
+from vgi_rpc.server import MethodSpec, RpcServer, protocol_names
+from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
+from vgi_rpc.wire import (
+    CANCEL_KEY,
+    PROTOCOL_KEYS,
+    LogMessage,
+    OnLog,
+    ResponseWriter,
+    error_metadata,
+    iter_response,
+    log_metadata,
+    metadata_dict,
+    new_request_id,
+    read_request,
+    write_request,
+)
+
+__all__ = ["LogMessage", "connect", "run_server", "serve_pipe", "serve_streams"]
+
+_logger = logging.getLogger("vgi_rpc")
+
+
+def _as_server(target: type | RpcServer, impl: object | None) -> RpcServer:
+    if isinstance(target, RpcServer):
+        if impl is not None:
+            raise TypeError("pass either a ready RpcServer or (Protocol, implementation), not both")
+        return target
+    if impl is None:
+        raise TypeError("an implementation is required with a Protocol class")
+    return RpcServer(target, impl)
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def _drain(reader: pa.ipc.RecordBatchStreamReader) -> None:
+    with contextlib.suppress(StopIteration, pa.ArrowInvalid, OSError):
+        while True:
+            reader.read_next_batch()
+
+
+def _drain_input(source: IO[bytes]) -> None:
+    with contextlib.suppress(pa.ArrowInvalid, OSError, EOFError):
+        _drain(pa.ipc.open_stream(source))
+
+
+def _write_error_stream(
+    server: RpcServer, writer: IO[bytes], exc: BaseException, schema: pa.Schema, request_id: str | None = None
+) -> None:
+    out = ResponseWriter(writer, schema)
+    out.meta(
+        error_metadata(
+            exc,
+            server_id=server.server_id,
+            request_id=request_id,
+            include_traceback=server.include_tracebacks,
+        )
+    )
+    out.close()
+    writer.flush()
+
+
+def _write_turn(server: RpcServer, out_writer: ResponseWriter, out: OutputCollector, request_id: str) -> None:
+    for item in out.items:
+        if item[0] == "log":
+            _, level, message, extra = item
+            out_writer.meta(
+                log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id)
+            )
+        else:
+            out_writer.write(item[1], item[2])
+
+
+def serve_streams(
+    server: RpcServer, reader: IO[bytes], writer: IO[bytes], *, auth: AuthContext = ANONYMOUS
+) -> None:
+    """Serve requests from *reader*, answering on *writer*, until EOF.
+
+    A malformed request is answered with an error stream and the loop goes on
+    when the request was framed correctly; garbage that breaks the IPC framing
+    ends the connection (after answering), since the byte stream can no longer
+    be trusted.
+    """
+    while True:
+        try:
+            request = read_request(reader)
+        except EOFError:
+            return
+        except ProtocolError as exc:
+            with contextlib.suppress(OSError):
+                _write_error_stream(server, writer, exc, EMPTY_SCHEMA)
+            if "not a valid Arrow IPC stream" in str(exc):
+                return
+            continue
+        except OSError:
+            return
+        spec: MethodSpec | None = None
+        try:
+            spec = server.lookup(request.method, request.metadata.get("vgi_rpc.protocol"))
+            server.check_version(request.metadata)
+            kwargs = server.decode_kwargs(spec, request.batch)
+        except ProtocolError as exc:
+            try:
+                schema = (
+                    spec.result_schema if spec is not None and spec.method_type == "unary" else EMPTY_SCHEMA
+                )
+                _write_error_stream(server, writer, exc, schema)
+                if spec is not None and spec.method_type == "stream":
+                    _drain_input(reader)
+            except OSError:
+                return
+            continue
+        try:
+            if spec.method_type == "unary":
+                server.handle_unary(
+                    spec, kwargs, writer, auth=auth, transport_metadata=request.metadata, transport="pipe"
+                )
+                writer.flush()
+            else:
+                _serve_stream(server, spec, kwargs, request.metadata, reader, writer, auth)
+        except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
+            _logger.debug("pipe closed mid-call", exc_info=True)
+            return
+
+
+def _serve_stream(
+    server: RpcServer,
+    spec: MethodSpec,
+    kwargs: dict[str, Any],
+    metadata: Mapping[str, str],
+    reader: IO[bytes],
+    writer: IO[bytes],
+    auth: AuthContext,
+) -> None:
+    request_id = new_request_id()
+    stream_id = uuid.uuid4().hex
+    pending: list[tuple[str, str, Mapping[str, Any]]] = []
+    ctx = server.make_context(
+        spec, auth, request_id, lambda *m: pending.append(m), stream_id=stream_id, transport_metadata=metadata
+    )
+    handle = server.hook_start(
+        spec,
+        auth,
+        metadata,
+        kwargs,
+        request_id=request_id,
+        transport="pipe",
+        turn="stream",
+        stream_id=stream_id,
+    )
+    error: BaseException | None = None
+    try:
+        try:
+            stream = server.open_stream(spec, kwargs, ctx)
+        except Exception as exc:
+            error = exc
+            server.log_call_error(spec, exc)
+            out = ResponseWriter(writer, EMPTY_SCHEMA)
+            for level, message, extra in pending:
+                out.meta(
+                    log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id)
+                )
+            out.meta(
+                error_metadata(
+                    exc,
+                    server_id=server.server_id,
+                    request_id=request_id,
+                    include_traceback=server.include_tracebacks,
+                )
+            )
+            out.close()
+            writer.flush()
+            _drain_input(reader)
+            return
+        error = _stream_turns(server, spec, stream, ctx, pending, reader, writer, request_id)
+    finally:
+        server.hook_end(handle, error)
+
+
+def _stream_turns(
+    server: RpcServer,
+    spec: MethodSpec,
+    stream: Stream[Any],
+    ctx: Any,
+    pending: list[tuple[str, str, Mapping[str, Any]]],
+    reader: IO[bytes],
+    writer: IO[bytes],
+    request_id: str,
+) -> BaseException | None:
+    out_writer = ResponseWriter(writer, stream.output_schema)
+    for level, message, extra in pending:
+        out_writer.meta(
+            log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id)
+        )
+    error: BaseException | None = None
+    input_reader: pa.ipc.RecordBatchStreamReader | None = None
+    try:
+        input_reader = pa.ipc.open_stream(reader)
+        while True:
+            try:
+                batch, raw = input_reader.read_next_batch_with_custom_metadata()
+            except StopIteration:
+                break
+            md = metadata_dict(raw)
+            if CANCEL_KEY in md:
+                try:
+                    stream.state.on_cancel(ctx)
+                except Exception:
+                    _logger.warning("%s: on_cancel failed", spec.name, exc_info=True)
+                break
+            if md and not PROTOCOL_KEYS.isdisjoint(md):
+                md = {k: v for k, v in md.items() if k not in PROTOCOL_KEYS}
+            if not stream.is_producer and not batch.schema.equals(stream.input_schema):
+                batch = _cast_input(batch, stream.input_schema)
+            out = server.run_turn(stream, AnnotatedBatch(batch, md or None), ctx)
+            _write_turn(server, out_writer, out, request_id)
+            writer.flush()
+            if out.finished:
+                break
+    except (pa.ArrowInvalid, OSError) as exc:
+        if input_reader is None:
+            raise
+        error = exc
+    except Exception as exc:
+        error = exc
+        server.log_call_error(spec, exc)
+        out_writer.meta(
+            error_metadata(
+                exc,
+                server_id=server.server_id,
+                request_id=request_id,
+                include_traceback=server.include_tracebacks,
+            )
+        )
+    finally:
+        out_writer.close()
+        writer.flush()
+    if input_reader is not None:
+        _drain(input_reader)
+    return error
+
+
+def _cast_input(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    if batch.schema.names != schema.names:
+        raise TypeError(
+            f"input batch columns {batch.schema.names} do not match the stream's input schema {schema}"
+        )
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise TypeError(f"input batch schema {batch.schema} cannot be cast to {schema}: {exc}") from None
+
+
+def run_server(target: type | RpcServer, impl: object | None = None) -> None:
+    """Serve one Protocol over this process's stdin/stdout until stdin closes.
+
+    Only protocol bytes go to stdout: ``sys.stdout`` (and file descriptor 1) are
+    redirected to stderr while serving, so a stray ``print`` cannot corrupt the wire.
+    """
+    server = _as_server(target, impl)
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    saved_stdout = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        with os.fdopen(protocol_fd, "wb") as out:
+            serve_streams(server, sys.stdin.buffer, out)
+    finally:
+        sys.stdout = saved_stdout
+
+
+# --------------------------------------------------------------------------- client side
+
+
+class _PipeClient:
+    """Client side of the pipe framing (one call at a time; a lock serialises threads)."""
+
+    def __init__(
+        self, reader: IO[bytes], writer: IO[bytes], protocol: str, version: str | None, on_log: OnLog | None
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.protocol = protocol
+        self.version = version
+        self.on_log = on_log
+        self.lock = threading.RLock()
+
+    def _send_request(self, spec: MethodSpec, request: pa.RecordBatch) -> None:
+        write_request(self.writer, spec.name, request, protocol=self.protocol, protocol_version=self.version)
+        self.writer.flush()
+
+    def call_unary(self, spec: MethodSpec, request: pa.RecordBatch) -> pa.RecordBatch:
+        with self.lock:
+            self._send_request(spec, request)
+            batches = _read_whole(pa.ipc.open_stream(self.reader), self.on_log)
+        if not batches:
+            raise ProtocolError(f"{spec.name}: response stream has no result batch")
+        return batches[-1][0]
+
+    def open_stream(self, spec: MethodSpec, request: pa.RecordBatch) -> StreamSession:
+        self.lock.acquire()
+        try:
+            self._send_request(spec, request)
+        except BaseException:
+            self.lock.release()
+            raise
+        return _PipeStream(self, spec)
+
+
+def _read_whole(
+    reader: pa.ipc.RecordBatchStreamReader, on_log: OnLog | None
+) -> list[tuple[pa.RecordBatch, dict[str, str]]]:
+    """Read a response stream to EOS (so the pipe stays in step), then raise its error if it had one."""
+    out: list[tuple[pa.RecordBatch, dict[str, str]]] = []
+    error: RpcError | None = None
+    it = iter_response(reader, on_log)
+    while True:
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+        except RpcError as exc:
+            error = exc
+            _drain(reader)
+            break
+    if error is not None:
+        raise error
+    return out
+
+
+class _PipeStream:
+    """A stream call on the pipe: producer iteration or exchange turns."""
+
+    def __init__(self, client: _PipeClient, spec: MethodSpec) -> None:
+        self._client = client
+        self._spec = spec
+        self._in: pa.ipc.RecordBatchStreamWriter | None = None
+        self._in_schema: pa.Schema = EMPTY_SCHEMA
+        self._out: pa.ipc.RecordBatchStreamReader | None = None
+        self._done = False
+
+    # -- plumbing
+    def _input(self, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
+        if self._in is None:
+            self._in = pa.ipc.new_stream(self._client.writer, schema)
+            self._in_schema = schema
+        return self._in
+
+    def _send(self, batch: pa.RecordBatch, metadata: Mapping[str, str] | None = None) -> None:
+        writer = self._input(batch.schema)
+        if not batch.schema.equals(self._in_schema):
+            # one pipe input stream has one schema: later batches must fit the first one's
+            batch = _cast_input(batch, self._in_schema)
+        writer.write_batch(batch, custom_metadata=dict(metadata) if metadata else None)
+        self._client.writer.flush()
+
+    def _next_output(self) -> tuple[pa.RecordBatch, dict[str, str]] | None:
+        """The next data batch, or None at the end of the output stream."""
+        try:
+            if self._out is None:
+                self._out = pa.ipc.open_stream(self._client.reader)
+            return next(iter_response(self._out, self._client.on_log))
+        except StopIteration:
+            self._finish()
+            return None
+        except RpcError:
+            self._finish()
+            raise
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            if self._in is None:
+                self._in = pa.ipc.new_stream(self._client.writer, EMPTY_SCHEMA)
+            self._in.close()
+            self._client.writer.flush()
+            if self._out is None:
+                self._out = pa.ipc.open_stream(self._client.reader)
+            _drain(self._out)
+        except (OSError, pa.ArrowInvalid):
+            _logger.debug("pipe stream finish failed", exc_info=True)
+        finally:
+            self._client.lock.release()
+
+    # -- public surface
+    def __iter__(self) -> Iterator[AnnotatedBatch]:
+        tick = empty_batch(EMPTY_SCHEMA)
+        while not self._done:
+            self._send(tick)
+            item = self._next_output()
+            if item is None:
+                return
+            yield AnnotatedBatch(item[0], item[1] or None)
+
+    def exchange(self, data: AnnotatedBatch) -> AnnotatedBatch:
+        if self._done:
+            raise RuntimeError("stream is closed")
+        self._send(data.batch, data.custom_metadata)
+        item = self._next_output()
+        if item is None:
+            raise RpcError("ProtocolError", "server ended the stream without answering the exchange")
+        return AnnotatedBatch(item[0], item[1] or None)
+
+    def cancel(self) -> None:
+        if self._done:
+            return
+        schema = self._in_schema
+        self._send(empty_batch(schema), {CANCEL_KEY: "1"})
+        self._finish()
+
+    def close(self) -> None:
+        self._finish()
+
+    def __enter__(self) -> _PipeStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._done:
+            with contextlib.suppress(Exception):
+                self._finish()
+
+
+@contextlib.contextmanager
+def serve_pipe(
+    target: type | RpcServer, impl: object | None = None, *, on_log: OnLog | None = None
+) -> Iterator[Any]:
+    """Serve on a background thread over OS pipes and yield a typed proxy.
+
+    ``with serve_pipe(Calculator, CalculatorImpl()) as proxy: proxy.add(a=1, b=2)``.
+    Accepts a ready :class:`RpcServer` too (instrument it first). ``on_log``
+    receives the server's log messages (:class:`vgi_rpc.wire.LogMessage`).
+    """
+    server = _as_server(target, impl)
+    c2s_r, c2s_w = os.pipe()
+    s2c_r, s2c_w = os.pipe()
+    server_in, server_out = os.fdopen(c2s_r, "rb"), os.fdopen(s2c_w, "wb")
+    client_in, client_out = os.fdopen(s2c_r, "rb"), os.fdopen(c2s_w, "wb")
+
+    def run() -> None:
+        try:
+            serve_streams(server, server_in, server_out)
+        finally:
+            with contextlib.suppress(OSError):
+                server_out.close()
+            server_in.close()
+
+    thread = threading.Thread(target=run, name=f"vgi_rpc-pipe-{server.protocol_name}", daemon=True)
+    thread.start()
+    client = _PipeClient(client_in, client_out, server.protocol_name, server.protocol_version, on_log)
+    try:
+        yield RpcProxy(server.protocol, client)
+    finally:
+        with contextlib.suppress(OSError):
+            client_out.close()
+        thread.join(timeout=10)
+        client_in.close()
+
+
+@contextlib.contextmanager
+def connect(
+    protocol: type, cmd: Sequence[str], *, on_log: OnLog | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[Any]:
+    """Spawn ``cmd`` (a worker calling :func:`run_server`) and yield a typed proxy to it.
+
+    The worker's stderr is inherited. On exit stdin is closed and the worker is
+    given 10 seconds to stop before it is killed.
+    """
+    proc = subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    name, version = protocol_names(protocol)
+    client = _PipeClient(proc.stdout, proc.stdin, name, version, on_log)
+    try:
+        yield RpcProxy(protocol, client)
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
