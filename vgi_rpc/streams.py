@@ -115,7 +115,9 @@ class OutputCollector:
     def finish(self) -> None:
         """End a producer stream after this turn."""
         if not self._producer:
-            raise RuntimeError("finish() is for producer streams; exchange streams end when the client closes")
+            raise RuntimeError(
+                "finish() is for producer streams; exchange streams end when the client closes"
+            )
         self.finished = True
 
     def validate(self) -> None:
