@@ -1,0 +1,396 @@
+"""Sentry instrumentation over the pipe transport, asserted on real envelopes.
+
+Every test runs the real ``sentry_sdk`` (default integrations on: logging,
+threading, dedupe, ...) with the in-memory transport from ``vgi_rpc.testing``
+and a real ``serve_pipe`` server thread. No part of ``sentry_sdk`` is mocked.
+
+The ``Shop`` service defined here is shared by the other ``test_sentry_*`` modules.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pytest
+import sentry_sdk
+
+from vgi_rpc import AnnotatedBatch, AuthContext, RpcError, RpcServer, serve_pipe
+from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
+from vgi_rpc.streams import ExchangeState, OutputCollector, ProducerState, Stream
+from vgi_rpc.testing import SentryCapture
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+COUNT_SCHEMA = pa.schema([pa.field("n", pa.int64())])
+X_SCHEMA = pa.schema([pa.field("x", pa.float64())])
+
+
+# -- the service under test (shared with the other test_sentry_* modules) -----------------------
+
+
+@dataclass
+class Countdown(ProducerState):
+    n: int
+    fail_at: int = -1
+
+    def produce(self, out: OutputCollector, ctx: Any) -> None:
+        if self.n == self.fail_at:
+            raise RuntimeError(f"producer failed at {self.n}")
+        if self.n <= 0:
+            out.finish()
+            return
+        out.emit_pydict({"n": [self.n]})
+        self.n -= 1
+
+
+@dataclass
+class Scale(ExchangeState):
+    factor: float
+
+    def exchange(self, input: AnnotatedBatch, out: OutputCollector, ctx: Any) -> None:
+        xs = input.batch.column("x").to_pylist()
+        if any(x < 0 for x in xs):
+            raise ArithmeticError("negative input")
+        out.emit_pydict({"x": [x * self.factor for x in xs]})
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Shop(Protocol):
+    def add(self, a: int, b: int) -> int: ...
+    def fail(self, message: str) -> int: ...
+    def deny(self) -> int: ...
+    def mark(self, marker: str, fail: bool) -> int: ...
+    def search(
+        self,
+        table: str,
+        predicate: str = "",
+        limit: int = 10,
+        ratio: float = 0.5,
+        exact: bool = False,
+        columns: list[str] | None = None,
+        ids: list[int] | None = None,
+        flags: list[bool] | None = None,
+        empty: list[int] | None = None,
+        options: dict[str, str] | None = None,
+        blob: bytes = b"",
+        point: Point | None = None,
+        api_token: str = "",
+        db_password: str = "",
+        fail: bool = False,
+    ) -> int: ...
+    def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]: ...
+    def scale(self, factor: float) -> Stream[Scale]: ...
+
+
+class ShopImpl:
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def fail(self, message: str) -> int:
+        raise ValueError(message)
+
+    def deny(self) -> int:
+        raise PermissionError("no entry")
+
+    def mark(self, marker: str, fail: bool) -> int:
+        # What an application might do inside a call: decorate the current scope.
+        sentry_sdk.set_tag("app.marker", marker)
+        sentry_sdk.set_user({"id": f"user-{marker}"})
+        sentry_sdk.set_context("app", {"marker": marker})
+        sentry_sdk.add_breadcrumb(message=f"crumb-{marker}")
+        if fail:
+            raise LookupError(f"failed {marker}")
+        return len(marker)
+
+    def search(self, table: str, **kwargs: Any) -> int:
+        if kwargs.get("fail"):
+            raise KeyError(f"no table {table}")
+        return 1
+
+    def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]:
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        return Stream(COUNT_SCHEMA, Countdown(n, fail_at))
+
+    def scale(self, factor: float) -> Stream[Scale]:
+        if factor == 0:
+            raise ZeroDivisionError("factor must not be 0")
+        return Stream(X_SCHEMA, Scale(factor), input_schema=X_SCHEMA)
+
+
+def make_server(config: SentryConfig | None = None) -> RpcServer:
+    """A Shop server with the Sentry hook attached with *config*."""
+    return instrument_server_sentry(RpcServer(Shop, ShopImpl()), config)
+
+
+def xs(*values: float) -> AnnotatedBatch:
+    return AnnotatedBatch.from_pydict({"x": list(values)}, schema=X_SCHEMA)
+
+
+def trace_data(txn: dict[str, Any]) -> dict[str, Any]:
+    """The root span's data of a transaction event."""
+    data: dict[str, Any] = txn["contexts"]["trace"].get("data", {})
+    return data
+
+
+def rpc_data(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k.startswith("rpc.")}
+
+
+def call_with_auth(server: RpcServer, method: str, auth: AuthContext, **kwargs: Any) -> None:
+    """Run one unary call through the server's public request path with an authenticated caller."""
+    spec = server.lookup(method)
+    server.handle_unary(spec, kwargs, io.BytesIO(), auth=auth, transport="pipe")
+
+
+def test_unary_error_event_carries_rpc_context(sentry_capture: SentryCapture) -> None:
+    """S8 S10 S11 S16 S18 B1: one event, the original exception, the rpc context and tags, named rpc {method}."""
+    server = make_server()
+    with serve_pipe(server) as proxy, pytest.raises(RpcError):
+        proxy.fail(message="kaboom")
+
+    event = sentry_capture.event()  # exactly one, with logging/threading/dedupe integrations on
+    (exc,) = event["exception"]["values"]
+    assert (exc["type"], exc["value"]) == ("ValueError", "kaboom")  # the original, not a wrapper
+    assert event["contexts"]["rpc"] == {
+        "method": "fail",
+        "method_type": "unary",
+        "service": "Shop",
+        "server_id": server.server_id,
+    }
+    assert event["tags"]["rpc.method"] == "fail"
+    assert event["tags"]["rpc.method_type"] == "unary"
+    assert event["tags"]["auth.authenticated"] == "false"
+    assert "auth.domain" not in event["tags"]  # the pipe caller has no domain
+    assert "user" not in event or not event["user"]  # anonymous caller: no user
+    assert event["transaction"] == "rpc fail"
+    assert event["transaction_info"] == {"source": "custom"}
+    assert sentry_capture.transactions == []  # S27: performance is off by default
+
+
+def test_successful_calls_send_nothing_by_default(sentry_capture: SentryCapture) -> None:
+    """S27: enable_performance=False by default: no transaction or span from the hook, even when sampling 100%."""
+    with serve_pipe(make_server()) as proxy:
+        assert proxy.add(a=2, b=3) == 5
+        assert [b.to_pydict()["n"] for b in proxy.countdown(n=2)] == [[2], [1]]
+    assert sentry_capture.envelopes == []
+
+
+def test_performance_transaction_per_dispatch(sentry_capture: SentryCapture) -> None:
+    """S13 S28: vgi_rpc/<method>, op rpc.server, status ok/internal_error, rpc.* span data on the pipe."""
+    server = make_server(SentryConfig(enable_performance=True))
+    with serve_pipe(server) as proxy:
+        proxy.add(a=1, b=2)
+        with pytest.raises(RpcError):
+            proxy.fail(message="x")
+
+    ok = sentry_capture.transaction("add")
+    failed = sentry_capture.transaction("fail")
+    for txn, method, status in ((ok, "add", "ok"), (failed, "fail", "internal_error")):
+        assert txn["transaction"] == f"vgi_rpc/{method}"
+        assert txn["transaction_info"] == {"source": "custom"}
+        assert txn["contexts"]["trace"]["op"] == "rpc.server"
+        assert txn["contexts"]["trace"]["status"] == status
+        assert rpc_data(trace_data(txn)) == {
+            "rpc.system": "vgi_rpc",
+            "rpc.service": "Shop",
+            "rpc.method": method,
+            "rpc.method_type": "unary",
+        }
+        assert txn["tags"]["rpc.method"] == method
+        assert txn["contexts"]["rpc"]["server_id"] == server.server_id
+    # the error event belongs to the failed call's trace, and is still named rpc {method}
+    event = sentry_capture.event()
+    assert event["contexts"]["trace"]["trace_id"] == failed["contexts"]["trace"]["trace_id"]
+    assert event["transaction"] == "rpc fail"
+
+
+def test_custom_op_name(sentry_capture: SentryCapture) -> None:
+    """S28: the transaction's op is SentryConfig.op_name."""
+    with serve_pipe(make_server(SentryConfig(enable_performance=True, op_name="rpc.custom"))) as proxy:
+        proxy.add(a=1, b=1)
+    assert sentry_capture.transaction()["contexts"]["trace"]["op"] == "rpc.custom"
+
+
+def test_stream_calls_carry_stream_id_in_span_data_only(sentry_capture: SentryCapture) -> None:
+    """S14 S13: stream dispatches carry rpc.stream_id (span data only); unary ones do not."""
+    with serve_pipe(make_server(SentryConfig(enable_performance=True))) as proxy:
+        list(proxy.countdown(n=2))
+        with proxy.scale(factor=2.0) as session:
+            assert session.exchange(xs(1.5)).to_pydict() == {"x": [3.0]}
+        proxy.add(a=1, b=1)
+
+    producer = sentry_capture.transaction("countdown")
+    exchange = sentry_capture.transaction("scale")
+    unary = sentry_capture.transaction("add")
+    for txn in (producer, exchange):
+        data = trace_data(txn)
+        assert data["rpc.method_type"] == "stream"
+        assert HEX32.match(data["rpc.stream_id"])
+        assert not any("stream_id" in key for key in txn["tags"])  # never a tag
+        assert txn["contexts"]["rpc"]["method_type"] == "stream"
+    assert trace_data(producer)["rpc.stream_id"] != trace_data(exchange)["rpc.stream_id"]
+    assert "rpc.stream_id" not in trace_data(unary)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc_type", "message"),
+    [
+        (lambda p: list(p.countdown(n=-1)), "ValueError", "n must be >= 0"),  # fails on open
+        (lambda p: list(p.countdown(n=3, fail_at=2)), "RuntimeError", "producer failed at 2"),  # in a turn
+        (lambda p: p.scale(factor=0.0).exchange(xs(1.0)), "ZeroDivisionError", "factor must not be 0"),
+        (lambda p: p.scale(factor=2.0).exchange(xs(-1.0)), "ArithmeticError", "negative input"),
+    ],
+    ids=["producer-open", "producer-turn", "exchange-open", "exchange-turn"],
+)
+def test_stream_errors_are_captured_once_with_original_exception(
+    sentry_capture: SentryCapture, call: Any, exc_type: str, message: str
+) -> None:
+    """S16 B1: an error opening a stream or inside a producer/exchange turn is one event with the original type."""
+    with serve_pipe(make_server(SentryConfig(enable_performance=True))) as proxy, pytest.raises(RpcError):
+        call(proxy)
+
+    event = sentry_capture.event()
+    (exc,) = event["exception"]["values"]
+    assert (exc["type"], exc["value"]) == (exc_type, message)
+    assert event["tags"]["rpc.method_type"] == "stream"
+    assert event["contexts"]["rpc"]["method_type"] == "stream"
+    assert event["transaction"] in ("rpc countdown", "rpc scale")
+    (txn,) = sentry_capture.transactions
+    assert txn["contexts"]["trace"]["status"] == "internal_error"
+
+
+def test_ignored_exceptions_use_isinstance(sentry_capture: SentryCapture) -> None:
+    """S16: types in ignored_exceptions (and their subclasses) are not reported; others still are."""
+    # LookupError is ignored, so KeyError (a subclass) is too; ValueError is not.
+    server = make_server(SentryConfig(ignored_exceptions=(PermissionError, LookupError)))
+    with serve_pipe(server) as proxy:
+        for call in (lambda: proxy.deny(), lambda: proxy.search(table="t", fail=True)):
+            with pytest.raises(RpcError):
+                call()
+        with pytest.raises(RpcError):
+            proxy.fail(message="reported")
+    (event,) = sentry_capture.events
+    assert event["exception"]["values"][0]["type"] == "ValueError"
+
+
+def test_enable_error_capture_false_sends_no_error_events(sentry_capture: SentryCapture) -> None:
+    """S17: no error event at all, while transactions (performance on) still report the failure."""
+    server = make_server(SentryConfig(enable_error_capture=False, enable_performance=True))
+    with serve_pipe(server) as proxy:
+        with pytest.raises(RpcError):
+            proxy.fail(message="silent")
+        with pytest.raises(RpcError):
+            list(proxy.countdown(n=2, fail_at=1))
+    sentry_capture.assert_no_events()
+    assert {t["contexts"]["trace"]["status"] for t in sentry_capture.transactions} == {"internal_error"}
+
+
+def test_record_request_context_false_removes_exactly_context_user_and_auth_tags(
+    sentry_capture: SentryCapture,
+) -> None:
+    """S15 S10 S12: no rpc context, user, auth.* or claim tags; method tags, custom tags, span data stay."""
+    config = SentryConfig(
+        record_request_context=False,
+        enable_performance=True,
+        custom_tags={"env": "test"},
+        claim_tags={"tenant": "auth.tenant"},
+        tag_params=("table",),
+    )
+    server = make_server(config)
+    auth = AuthContext(domain="jwt", authenticated=True, principal="u-1", claims={"tenant": "acme"})
+    call_with_auth(server, "search", auth, table="orders", fail=True)
+
+    event = sentry_capture.event()
+    assert "rpc" not in event.get("contexts", {})
+    assert not event.get("user")
+    assert event["tags"] == {
+        "rpc.method": "search",
+        "rpc.method_type": "unary",
+        "env": "test",
+        "rpc.param.table": "orders",
+    }
+    assert event["transaction"] == "rpc search"
+    txn = sentry_capture.transaction()
+    assert "rpc" not in txn["contexts"]
+    assert txn["tags"] == event["tags"]
+    assert rpc_data(trace_data(txn))["rpc.method"] == "search"
+
+
+def test_authenticated_caller_user_auth_and_claim_tags(sentry_capture: SentryCapture) -> None:
+    """S9 S11 S12: user.id = principal, user fields via user_claim_map (bad claims skipped), auth/claim/custom tags."""
+    config = SentryConfig(
+        custom_tags={"env": "prod", "region": "eu"},
+        claim_tags={
+            "tenant_id": "auth.tenant_id",
+            "org": "auth.org",
+            "absent": "auth.absent",
+            "big": "auth.big",
+        },
+        user_claim_map={"username": "preferred_username", "email": "email", "name": "name", "nick": "nick"},
+    )
+    server = make_server(config)
+    auth = AuthContext(
+        domain="jwt",
+        authenticated=True,
+        principal="sub-42",
+        claims={
+            "preferred_username": "ada",
+            "email": "",  # empty: skipped
+            "name": 7,  # not a string: skipped
+            "tenant_id": "acme",
+            "org": 17,  # a number is stringified for a tag
+            "big": "x" * 500,  # clipped to 200 characters
+        },
+    )
+    call_with_auth(server, "fail", auth, message="m")
+
+    event = sentry_capture.event()
+    assert event["user"] == {"id": "sub-42", "username": "ada"}
+    tags = event["tags"]
+    assert tags["auth.domain"] == "jwt"
+    assert tags["auth.authenticated"] == "true"
+    assert tags["auth.tenant_id"] == "acme"
+    assert tags["auth.org"] == "17"
+    assert tags["auth.big"] == "x" * 200
+    assert "auth.absent" not in tags
+    assert (tags["env"], tags["region"]) == ("prod", "eu")
+
+
+def test_unauthenticated_caller_has_no_user_even_with_principal(sentry_capture: SentryCapture) -> None:
+    """S9 S11: users are set for authenticated callers only; auth.authenticated is "false"."""
+    server = make_server()
+    auth = AuthContext(domain="pipe", authenticated=False, principal="someone", claims={"email": "a@b.c"})
+    call_with_auth(server, "fail", auth, message="m")
+    event = sentry_capture.event()
+    assert not event.get("user")
+    assert event["tags"]["auth.authenticated"] == "false"
+    assert event["tags"]["auth.domain"] == "pipe"
+
+
+def test_set_transaction_name_false_keeps_the_scope_name(sentry_capture: SentryCapture) -> None:
+    """S19: with set_transaction_name=False the hook does not rename events (here: the hook's own transaction)."""
+    server = make_server(SentryConfig(set_transaction_name=False, enable_performance=True))
+    with serve_pipe(server) as proxy, pytest.raises(RpcError):
+        proxy.fail(message="m")
+    event = sentry_capture.event()
+    assert event["transaction"] == "vgi_rpc/fail"  # what the SDK derives from the active transaction
+    assert sentry_capture.transaction()["transaction"] == "vgi_rpc/fail"
+
+
+def test_inproc_dispatch_is_instrumented_too(sentry_capture: SentryCapture) -> None:
+    """S16 B1: RpcServer.dispatch (in-process) reports the original exception once, then re-raises it."""
+    server = make_server()
+    with pytest.raises(ValueError, match="direct"):
+        server.dispatch("fail", message="direct")
+    event = sentry_capture.event()
+    assert event["exception"]["values"][0]["value"] == "direct"
+    assert event["tags"]["rpc.method"] == "fail"

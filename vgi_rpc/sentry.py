@@ -1,0 +1,565 @@
+"""Server-side Sentry instrumentation: error capture, request context, optional tracing.
+
+Requires ``pip install vgi-rpc[sentry]``. ``import vgi_rpc`` never imports this
+module; importing it imports ``sentry_sdk``. vgi-rpc never calls
+``sentry_sdk.init()`` and never reads ``SENTRY_DSN``: initialise the SDK yourself,
+*before* constructing the ``RpcServer`` if you want auto-attach.
+
+Usage::
+
+    import sentry_sdk
+    sentry_sdk.init()                                  # your DSN, your options
+    server = RpcServer(MyService, MyServiceImpl())     # default hook auto-attached
+    instrument_server_sentry(server, SentryConfig(record_params=True))  # replaces it
+
+What one dispatch does (``docs/sentry.md`` has the full table and the tests that pin it):
+
+* it runs in its **own forked isolation scope**, entered at dispatch start and left
+  at dispatch end, so tags, user and context never reach another call (on the pipe
+  nothing else forks the scope; over HTTP the WSGI integration forks per request
+  and this fork nests inside it);
+* scope tags ``rpc.method``/``rpc.method_type`` (always), the ``rpc`` context, the
+  user and the auth tags (``record_request_context``), ``custom_tags`` and the
+  ``tag_params`` whitelist;
+* span data ``rpc.*`` (and ``rpc.param.*`` with ``record_params``) on the root span
+  of the call's transaction: the ambient one (HTTP: the WSGI transaction) or, on
+  the pipe with ``enable_performance``, the hook's own ``vgi_rpc/<method>``;
+* ``capture_exception`` of the *original* exception at dispatch end, inside the
+  call's scope, so the one error event carries the RPC context;
+* transaction and event names ``rpc {method}`` (source ``custom``) that survive
+  Sentry's Falcon integration, which otherwise renames events to the route
+  template when they are sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import sentry_sdk
+from sentry_sdk.tracing import Span, Transaction
+
+from vgi_rpc.auth import AuthContext
+from vgi_rpc.hooks import DispatchInfo, iter_hooks, register_dispatch_hook, strip_dispatch_hooks
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event, Hint
+
+    from vgi_rpc.server import RpcServer
+
+__all__ = [
+    "ParamRedactor",
+    "SentryConfig",
+    "default_redactor",
+    "instrument_server_sentry",
+    "noop_redactor",
+]
+
+_logger = logging.getLogger("vgi_rpc.sentry")
+
+ParamRedactor: TypeAlias = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+"""A callable that returns the kwargs that may be recorded (see ``SentryConfig.param_redactor``)."""
+
+TAG_VALUE_MAX_CHARS = 200
+"""Sentry's cap on a tag value; longer values (``tag_params``, claim tags) are clipped."""
+
+_SECRET_KEY = re.compile(r"password|token|secret|key|authorization", re.IGNORECASE)
+_FILTERED = "[Filtered]"
+_PRIMITIVES: tuple[type, ...] = (str, bool, int, float)
+
+
+def default_redactor(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Drop every kwarg whose name matches ``password|token|secret|key|authorization``.
+
+    The match is a case-insensitive substring search on the key, so it is
+    deliberately broad: ``api_key``, ``AccessToken`` and ``db_password`` are
+    dropped, and so are innocent names such as ``monkey`` or ``keyspace``.
+    Values are never inspected: a secret under an innocent name passes through
+    (supply your own ``param_redactor`` if your kwargs carry free text).
+    """
+    return {k: v for k, v in kwargs.items() if not _SECRET_KEY.search(k)}
+
+
+def noop_redactor(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Record every kwarg unchanged: pass as ``param_redactor`` to disable filtering."""
+    return kwargs
+
+
+def _default_user_claim_map() -> Mapping[str, str]:
+    return {"username": "preferred_username", "email": "email", "name": "name"}
+
+
+@dataclass(frozen=True)
+class SentryConfig:
+    """Configuration for Sentry error reporting and optional performance monitoring.
+
+    Immutable: mapping fields are copied into read-only views at construction.
+
+    Attributes:
+        enable_error_capture: Capture the original exception of a failed call with
+            ``sentry_sdk.capture_exception`` (default ``True``).
+        enable_performance: Start a Sentry transaction per dispatch (a child span
+            when a transaction is already active, e.g. the WSGI one over HTTP).
+            Opt-in to avoid duplicate tracing alongside OpenTelemetry and to
+            conserve quota. The SDK's own sampling (``traces_sample_rate``) applies.
+        record_request_context: Set the ``rpc`` context (method, method type,
+            service, server id), the user and the auth tags (``auth.domain``,
+            ``auth.authenticated`` and the ``claim_tags``). Default ``True``.
+            ``False`` removes exactly those; ``rpc.method``/``rpc.method_type``
+            tags, ``custom_tags``, ``tag_params``, span data and naming stay.
+        custom_tags: Extra tags applied to every event of every call.
+        ignored_exceptions: Exception types (matched with ``isinstance``) that are
+            not reported, e.g. ``(PermissionError,)``.
+        op_name: Operation of the hook's transaction/span (default ``"rpc.server"``).
+        claim_tags: Maps claim keys to tag names, e.g. ``{"tenant_id": "auth.tenant_id"}``.
+            Values are stringified and clipped to 200 characters; absent, ``None``,
+            empty and non-scalar claims are skipped.
+        user_claim_map: Maps Sentry user fields to claim names (default: OIDC
+            ``preferred_username`` -> ``username``, ``email``, ``name``). Claims that
+            are absent, empty or not strings are skipped. ``user.id`` is always
+            ``auth.principal`` and is not configurable here. Users are set only for
+            authenticated callers.
+        set_transaction_name: Name the call's transaction and its events
+            ``rpc {method}`` (source ``custom``) instead of the WSGI/Falcon route
+            template. Default ``True``. The hook's *own* transaction (pipe with
+            ``enable_performance``) is always ``vgi_rpc/<method>``.
+        record_params: Record kwargs as ``rpc.param.<k>`` span data on the root span
+            (and on the hook's own span). Default ``False``: kwargs may carry user
+            data and Sentry's scrubber matches key names only.
+        tag_params: Whitelist of param names also copied into scope tags
+            ``rpc.param.<k>`` (independent of ``record_params``), after the
+            redactor. Only ``str``/``bool``/``int``/``float`` values; stringified
+            (``bool`` as ``"true"``/``"false"``) and clipped to 200 characters.
+        param_redactor: Applied to kwargs before anything is recorded. ``None``
+            means :func:`default_redactor`; a callable replaces it;
+            :func:`noop_redactor` disables filtering. If it raises, nothing is
+            recorded for that call (fail closed) and a WARNING is logged.
+        max_param_value_bytes: Cap on the UTF-8 size of each recorded string value
+            (default 1024). Longer strings are cut at a character boundary, never
+            past the cap, with a DEBUG record on ``vgi_rpc.sentry``. Must be >= 1.
+    """
+
+    enable_error_capture: bool = True
+    enable_performance: bool = False
+    record_request_context: bool = True
+    custom_tags: Mapping[str, str] = field(default_factory=dict)
+    ignored_exceptions: tuple[type[BaseException], ...] = ()
+    op_name: str = "rpc.server"
+    claim_tags: Mapping[str, str] = field(default_factory=dict)
+    user_claim_map: Mapping[str, str] = field(default_factory=_default_user_claim_map)
+    set_transaction_name: bool = True
+    record_params: bool = False
+    tag_params: Sequence[str] = ()
+    param_redactor: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    max_param_value_bytes: int = 1024
+
+    def __post_init__(self) -> None:
+        """Freeze the mappings and reject values that would fail at dispatch time."""
+        for name in ("custom_tags", "claim_tags", "user_claim_map"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        if isinstance(self.tag_params, str):
+            raise TypeError("tag_params must be a sequence of names, not a str (did you forget a comma?)")
+        object.__setattr__(self, "tag_params", tuple(self.tag_params))
+        object.__setattr__(self, "ignored_exceptions", tuple(self.ignored_exceptions))
+        if type(self.max_param_value_bytes) is not int or self.max_param_value_bytes < 1:
+            raise ValueError(
+                f"max_param_value_bytes must be a positive int, got {self.max_param_value_bytes!r}"
+            )
+
+
+def instrument_server_sentry(server: RpcServer, config: SentryConfig | None = None) -> RpcServer:
+    """Attach Sentry instrumentation to *server*, replacing any earlier Sentry hook.
+
+    Must be called before the server starts serving: it swaps ``server``'s hook
+    chain without locking and is **not thread-safe during dispatch**. Any Sentry
+    hook already registered (the auto-attached default or an earlier explicit
+    call) is removed first, so the explicit configuration wins whatever the
+    order; every other hook (e.g. OpenTelemetry) keeps its place. The new hook
+    runs after the hooks already registered.
+
+    Args:
+        server: The ``RpcServer`` to instrument.
+        config: The configuration; ``None`` means ``SentryConfig()``.
+
+    Returns:
+        The same *server* (for chaining).
+    """
+    hook = _SentryDispatchHook(config or SentryConfig(), server.protocol_name, server.server_id)
+    kept = strip_dispatch_hooks(server._dispatch_hook, _SentryDispatchHook)
+    server._dispatch_hook = register_dispatch_hook(kept, hook)
+    return server
+
+
+def _auto_attach(server: RpcServer) -> None:
+    """Attach a default-config hook if ``sentry_sdk`` is initialised; otherwise log why not.
+
+    Called from ``RpcServer.__init__`` only when ``sentry_sdk`` is already in
+    ``sys.modules``. Leaves an existing Sentry hook alone (explicit config wins).
+    """
+    if not sentry_sdk.is_initialized():
+        _logger.debug(
+            "sentry_sdk is imported but not initialised: no Sentry hook attached to RpcServer(%s, "
+            "server_id=%s); call sentry_sdk.init() before RpcServer(...) or use instrument_server_sentry()",
+            server.protocol_name,
+            server.server_id,
+        )
+        return
+    if any(isinstance(h, _SentryDispatchHook) for h in iter_hooks(server._dispatch_hook)):
+        return
+    instrument_server_sentry(server)
+
+
+# -- parameter filtering ------------------------------------------------------------------
+
+
+def _truncate_utf8(value: str, max_bytes: int) -> str | None:
+    """*value* cut so its UTF-8 encoding is at most *max_bytes*, at a character boundary.
+
+    Returns ``value`` itself when it fits, ``None`` when it cannot be encoded
+    (lone surrogates).
+    """
+    if len(value) * 4 <= max_bytes:  # fits whatever the characters are
+        return value
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    if len(encoded) <= max_bytes:
+        return value
+    end = max_bytes
+    while end > 0 and (encoded[end] & 0xC0) == 0x80:  # encoded[end] starts the next char or continues one
+        end -= 1
+    return encoded[:end].decode("utf-8")
+
+
+def _clip_string(key: str, value: str, max_bytes: int) -> str | None:
+    clipped = _truncate_utf8(value, max_bytes)
+    if clipped is not None and clipped is not value:
+        _logger.debug(
+            "rpc.param.%s truncated from %d to %d UTF-8 bytes (max_param_value_bytes=%d)",
+            key,
+            len(value.encode("utf-8")),
+            len(clipped.encode("utf-8")),
+            max_bytes,
+        )
+    return clipped
+
+
+def _span_value(key: str, value: Any, max_bytes: int) -> Any:
+    """The value recorded as span data, or ``None`` to drop it.
+
+    Scalars must be exactly ``str``, ``bool``, ``int`` or ``float`` (subclasses such
+    as enums are dropped). Lists and tuples must be non-empty and every element of
+    the *same exact* type, so ``[1, True]`` is mixed (``bool`` is not ``int`` here)
+    and dropped; ``[True, False]`` is a bool list.
+    """
+    kind = type(value)
+    if kind is str:
+        return _clip_string(key, value, max_bytes)
+    if kind in _PRIMITIVES:
+        return value
+    if kind is list or kind is tuple:
+        if not value:
+            return None
+        first = type(value[0])
+        if first not in _PRIMITIVES or any(type(v) is not first for v in value):
+            return None
+        if first is str:
+            items = [_clip_string(key, v, max_bytes) for v in value]
+            return None if any(v is None for v in items) else items
+        return list(value)
+    return None
+
+
+def _tag_value(value: Any) -> str | None:
+    kind = type(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind in _PRIMITIVES:
+        text = str(value)
+        return text[:TAG_VALUE_MAX_CHARS] if text else None
+    return None
+
+
+def _secret_strings(original: Mapping[str, Any], kept: Mapping[str, Any]) -> tuple[str, ...]:
+    """String values the redactor removed or replaced (searched for and scrubbed from events)."""
+    found: list[str] = []
+    for key, value in original.items():
+        if key in kept and kept[key] is value:
+            continue
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            found.extend(v for v in value if isinstance(v, str))
+    # longest first, so a secret containing another is replaced whole
+    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+
+
+def _scrub(node: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(node, str):
+        for secret in secrets:
+            if secret in node:
+                node = node.replace(secret, _FILTERED)
+        return node
+    if isinstance(node, dict):
+        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_scrub(v, secrets) for v in node]
+    return node
+
+
+# -- naming the ambient transaction ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _RootPatch:
+    """What to apply to an ambient transaction's event when it is sent."""
+
+    name: str | None
+    user: dict[str, str] | None
+
+
+_PENDING_MAX = 1024
+_pending: dict[str, _RootPatch] = {}  # root span id -> patch; consumed by _apply_root_patch
+_pending_lock = threading.Lock()
+
+
+def _apply_root_patch(event: Event, hint: Hint) -> Event:
+    """Event processor: name (and add the user to) the ambient transaction of an RPC call.
+
+    Registered on the scope that was current when the call started (over HTTP, the
+    WSGI request's scope). The SDK runs current-scope processors after
+    isolation-scope ones, so this runs after the Falcon integration's processor,
+    which sets the route template as the name.
+    """
+    if event.get("type") != "transaction":
+        return event
+    span_id = (event.get("contexts") or {}).get("trace", {}).get("span_id")
+    if not isinstance(span_id, str):
+        return event
+    with _pending_lock:
+        patch = _pending.pop(span_id, None)
+    if patch is None:
+        return event
+    if patch.name is not None:
+        event["transaction"] = patch.name
+        event["transaction_info"] = {"source": "custom"}
+    if patch.user is not None:
+        event["user"] = {**(event.get("user") or {}), **patch.user}
+    return event
+
+
+def _register_root_patch(scope: sentry_sdk.Scope, root: Transaction, patch: _RootPatch) -> None:
+    with _pending_lock:
+        if len(_pending) >= _PENDING_MAX:  # transactions dropped before our processor ran
+            _pending.pop(next(iter(_pending)))
+        _pending[root.span_id] = patch
+    # one registration per scope: the scope may outlive this call (pipe + user transaction)
+    if _apply_root_patch not in getattr(scope, "_event_processors", ()):
+        scope.add_event_processor(_apply_root_patch)
+
+
+# -- the hook ---------------------------------------------------------------------------------
+
+
+class _Call:
+    """Per-dispatch state handed from ``on_dispatch_start`` to ``on_dispatch_end``."""
+
+    __slots__ = ("scope_cm", "span")
+
+    def __init__(self, scope_cm: AbstractContextManager[sentry_sdk.Scope]) -> None:
+        self.scope_cm = scope_cm
+        self.span: Span | None = None
+
+
+class _SentryDispatchHook:
+    """The Sentry dispatch hook: one per instrumented server, shared by all its threads."""
+
+    __slots__ = ("_config", "_redactor", "_server_id", "_service")
+
+    def __init__(self, config: SentryConfig, service: str, server_id: str) -> None:
+        self._config = config
+        self._redactor: ParamRedactor = config.param_redactor or default_redactor
+        self._service = service
+        self._server_id = server_id
+
+    def __repr__(self) -> str:
+        return f"_SentryDispatchHook(service={self._service!r}, config={self._config!r})"
+
+    def on_dispatch_start(
+        self,
+        info: DispatchInfo,
+        auth: AuthContext,
+        transport_metadata: Mapping[str, str],
+        kwargs: Mapping[str, Any] | None,
+    ) -> object:
+        """Fork the call's scope, record its context and (optionally) start its span."""
+        ambient = sentry_sdk.get_current_span()
+        outer_scope = sentry_sdk.get_current_scope()
+        scope_cm = sentry_sdk.isolation_scope()
+        scope = scope_cm.__enter__()
+        call = _Call(scope_cm)
+        try:
+            self._start(call, scope, outer_scope, ambient, info, auth, kwargs)
+        except BaseException:
+            self._finish(call, None)
+            raise
+        return call
+
+    def _start(
+        self,
+        call: _Call,
+        scope: sentry_sdk.Scope,
+        outer_scope: sentry_sdk.Scope,
+        ambient: Span | None,
+        info: DispatchInfo,
+        auth: AuthContext,
+        kwargs: Mapping[str, Any] | None,
+    ) -> None:
+        cfg = self._config
+        method = info.name
+        service = info.service or self._service
+        rpc_name = f"rpc {method}" if cfg.set_transaction_name else None
+
+        tags: dict[str, str] = dict(cfg.custom_tags)
+        span_data: dict[str, Any] = {
+            "rpc.system": "vgi_rpc",
+            "rpc.service": service,
+            "rpc.method": method,
+            "rpc.method_type": info.method_type,
+        }
+        if info.stream_id is not None:
+            span_data["rpc.stream_id"] = info.stream_id
+
+        secrets: tuple[str, ...] = ()
+        if kwargs is not None and (cfg.record_params or cfg.tag_params):
+            try:
+                kept = self._redactor(kwargs)
+            except Exception:
+                _logger.warning("param_redactor %r failed; no params recorded", self._redactor, exc_info=True)
+                kept = {}
+            secrets = _secret_strings(kwargs, kept)
+            if cfg.record_params:
+                for key, value in kept.items():
+                    recorded = _span_value(key, value, cfg.max_param_value_bytes)
+                    if recorded is not None:
+                        span_data[f"rpc.param.{key}"] = recorded
+            for key in cfg.tag_params:
+                if key in kept:
+                    text = _tag_value(kept[key])
+                    if text is not None:
+                        tags[f"rpc.param.{key}"] = text
+
+        context: dict[str, str] | None = None
+        user: dict[str, str] | None = None
+        if cfg.record_request_context:
+            context = {"method": method, "method_type": info.method_type, "service": service}
+            context["server_id"] = info.server_id or self._server_id
+            user = _user_of(auth, cfg.user_claim_map)
+            if auth.domain:
+                tags["auth.domain"] = auth.domain
+            tags["auth.authenticated"] = "true" if auth.authenticated else "false"
+            for claim, tag in cfg.claim_tags.items():
+                text = _tag_value(auth.claims.get(claim))
+                if text is not None:
+                    tags[tag] = text
+        tags["rpc.method"] = method
+        tags["rpc.method_type"] = info.method_type
+
+        # The call's own scope: everything captured during the call sees it.
+        scope.set_tags(tags)
+        if context is not None:
+            scope.set_context("rpc", context)
+        if user is not None:
+            scope.set_user(user)
+        if rpc_name is not None or secrets:
+            scope.add_event_processor(_event_processor(rpc_name, secrets))
+
+        # The ambient transaction (HTTP: the WSGI one) is sent after this call's
+        # scope is gone, so it gets the same facts directly.
+        root = ambient.containing_transaction if ambient is not None else None
+        if root is not None:
+            root.update_data(span_data)
+            for key, value in tags.items():
+                root.set_tag(key, value)
+            if context is not None:
+                root.set_context("rpc", context)
+            if rpc_name is not None:
+                root.name = rpc_name
+                root.source = "custom"
+            if root.sampled and (rpc_name is not None or user is not None):
+                _register_root_patch(outer_scope, root, _RootPatch(rpc_name, user))
+
+        if cfg.enable_performance:
+            if ambient is not None:
+                span = ambient.start_child(op=cfg.op_name, name=f"vgi_rpc/{method}")
+            else:
+                span = sentry_sdk.start_transaction(op=cfg.op_name, name=f"vgi_rpc/{method}", source="custom")
+            span.update_data(span_data)
+            span.__enter__()
+            call.span = span
+
+    def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
+        """Capture the original exception inside the call's scope, finish the span, leave the scope."""
+        if not isinstance(token, _Call):
+            return
+        cfg = self._config
+        try:
+            if (
+                error is not None
+                and cfg.enable_error_capture
+                and not isinstance(error, cfg.ignored_exceptions)
+            ):
+                sentry_sdk.capture_exception(error)
+        finally:
+            self._finish(token, error)
+
+    @staticmethod
+    def _finish(call: _Call, error: BaseException | None) -> None:
+        try:
+            if call.span is not None:
+                call.span.set_status("ok" if error is None else "internal_error")
+                call.span.__exit__(None, None, None)  # finishes and sends; never raises
+        finally:
+            call.scope_cm.__exit__(None, None, None)
+
+
+def _user_of(auth: AuthContext, claim_map: Mapping[str, str]) -> dict[str, str] | None:
+    if not auth.authenticated:
+        return None
+    user: dict[str, str] = {}
+    if auth.principal:
+        user["id"] = auth.principal
+    for sentry_field, claim in claim_map.items():
+        value = auth.claims.get(claim)
+        if isinstance(value, str) and value:
+            user[sentry_field] = value
+    return user or None
+
+
+def _event_processor(rpc_name: str | None, secrets: tuple[str, ...]) -> Callable[[Event, Hint], Event]:
+    """Processor on the call's own scope: names error events and scrubs redacted values.
+
+    It is appended after every processor the call's scope inherited (Falcon's
+    route-template naming included), so its name wins. Transactions are left
+    alone: the hook's own is named ``vgi_rpc/<method>``; the ambient one is
+    handled by :func:`_apply_root_patch`.
+    """
+
+    def process(event: Event, hint: Hint) -> Event:
+        if event.get("type") == "transaction":
+            return event
+        if secrets:
+            event = _scrub(event, secrets)
+        if rpc_name is not None:
+            event["transaction"] = rpc_name
+            event["transaction_info"] = {"source": "custom"}
+        return event
+
+    return process
