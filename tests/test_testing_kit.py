@@ -1,0 +1,504 @@
+"""The testing kit: in-memory transport, sentry_capture (fixture + context manager), pytest plugin.
+
+Everything here runs the real ``sentry_sdk``; nothing in it is patched.  The
+fresh-project tests run pytest in a subprocess (``runpytest_subprocess``) in a
+temporary directory with no conftest, so the fixture they use can only come
+from the installed ``pytest11`` entry point.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+
+from vgi_rpc.testing import DEFAULT_DSN, SentryCapture, sentry_capture
+from vgi_rpc.testing.fake_transport import InMemoryTransport
+
+pytest_plugins = ["pytester"]
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+
+
+def _boom() -> None:
+    raise ZeroDivisionError("boom")
+
+
+def _capture_boom() -> None:
+    try:
+        _boom()
+    except ZeroDivisionError:
+        sentry_sdk.capture_exception()
+
+
+# -- InMemoryTransport -------------------------------------------------------------------
+
+
+def test_transport_records_plain_envelopes() -> None:
+    transport = InMemoryTransport()
+    with sentry_sdk.Client(dsn=DEFAULT_DSN, transport=transport, default_integrations=False) as client:
+        client.capture_event({"message": "hello", "level": "info"})
+    (envelope,) = transport.envelopes
+    assert set(envelope) == {"headers", "items"}
+    (item,) = envelope["items"]
+    assert item["type"] == "event"
+    assert item["headers"]["type"] == "event"
+    assert item["payload"]["message"] == "hello"
+    assert re.fullmatch(r"[0-9a-f]{32}", item["payload"]["event_id"])
+    assert envelope["headers"]["event_id"] == item["payload"]["event_id"]
+    # The wire bytes are kept too, and say the same thing.
+    (raw,) = transport.raw_envelopes
+    assert b'"message":"hello"' in raw
+
+
+def test_transport_returns_copies() -> None:
+    transport = InMemoryTransport()
+    with sentry_sdk.Client(dsn=DEFAULT_DSN, transport=transport, default_integrations=False) as client:
+        client.capture_event({"message": "hello", "level": "info"})
+    transport.envelopes[0]["items"].clear()
+    assert len(transport.envelopes[0]["items"]) == 1
+
+
+def test_transport_is_thread_safe() -> None:
+    transport = InMemoryTransport()
+    n_threads, per_thread = 8, 25
+    with sentry_sdk.Client(dsn=DEFAULT_DSN, transport=transport, default_integrations=False) as client:
+        barrier = threading.Barrier(n_threads)
+
+        def work(t: int) -> None:
+            barrier.wait()
+            for i in range(per_thread):
+                client.capture_event({"message": f"{t}-{i}", "level": "info"})
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    messages = sorted(e["items"][0]["payload"]["message"] for e in transport.envelopes)
+    assert messages == sorted(f"{t}-{i}" for t in range(n_threads) for i in range(per_thread))
+    assert len(transport.raw_envelopes) == n_threads * per_thread
+
+
+def test_transport_flush_and_kill_are_honoured() -> None:
+    transport = InMemoryTransport()
+    client = sentry_sdk.Client(dsn=DEFAULT_DSN, transport=transport, default_integrations=False)
+    client.capture_event({"message": "before", "level": "info"})
+    client.flush(timeout=1.0)
+    assert transport.flush_count >= 1
+    assert [e["items"][0]["payload"]["message"] for e in transport.envelopes] == ["before"]
+    transport.kill()
+    assert transport.killed
+    client.capture_event({"message": "after kill", "level": "info"})
+    assert len(transport.envelopes) == 1
+    assert transport.dropped_after_kill == 1
+    client.close()
+
+
+def test_transport_records_what_the_sdk_discarded() -> None:
+    """before_send dropping an event: nothing reaches the transport, the loss is recorded."""
+    with sentry_capture(before_send=lambda event, hint: None) as cap:
+        sentry_sdk.capture_message("dropped")
+        assert cap.envelopes == []
+        assert {"reason": "before_send", "data_category": "error", "quantity": 1} in cap.lost_events
+        assert "discarded by the SDK before the transport: error:before_send" in cap.describe()
+
+
+def test_transport_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[Any] = []
+
+    def refuse(self: socket.socket, address: Any) -> None:
+        attempts.append(address)
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    with sentry_capture() as cap:
+        _capture_boom()
+        with sentry_sdk.start_transaction(name="t", op="test"):
+            pass
+        logging.getLogger("kit").error("logged error")
+        cap.flush()
+    assert len(cap.events) == 2
+    assert len(cap.transactions) == 1
+    assert attempts == []
+
+
+# -- sentry_capture: the data it gives -----------------------------------------------------
+
+
+def test_capture_events_transactions_and_flattened_spans() -> None:
+    with sentry_capture() as cap:
+        with sentry_sdk.start_transaction(name="rpc add", op="rpc.server"):
+            sentry_sdk.set_tag("rpc.method", "add")
+            with sentry_sdk.start_span(op="db", name="query"):
+                pass
+            _capture_boom()
+        events, transactions, spans = cap.events, cap.transactions, cap.spans
+    (event,) = events
+    assert event["exception"]["values"][-1]["type"] == "ZeroDivisionError"
+    (txn,) = transactions
+    assert txn["transaction"] == "rpc add"
+    assert [(s["op"], s["is_root"], s["transaction"]) for s in spans] == [
+        ("rpc.server", True, "rpc add"),
+        ("db", False, "rpc add"),
+    ]
+    root, child = spans
+    assert child["parent_span_id"] == root["span_id"]
+    assert root["description"] == "rpc add"
+    assert root["trace_id"] == child["trace_id"] == event["contexts"]["trace"]["trace_id"]
+    assert [item["type"] for item in cap.items()] == ["event", "transaction"]
+
+
+def test_capture_defaults_traces_sampled_and_fake_dsn() -> None:
+    with sentry_capture() as cap:
+        assert cap.client is not None
+        assert cap.client.options["traces_sample_rate"] == 1.0
+        assert cap.client.options["dsn"] == DEFAULT_DSN
+        assert ".invalid/" in DEFAULT_DSN
+        with sentry_sdk.start_transaction(name="sampled"):
+            pass
+        assert cap.transaction()["transaction"] == "sampled"
+
+
+def test_capture_passes_init_options() -> None:
+    with sentry_capture(environment="qa", release="r1", traces_sample_rate=0.0) as cap:
+        with sentry_sdk.start_transaction(name="not sampled"):
+            pass
+        sentry_sdk.capture_message("m")
+        assert cap.transactions == []
+        assert cap.event()["environment"] == "qa"
+        assert cap.event()["release"] == "r1"
+
+
+def test_capture_rejects_a_transport_option() -> None:
+    with pytest.raises(TypeError, match="own transport"), sentry_capture(transport=InMemoryTransport()):
+        pass
+
+
+def test_default_integrations_on_unless_disabled() -> None:
+    """The logging integration (a default one) turns an ERROR log into an event."""
+    with sentry_capture() as cap:
+        logging.getLogger("kit").error("from logging")
+        assert [e.get("logger") for e in cap.events] == ["kit"]
+    with sentry_capture(default_integrations=False) as cap:
+        logging.getLogger("kit").error("from logging")
+        assert cap.events == []
+
+
+def test_events_for_and_transactions_for_filter_on_rpc_method() -> None:
+    with sentry_capture() as cap:
+        for method in ("add", "sub", "add"):
+            with sentry_sdk.new_scope() as scope:
+                scope.set_tag("rpc.method", method)
+                sentry_sdk.capture_message(method)
+            with sentry_sdk.start_transaction(name=f"rpc {method}") as txn:
+                txn.set_data("rpc.method", method)
+        assert [e["message"] for e in cap.events_for("add")] == ["add", "add"]
+        assert [e["message"] for e in cap.events_for("sub")] == ["sub"]
+        assert cap.events_for("mul") == []
+        assert [t["transaction"] for t in cap.transactions_for("sub")] == ["rpc sub"]
+        assert cap.event("sub")["message"] == "sub"
+        assert cap.transaction("sub")["transaction"] == "rpc sub"
+
+
+def test_single_event_failure_lists_what_was_captured() -> None:
+    with sentry_capture() as cap:
+        with sentry_sdk.start_transaction(name="rpc add", op="rpc.server"):
+            sentry_sdk.set_tag("rpc.method", "add")
+            _capture_boom()
+        sentry_sdk.capture_message("something else")
+        with pytest.raises(AssertionError) as excinfo:
+            cap.event()
+        text = str(excinfo.value)
+        assert "expected exactly one error event, found 2" in text
+        assert "ZeroDivisionError: boom" in text
+        assert "rpc.method='add'" in text
+        assert "message='something else'" in text
+        assert "transaction 'rpc add' op=rpc.server" in text
+        with pytest.raises(AssertionError, match=r"for method 'mul', found 0"):
+            cap.event("mul")
+        with pytest.raises(AssertionError, match=r"exactly one transaction for method 'mul'"):
+            cap.transaction("mul")
+
+
+def test_failure_on_an_empty_capture_says_nothing_arrived() -> None:
+    with sentry_capture() as cap, pytest.raises(AssertionError) as excinfo:
+        cap.event()
+    assert "found 0" in str(excinfo.value)
+    assert "nothing: no envelope reached the transport" in str(excinfo.value)
+
+
+def test_assert_no_events() -> None:
+    with sentry_capture() as cap:
+        cap.assert_no_events()
+        sentry_sdk.capture_message("oops")
+        with pytest.raises(AssertionError, match="expected no error events"):
+            cap.assert_no_events()
+
+
+def test_clear_forgets_and_keeps_capturing() -> None:
+    with sentry_capture() as cap:
+        sentry_sdk.capture_message("one")
+        cap.clear()
+        assert cap.envelopes == []
+        sentry_sdk.capture_message("two")
+        assert [e["message"] for e in cap.events] == ["two"]
+
+
+def test_data_stays_readable_after_exit() -> None:
+    with sentry_capture() as cap:
+        sentry_sdk.capture_message("kept")
+    assert not cap.active
+    assert cap.event()["message"] == "kept"
+    assert "closed" in repr(cap)
+
+
+def test_logs_are_flushed_before_reading() -> None:
+    """Sentry logs are batched by an SDK worker; reading flushes them into the capture."""
+    with sentry_capture(enable_logs=True) as cap:
+        sentry_sdk.logger.info("structured log {n}", n=1)
+        logs = cap.payloads("log")
+    assert logs, cap.describe()
+    bodies = [entry["body"] for payload in logs for entry in payload["items"]]
+    assert "structured log 1" in bodies
+
+
+def test_thread_started_inside_reports_to_the_capture() -> None:
+    with sentry_capture() as cap:
+        thread = threading.Thread(target=sentry_sdk.capture_message, args=("from a thread",))
+        thread.start()
+        thread.join()
+        assert cap.event()["message"] == "from a thread"
+
+
+# -- isolation and restore -----------------------------------------------------------------
+
+
+def test_two_captures_in_a_row_share_nothing() -> None:
+    with sentry_capture() as first:
+        sentry_sdk.set_tag("leaky", "yes")
+        sentry_sdk.set_user({"id": "alice"})
+        sentry_sdk.get_global_scope().set_tag("global-leaky", "yes")
+        sentry_sdk.capture_message("first")
+    with sentry_capture() as second:
+        assert second.envelopes == []
+        sentry_sdk.capture_message("second")
+        event = second.event()
+    assert "leaky" not in event.get("tags", {})
+    assert "global-leaky" not in event.get("tags", {})
+    assert "user" not in event
+    assert [e["message"] for e in first.events] == ["first"]
+    assert first.transport.killed
+
+
+def test_capture_restores_the_previous_client_and_scopes() -> None:
+    with sentry_capture() as outer:
+        sentry_sdk.set_tag("outer", "1")
+        outer_client = sentry_sdk.get_client()
+        with sentry_capture() as inner:
+            assert sentry_sdk.get_client() is inner.client is not outer_client
+            sentry_sdk.capture_message("inner")
+            assert "outer" not in inner.event().get("tags", {})
+        assert sentry_sdk.get_client() is outer_client
+        sentry_sdk.capture_message("outer")
+        assert [e["message"] for e in outer.events] == ["outer"]
+        assert outer.event()["tags"]["outer"] == "1"
+    assert [e["message"] for e in inner.events] == ["inner"]
+
+
+def _scope_ids() -> tuple[int, int, int]:
+    return (
+        id(sentry_sdk.get_global_scope()),
+        id(sentry_sdk.get_isolation_scope()),
+        id(sentry_sdk.get_current_scope()),
+    )
+
+
+def test_capture_restores_after_an_exception() -> None:
+    before = _scope_ids()
+    with pytest.raises(RuntimeError, match="inside"), sentry_capture() as cap:
+        assert _scope_ids() != before
+        raise RuntimeError("inside")
+    assert not cap.active
+    assert _scope_ids() == before
+
+
+def test_a_client_the_test_installed_itself_receives_nothing() -> None:
+    """A test that called sentry_sdk.init itself and never cleaned up (simulated, then undone)."""
+    with sentry_capture() as sandbox:  # only so the simulated leak is undone at the end
+        leaked_transport = InMemoryTransport()
+        sentry_sdk.init(dsn=DEFAULT_DSN, transport=leaked_transport, default_integrations=False)
+        sentry_sdk.set_tag("leaked", "yes")
+        leaked_client = sentry_sdk.get_client()
+        with sentry_capture() as cap:
+            sentry_sdk.capture_message("mine")
+            event = cap.event()
+        assert "leaked" not in event.get("tags", {})
+        assert leaked_transport.envelopes == []
+        assert sentry_sdk.get_client() is leaked_client  # restored, as it was
+    assert sandbox.envelopes == []
+
+
+def test_init_inside_a_capture_is_reported_and_cleaned_up() -> None:
+    stray = InMemoryTransport()
+    with sentry_capture() as cap:
+        sentry_sdk.init(dsn=DEFAULT_DSN, transport=stray, default_integrations=False)
+        sentry_sdk.capture_message("to the stray client")
+        assert cap.envelopes == []
+        with pytest.raises(AssertionError, match=r"did the code under test call sentry_sdk\.init\?"):
+            cap.event()
+    assert stray.killed  # the stray client was closed with the capture
+    assert sentry_sdk.get_client() is not stray
+
+
+def test_fixture_is_a_sentry_capture(sentry_capture: SentryCapture) -> None:
+    assert isinstance(sentry_capture, SentryCapture)
+    assert sentry_capture.active
+    sentry_sdk.capture_message("via fixture")
+    assert sentry_capture.event()["message"] == "via fixture"
+
+
+@pytest.mark.sentry_options(environment="marked", max_breadcrumbs=7)
+def test_fixture_takes_options_from_the_marker(sentry_capture: SentryCapture) -> None:
+    assert sentry_capture.client is not None
+    assert sentry_capture.client.options["max_breadcrumbs"] == 7
+    sentry_sdk.capture_message("m")
+    assert sentry_capture.event()["environment"] == "marked"
+
+
+def test_loading_the_plugin_does_not_import_sentry(pytester: pytest.Pytester) -> None:
+    """RpcServer's auto-attach looks at sys.modules: the plugin must not put sentry_sdk there."""
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_not_imported(request):
+            assert request.config.pluginmanager.has_plugin("vgi_rpc")
+            assert "sentry_sdk" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+# -- a fresh project: only the package installed, no conftest ---------------------------------
+
+_FRESH_PROJECT = """
+import logging
+
+import sentry_sdk
+
+
+def fail_like_a_handler():
+    try:
+        {{}}["missing"]
+    except KeyError:
+        with sentry_sdk.new_scope() as scope:
+            scope.set_tag("rpc.method", "checkout")
+            sentry_sdk.capture_exception()
+
+
+def test_expected_event_present(sentry_capture):
+    fail_like_a_handler()
+    event = sentry_capture.event(method="checkout")
+    assert event["exception"]["values"][-1]["type"] == "KeyError"
+
+
+def test_expected_event_absent(sentry_capture):
+    logging.getLogger("app").warning("only a warning")
+    {absent_assertion}
+"""
+
+
+def test_fresh_project_fixture_passes_without_conftest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_app=_FRESH_PROJECT.format(absent_assertion="assert sentry_capture.events == []"))
+    assert not list(pytester.path.glob("conftest.py"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_fresh_project_missing_event_fails_readably(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_app=_FRESH_PROJECT.format(absent_assertion='sentry_capture.event(method="checkout")')
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: expected exactly one error event for method 'checkout', found 0; captured:",
+            "*(nothing: no envelope reached the transport)*",
+        ]
+    )
+
+
+def test_fresh_project_no_cross_test_state(pytester: pytest.Pytester) -> None:
+    """Fixture twice in a row, and after a test that called sentry_sdk.init itself (in order)."""
+    pytester.makepyfile(
+        test_order="""
+        import sentry_sdk
+        from vgi_rpc.testing import InMemoryTransport
+
+        LEAKED = InMemoryTransport()
+
+        def test_1_first_use(sentry_capture):
+            sentry_sdk.set_tag("from-test-1", "x")
+            sentry_sdk.set_user({"id": "u1"})
+            sentry_sdk.capture_message("one")
+            assert len(sentry_capture.events) == 1
+
+        def test_2_second_use_starts_empty(sentry_capture):
+            assert sentry_capture.envelopes == []
+            sentry_sdk.capture_message("two")
+            event = sentry_capture.event()
+            assert "from-test-1" not in event.get("tags", {})
+            assert "user" not in event
+
+        def test_3_calls_init_itself_and_leaves_it():
+            sentry_sdk.init(dsn="https://k@sentry.invalid/9", transport=LEAKED)
+            sentry_sdk.set_tag("from-test-3", "x")
+
+        def test_4_after_a_stray_init(sentry_capture):
+            assert sentry_capture.envelopes == []
+            sentry_sdk.capture_message("four")
+            event = sentry_capture.event()
+            assert "from-test-3" not in event.get("tags", {})
+            assert LEAKED.envelopes == []
+
+        def test_5_the_stray_client_is_back_untouched():
+            assert sentry_sdk.get_client().transport is LEAKED
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+
+
+# -- the documentation's example is tested -------------------------------------------------
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.DOTALL | re.MULTILINE)
+
+
+def test_docs_testing_md_examples_run(pytester: pytest.Pytester) -> None:
+    """Every ```python block of docs/testing.md is a complete test module; run each as a user would.
+
+    The first run writes the snapshot of the snapshot example (--snapshot-update);
+    the second is a plain run and must pass on what the first wrote.
+    """
+    blocks = _python_blocks(DOCS.read_text(encoding="utf-8"))
+    assert len(blocks) >= 3, "docs/testing.md lost an example"
+    for index, block in enumerate(blocks):
+        pytester.makepyfile(**{f"test_doc_example_{index}": block})
+    for args in (["--snapshot-update"], []):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        outcomes = result.parseoutcomes()
+        assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+        assert outcomes.get("passed", 0) >= len(blocks), result.stdout.str()
+    assert list(pytester.path.glob("snapshots/test_doc_example_*/*.json"))
