@@ -86,6 +86,7 @@ class Shop(Protocol):
         db_password: str = "",
         fail: bool = False,
     ) -> int: ...
+    def login(self, user: str, api_token: str, db_password: str) -> int: ...
     def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]: ...
     def scale(self, factor: float) -> Stream[Scale]: ...
 
@@ -114,6 +115,10 @@ class ShopImpl:
         if kwargs.get("fail"):
             raise KeyError(f"no table {table}")
         return 1
+
+    def login(self, user: str, api_token: str, db_password: str) -> int:
+        credentials = (api_token, db_password)  # a local holding the secrets, as real code would
+        raise PermissionError(f"login refused for {user} ({len(credentials)} credentials)")
 
     def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]:
         if n < 0:

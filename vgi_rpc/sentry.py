@@ -34,6 +34,7 @@ What one dispatch does (``docs/sentry.md`` has the full table and the tests that
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -255,13 +256,16 @@ def _span_value(key: str, value: Any, max_bytes: int) -> Any:
     """The value recorded as span data, or ``None`` to drop it.
 
     Scalars must be exactly ``str``, ``bool``, ``int`` or ``float`` (subclasses such
-    as enums are dropped). Lists and tuples must be non-empty and every element of
+    as enums are dropped; so are NaN and infinities, which JSON cannot carry as
+    numbers). Lists and tuples must be non-empty and every element of
     the *same exact* type, so ``[1, True]`` is mixed (``bool`` is not ``int`` here)
     and dropped; ``[True, False]`` is a bool list.
     """
     kind = type(value)
     if kind is str:
         return _clip_string(key, value, max_bytes)
+    if kind is float:
+        return value if math.isfinite(value) else None
     if kind in _PRIMITIVES:
         return value
     if kind is list or kind is tuple:
@@ -273,6 +277,8 @@ def _span_value(key: str, value: Any, max_bytes: int) -> Any:
         if first is str:
             items = [_clip_string(key, v, max_bytes) for v in value]
             return None if any(v is None for v in items) else items
+        if first is float and not all(math.isfinite(v) for v in value):
+            return None
         return list(value)
     return None
 
