@@ -146,10 +146,9 @@ def _codec_for_required(annotation: Any, nested: bool) -> Codec:
     if origin is typing.Annotated:
         base, *extras = get_args(annotation)
         overrides = [e for e in extras if isinstance(e, ArrowType)]
-        codec = codec_for(base, nested)
         if not overrides:
-            return codec
-        return Codec(annotation, overrides[-1].arrow_type, codec.nullable, codec.encode, codec.decode)
+            return codec_for(base, nested)
+        return _override_codec(annotation, base, overrides[-1].arrow_type, nested)
     if origin in (list, frozenset, set, tuple) or annotation in (list, frozenset):
         args = get_args(annotation)
         if origin is tuple:
@@ -161,7 +160,8 @@ def _codec_for_required(annotation: Any, nested: bool) -> Codec:
                 )
         if len(args) != 1:
             raise UnsupportedTypeError(f"{annotation!r} needs an item type, e.g. list[int]")
-        item = codec_for(args[0], nested)
+        # items of a container are nested values: a dataclass item is a struct, as the peers send it
+        item = codec_for(args[0], True)
         arrow_type = pa.list_(pa.field("item", item.arrow_type, nullable=True))
         container = {list: list, frozenset: frozenset, set: set, tuple: tuple}[origin]
         return _container_codec(annotation, arrow_type, item, container)
@@ -169,13 +169,60 @@ def _codec_for_required(annotation: Any, nested: bool) -> Codec:
         args = get_args(annotation)
         if len(args) != 2:
             raise UnsupportedTypeError(f"{annotation!r} needs key and value types, e.g. dict[str, int]")
-        key, value = codec_for(args[0], nested), codec_for(args[1], nested)
+        key, value = codec_for(args[0], True), codec_for(args[1], True)
         return _map_codec(annotation, key, value)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return _enum_codec(annotation)
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return _struct_codec(annotation) if nested else _dataclass_ipc_codec(annotation)
+    if annotation is pa.RecordBatch:
+        return Codec(annotation, pa.binary(), False, _batch_to_ipc, _batch_from_ipc)
+    if annotation is pa.Schema:
+        return Codec(annotation, pa.binary(), False, _schema_to_ipc, _schema_from_ipc)
     raise UnsupportedTypeError(f"cannot map type {_name(annotation)} ({annotation!r}) to Arrow")
+
+
+def _override_codec(annotation: Any, base: Any, arrow_type: pa.DataType, nested: bool) -> Codec:
+    """Codec for ``Annotated[base, ArrowType(arrow_type)]``: the Arrow type is given, so *base* need
+    not be mappable on its own (``date``, ``Decimal``...: pyarrow converts those values itself).
+    Lists and maps are walked alongside the Arrow type so their items keep their own codecs.
+    """
+    optional, inner = _is_optional(base)
+    origin = get_origin(inner)
+    args = get_args(inner)
+    codec: Codec
+    if origin in (list, frozenset, set) and len(args) == 1 and pa.types.is_list(arrow_type):
+        item = _override_codec(args[0], args[0], arrow_type.value_type, True)
+        codec = _container_codec(inner, arrow_type, item, origin)
+    elif origin is dict and len(args) == 2 and pa.types.is_map(arrow_type):
+        key = _override_codec(args[0], args[0], arrow_type.key_type, True)
+        value = _override_codec(args[1], args[1], arrow_type.item_type, True)
+        codec = _map_codec(inner, key, value)
+    else:
+        try:
+            codec = codec_for(inner, nested)
+        except UnsupportedTypeError:
+            codec = Codec(inner, arrow_type)
+    return Codec(annotation, arrow_type, optional or codec.nullable, codec.encode, codec.decode)
+
+
+def _batch_to_ipc(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+
+
+def _batch_from_ipc(data: bytes) -> pa.RecordBatch:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
+
+
+def _schema_to_ipc(schema: pa.Schema) -> bytes:
+    return schema.serialize().to_pybytes()  # type: ignore[no-any-return]
+
+
+def _schema_from_ipc(data: bytes) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(data))
 
 
 def _scalar_fns(annotation: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
