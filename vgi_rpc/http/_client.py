@@ -1,0 +1,307 @@
+"""The HTTP client: :func:`http_connect` yields a typed proxy over httpx."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from vgi_rpc.client import RpcProxy, StreamSession
+from vgi_rpc.errors import ProtocolError, RpcError
+from vgi_rpc.http._common import (
+    ARROW_CONTENT_TYPE,
+    ENCODINGS_HEADER,
+    HEALTH_PATH,
+    SUPPORTED_ENCODINGS,
+    encode_body,
+    normalise_prefix,
+)
+from vgi_rpc.server import MethodSpec, protocol_names
+from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, empty_batch
+from vgi_rpc.wire import (
+    CALL_STATE_KEY,
+    CANCEL_KEY,
+    STREAM_STATE_KEY,
+    OnLog,
+    iter_response,
+    request_bytes,
+)
+
+__all__ = ["http_connect"]
+
+_COMPRESS_MIN = 1024  # smaller request bodies are sent as they are
+_TOKEN_KEYS = (STREAM_STATE_KEY, CALL_STATE_KEY)
+
+
+class _HttpTransport:
+    """Moves request/response bytes for :class:`~vgi_rpc.client.RpcProxy` over httpx."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        base_url: str,
+        prefix: str,
+        protocol: str,
+        version: str | None,
+        headers: Mapping[str, str] | None,
+        on_log: OnLog | None,
+        compression: str | None,
+    ) -> None:
+        self.client = client
+        self.root = base_url.rstrip("/") + normalise_prefix(prefix)
+        self.protocol = protocol
+        self.version = version
+        self.headers = {**(headers or {}), "Content-Type": ARROW_CONTENT_TYPE}
+        self.on_log = on_log
+        self.want = compression
+        self._coding: str | None = None
+        self._probed = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _probe(self) -> None:
+        """Ask ``/health`` which request codings the server decodes (once)."""
+        with self._lock:
+            if self._probed:
+                return
+            coding = None
+            if self.want is not None:
+                try:
+                    r = self.client.options(self.root + HEALTH_PATH, headers=self.headers)
+                    if r.is_success:
+                        coding = _choose(r.headers.get(ENCODINGS_HEADER), self.want)
+                except httpx.HTTPError:
+                    coding = None
+            self._coding = coding
+            self._probed = True
+
+    def post(self, path: str, body: bytes) -> bytes:
+        """POST an Arrow body; return the Arrow response body or raise RpcError."""
+        if not self._probed:
+            self._probe()
+        url = f"{self.root}/{self.protocol}/{path}"
+        coding = self._coding if len(body) >= _COMPRESS_MIN else None
+        for attempt in range(2):
+            headers = dict(self.headers)
+            content = body
+            if coding is not None:
+                content = encode_body(body, coding)
+                headers["Content-Encoding"] = coding
+            try:
+                resp = self.client.post(url, content=content, headers=headers)
+            except httpx.HTTPError as exc:
+                raise RpcError("ConnectionError", f"POST {url} failed: {exc}") from exc
+            if resp.status_code == 415 and attempt == 0 and coding is not None and self.want is not None:
+                coding = _choose(resp.headers.get(ENCODINGS_HEADER), self.want)
+                self._coding = coding
+                continue
+            break
+        if resp.status_code == 401:
+            raise _unauthorized(resp)
+        if resp.status_code == 413:
+            raise RpcError(
+                "RequestTooLarge",
+                f"HTTP 413: the server refused a {len(content)}-byte request body",
+                error_code="413",
+            )
+        return resp.content
+
+    def read(self, content: bytes, status_hint: str) -> pa.ipc.RecordBatchStreamReader:
+        try:
+            return pa.ipc.open_stream(pa.py_buffer(content))
+        except (pa.ArrowInvalid, OSError):
+            raise RpcError("HttpError", f"{status_hint}: response is not a valid Arrow IPC stream") from None
+
+    def batches(self, content: bytes, what: str) -> list[tuple[pa.RecordBatch, dict[str, str]]]:
+        reader = self.read(content, what)
+        try:
+            return list(iter_response(reader, self.on_log))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ProtocolError(f"{what}: malformed Arrow response: {exc}") from None
+
+    def request(self, spec: MethodSpec, batch: pa.RecordBatch) -> bytes:
+        return request_bytes(spec.name, batch, protocol=self.protocol, protocol_version=self.version)
+
+    # ------------------------------------------------------------------ ClientTransport
+
+    def call_unary(self, spec: MethodSpec, request: pa.RecordBatch) -> pa.RecordBatch:
+        content = self.post(spec.name, self.request(spec, request))
+        batches = self.batches(content, spec.name)
+        if not batches:
+            raise ProtocolError(f"{spec.name}: response stream has no result batch")
+        return batches[0][0]
+
+    def open_stream(self, spec: MethodSpec, request: pa.RecordBatch) -> StreamSession:
+        content = self.post(f"{spec.name}/init", self.request(spec, request))
+        session = _HttpStream(self, spec)
+        session._absorb(content)
+        return session
+
+
+def _choose(advertised: str | None, want: str) -> str | None:
+    """The coding to send: ours if the server lists it (or lists nothing usable), else one it lists."""
+    if advertised is None:
+        return want
+    offered = [t.strip().lower() for t in advertised.split(",") if t.strip()]
+    if want in offered:
+        return want
+    for c in SUPPORTED_ENCODINGS:
+        if c in offered:
+            return c
+    return None
+
+
+def _unauthorized(resp: httpx.Response) -> RpcError:
+    detail = resp.text[:500] or "unauthorized"
+    reason = "unauthorized"
+    with contextlib.suppress(ValueError):
+        payload = json.loads(resp.content)
+        if isinstance(payload, dict):
+            detail = str(payload.get("detail") or detail)
+            reason = str(payload.get("reason") or reason)
+    return RpcError("AuthenticationError", detail, error_kind=reason, error_code="UNAUTHENTICATED")
+
+
+class _HttpStream:
+    """One stream call over HTTP: the client side of ``/init`` + ``/exchange`` turns.
+
+    Producers: iterate. Exchanges: :meth:`exchange` per input batch. The stream's
+    state lives in the token the server sends each turn, so :meth:`close` sends
+    nothing; :meth:`cancel` tells the server (which runs ``on_cancel``).
+    """
+
+    def __init__(self, transport: _HttpTransport, spec: MethodSpec) -> None:
+        self._t = transport
+        self._spec = spec
+        self._token: str | None = None
+        self._pending: list[AnnotatedBatch] = []
+        self._done = False
+
+    def _absorb(self, content: bytes) -> None:
+        """Read a producer-shaped response: data batches to ``_pending``, then the next token.
+
+        The token travels on a zero-row batch of its own; a response without one is the
+        stream's last.
+        """
+        token: str | None = None
+        for batch, md in self._t.batches(content, self._spec.name):
+            if STREAM_STATE_KEY in md and batch.num_rows == 0:
+                token = md[STREAM_STATE_KEY]
+                break
+            self._pending.append(AnnotatedBatch(batch, _user_md(md)))
+        self._token = token
+        if token is None:
+            self._done = True
+
+    def _send(self, batch: pa.RecordBatch, md: Mapping[str, str] | None) -> bytes:
+        assert self._token is not None
+        meta = {**(md or {}), STREAM_STATE_KEY: self._token}
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch, custom_metadata=meta)
+        return self._t.post(f"{self._spec.name}/exchange", sink.getvalue().to_pybytes())
+
+    def __iter__(self) -> Iterator[AnnotatedBatch]:
+        while True:
+            while self._pending:
+                yield self._pending.pop(0)
+            if self._done or self._token is None:
+                return
+            tick = empty_batch(EMPTY_SCHEMA)
+            try:
+                content = self._send(tick, None)
+                self._absorb(content)
+            except BaseException:
+                self._done = True
+                raise
+
+    def exchange(self, data: AnnotatedBatch) -> AnnotatedBatch:
+        if self._done or self._token is None:
+            raise RpcError("ProtocolError", "stream has finished: no state token to continue with")
+        content = self._send(data.batch, data.custom_metadata)
+        batches = self._t.batches(content, self._spec.name)
+        if not batches:
+            raise RpcError("ProtocolError", f"{self._spec.name}: exchange response carried no batch")
+        batch, md = batches[0]
+        new_token = md.get(STREAM_STATE_KEY)
+        if new_token:
+            self._token = new_token
+        return AnnotatedBatch(batch, _user_md(md))
+
+    def cancel(self) -> None:
+        if self._done or self._token is None:
+            self._done = True
+            return
+        self._done = True
+        with contextlib.suppress(RpcError, ProtocolError):
+            self._send(empty_batch(EMPTY_SCHEMA), {CANCEL_KEY: "1"})
+
+    def close(self) -> None:
+        self._done = True
+        self._pending.clear()
+
+    def __enter__(self) -> _HttpStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _user_md(md: Mapping[str, str]) -> dict[str, str] | None:
+    out = {k: v for k, v in md.items() if k not in _TOKEN_KEYS}
+    return out or None
+
+
+@contextlib.contextmanager
+def http_connect(
+    protocol: type,
+    base_url: str,
+    *,
+    prefix: str = "",
+    headers: Mapping[str, str] | None = None,
+    client: httpx.Client | None = None,
+    on_log: OnLog | None = None,
+    compression: str | None = "zstd",
+    timeout: float | None = 60.0,
+) -> Iterator[Any]:
+    """Connect to a vgi-rpc HTTP server and yield a typed proxy for *protocol*.
+
+    ``with http_connect(Calculator, "http://127.0.0.1:8000", prefix="/vgi") as calc:
+    calc.add(a=1, b=2)``. Unary methods return their result; producer streams are
+    iterables of :class:`~vgi_rpc.AnnotatedBatch`; exchange streams return a session
+    with ``exchange(batch)``, ``cancel()`` and ``close()``. A failed call raises
+    :class:`~vgi_rpc.RpcError` carrying the server's error type and message (a 401
+    becomes ``RpcError("AuthenticationError", detail)``).
+
+    Args:
+        protocol: The Protocol class (its ``protocol_name`` selects the URL segment).
+        base_url: ``scheme://host:port`` (may include a path, which comes before *prefix*).
+        prefix: The server's mount prefix (``make_wsgi_app(prefix=...)``).
+        headers: Sent with every request (e.g. ``{"Authorization": "Bearer ..."}``).
+        client: Your own ``httpx.Client`` (shared pools, auth, event hooks, a custom
+            transport routing turns...). It is used as is and not closed on exit.
+        on_log: Receives each log message the server sends (``vgi_rpc.wire.LogMessage``).
+        compression: Request coding (``"zstd"`` or ``"gzip"``) for bodies of 1 KiB
+            or more, used when the server's ``/health`` probe allows it; ``None``
+            sends bodies uncompressed and skips the probe.
+        timeout: Timeout in seconds for the client this function creates.
+
+    The proxy is safe to share between threads (each stream session belongs to one).
+    """
+    if compression not in (None, *SUPPORTED_ENCODINGS):
+        raise ValueError(f"compression must be None or one of {SUPPORTED_ENCODINGS}")
+    own = client is None
+    http = client if client is not None else httpx.Client(timeout=timeout)
+    name, version = protocol_names(protocol)
+    transport = _HttpTransport(http, base_url, prefix, name, version, headers, on_log, compression)
+    try:
+        yield RpcProxy(protocol, transport)
+    finally:
+        if own:
+            http.close()
