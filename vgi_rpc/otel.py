@@ -155,7 +155,7 @@ class OtelConfig:
     def __post_init__(self) -> None:
         """Freeze the mappings and reject attribute values OpenTelemetry would drop."""
         for key, value in self.custom_attributes.items():
-            if not isinstance(key, str) or _attribute_value(value) is None:
+            if not isinstance(key, str) or not isinstance(value, str | bool | int | float):
                 raise TypeError(
                     f"custom_attributes[{key!r}] must map a str to str/bool/int/float, got {value!r}"
                 )
