@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check vgi_rpc tests benchmarks
+	$(BIN)/ruff check vgi_rpc tests $(wildcard benchmarks scripts)
 	$(BIN)/ruff format --check vgi_rpc
 
 typecheck: $(STAMP)
