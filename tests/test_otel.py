@@ -607,3 +607,194 @@ def test_pipe_stream_init_failure_marks_the_span(otel: Otel, server: RpcServer) 
     span = otel.span()
     assert span.status.status_code is StatusCode.ERROR
     assert span.name == "vgi_rpc/fail_init"
+
+
+# --------------------------------------------------------------------------- HTTP transport
+
+JWT_SECRET = b"otel-test-secret-0123456789abcdef"
+TOKEN_KEY = b"otel-test-token-key-0123456789ab"
+
+
+def _bearer(**claims: Any) -> str:
+    import time
+
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    payload = {"sub": "alice", "exp": int(time.time()) + 600, **claims}
+    return "Bearer " + jwt.encode({"alg": "HS256"}, payload, OctKey.import_key(JWT_SECRET))
+
+
+@pytest.fixture
+def http_server(otel: Otel) -> Iterator[Any]:
+    """A real waitress server (one worker thread) on 127.0.0.1 with JWT auth and OTel."""
+    from vgi_rpc.http import jwt_authenticator, start_http_server
+
+    srv = RpcServer(Calculator, CalculatorImpl(), server_id="0123456789ab")
+    config = otel.config(claim_attributes={"tenant": "app.tenant"}, custom_attributes={"env": "test"})
+    with start_http_server(
+        srv,
+        threads=1,
+        prefix="/vgi",
+        authenticate=jwt_authenticator(key=JWT_SECRET),
+        token_key=TOKEN_KEY,
+        otel_config=config,
+    ) as handle:
+        yield handle
+
+
+def _http(handle: Any, **headers: str) -> Any:
+    from vgi_rpc.http import http_connect
+
+    return http_connect(
+        Calculator,
+        handle.base_url,
+        prefix="/vgi",
+        headers={"Authorization": _bearer(tenant="acme"), **headers},
+        compression=None,
+    )
+
+
+def _attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def test_http_unary_span_is_a_child_of_the_traceparent_header(otel: Otel, http_server: Any) -> None:
+    with _http(http_server, traceparent=TRACEPARENT, tracestate="vendor=abc") as proxy:
+        assert proxy.add(a=20, b=22) == 42
+    span = otel.span()
+    assert span.name == "vgi_rpc/add"
+    assert span.kind is SpanKind.SERVER
+    assert span.parent is not None
+    assert span.parent.is_remote
+    assert format(span.parent.span_id, "016x") == PARENT_SPAN_ID
+    assert _ids(span)[0] == TRACE_ID
+    assert span.context is not None
+    assert span.context.trace_state.get("vendor") == "abc"
+    attrs = _attrs(span)
+    assert attrs["rpc.system"] == "vgi_rpc"
+    assert attrs["rpc.service"] == "Calculator"
+    assert attrs["rpc.method"] == "add"
+    assert attrs["rpc.vgi_rpc.transport"] == "http"
+    assert attrs["rpc.vgi_rpc.turn"] == "call"
+    assert attrs["rpc.vgi_rpc.server_id"] == "0123456789ab"
+    assert attrs["rpc.vgi_rpc.auth.principal"] == "alice"
+    assert attrs["rpc.vgi_rpc.auth.domain"] == "jwt"
+    assert attrs["rpc.vgi_rpc.auth.authenticated"] is True
+    assert attrs["app.tenant"] == "acme"
+    assert attrs["env"] == "test"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_http_without_traceparent_starts_a_trace_and_does_not_inherit_a_stale_one(
+    otel: Otel, http_server: Any
+) -> None:
+    """One waitress worker thread serves both requests: the first one's context must be gone."""
+    with _http(http_server, traceparent=TRACEPARENT) as proxy:
+        proxy.add(a=1, b=1)
+    with _http(http_server) as proxy:
+        proxy.add(a=2, b=2)
+    first, second = otel.spans()
+    assert first.parent is not None
+    assert second.parent is None
+    assert _ids(second)[0] != TRACE_ID
+
+
+def test_http_unary_failure(otel: Otel, http_server: Any) -> None:
+    with _http(http_server) as proxy, pytest.raises(RpcError, match="no such file"):
+        proxy.fail(message="no such file", error_type="FileNotFoundError")
+    span = otel.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "FileNotFoundError: no such file"
+    assert _attrs(span)["error.type"] == "FileNotFoundError"
+    (event,) = span.events
+    assert (event.attributes or {})["exception.type"] == "FileNotFoundError"
+    (point,) = otel.points("rpc.server.requests")
+    assert point.attributes["rpc.vgi_rpc.status"] == "error"
+    assert point.attributes["error.type"] == "FileNotFoundError"
+    assert point.attributes["env"] == "test"
+
+
+def test_http_producer_stream_has_one_span_per_turn(otel: Otel, http_server: Any) -> None:
+    with _http(http_server, traceparent=TRACEPARENT) as proxy:
+        rows = [b.to_pydict()["i"][0] for b in proxy.countdown(n=3)]
+    assert rows == [2, 1, 0]
+    spans = otel.spans()
+    # /init runs the first produce; three /exchange ticks follow (the last one finishes)
+    assert [_attrs(s)["rpc.vgi_rpc.turn"] for s in spans] == ["init", "exchange", "exchange", "exchange"]
+    assert {s.name for s in spans} == {"vgi_rpc/countdown"}
+    stream_ids = {_attrs(s)["rpc.vgi_rpc.stream_id"] for s in spans}
+    assert len(stream_ids) == 1
+    assert HEX32.match(str(stream_ids.pop()))
+    assert len({_attrs(s)["rpc.vgi_rpc.request_id"] for s in spans}) == 4
+    for s in spans:
+        assert _attrs(s)["rpc.vgi_rpc.method_type"] == "stream"
+        assert _attrs(s)["rpc.vgi_rpc.auth.principal"] == "alice"
+        assert s.parent is not None
+        assert format(s.parent.span_id, "016x") == PARENT_SPAN_ID
+    (point,) = otel.points("rpc.server.requests")
+    assert point.value == 4
+    (hist,) = otel.points("rpc.server.duration")
+    assert hist.count == 4
+
+
+def test_http_exchange_stream_has_one_span_per_turn(otel: Otel, http_server: Any) -> None:
+    with _http(http_server) as proxy:
+        session = proxy.scale(factor=3.0)
+        for x in (1.0, 2.0):
+            assert session.exchange(AnnotatedBatch.from_pydict({"x": [x]})).to_pydict() == {"y": [3 * x]}
+        session.close()
+    spans = otel.spans()
+    assert [_attrs(s)["rpc.vgi_rpc.turn"] for s in spans] == ["init", "exchange", "exchange"]
+    assert len({_attrs(s)["rpc.vgi_rpc.stream_id"] for s in spans}) == 1
+    assert all(s.status.status_code is StatusCode.UNSET for s in spans)
+
+
+def test_http_stream_turn_failure_marks_that_turns_span(otel: Otel, http_server: Any) -> None:
+    with _http(http_server) as proxy:
+        session = proxy.fail_process(message="negative input")
+        session.exchange(AnnotatedBatch.from_pydict({"x": [1.0]}))
+        with pytest.raises(RpcError, match="negative input"):
+            session.exchange(AnnotatedBatch.from_pydict({"x": [-1.0]}))
+    init, ok, failed = otel.spans()
+    assert init.status.status_code is StatusCode.UNSET
+    assert ok.status.status_code is StatusCode.UNSET
+    assert failed.status.status_code is StatusCode.ERROR
+    # the original exception, not a transport wrapper
+    assert _attrs(failed)["error.type"] == "ValueError"
+    (event,) = failed.events
+    assert (event.attributes or {})["exception.message"] == "negative input"
+
+
+def test_http_producer_failure_in_a_later_turn(otel: Otel, http_server: Any) -> None:
+    with _http(http_server) as proxy, pytest.raises(RpcError, match="dried up"):
+        list(proxy.fail_produce(n=1, message="dried up"))
+    spans = otel.spans()
+    assert [_attrs(s)["rpc.vgi_rpc.turn"] for s in spans] == ["init", "exchange"]
+    assert spans[-1].status.status_code is StatusCode.ERROR
+    assert _attrs(spans[-1])["error.type"] == "RuntimeError"
+
+
+def test_make_wsgi_app_otel_config_does_not_double_instrument(otel: Otel) -> None:
+    """Instrumenting the server first and passing ``otel_config`` too gives one span (falcon.testing)."""
+    import falcon.testing
+    import pyarrow as pa
+
+    from vgi_rpc.http import make_wsgi_app
+
+    srv = instrument_server(RpcServer(Calculator, CalculatorImpl()), otel.config())
+    app = make_wsgi_app(srv, otel_config=otel.config(custom_attributes={"via": "app"}), token_key=TOKEN_KEY)
+    assert sum(isinstance(h, _OtelDispatchHook) for h in iter_hooks(srv._dispatch_hook)) == 1
+    body = request_bytes("add", pa.RecordBatch.from_pydict({"a": [1], "b": [2]}), protocol="Calculator")
+    client = falcon.testing.TestClient(app)
+    result = client.simulate_post(
+        "/Calculator/add",
+        body=body,
+        headers={"Content-Type": "application/vnd.apache.arrow.stream", "traceparent": TRACEPARENT},
+    )
+    assert result.status_code == 200
+    span = otel.span()
+    assert _attrs(span)["via"] == "app"
+    assert _attrs(span)["rpc.vgi_rpc.auth.authenticated"] is False
+    assert span.parent is not None
+    assert format(span.parent.trace_id, "032x") == TRACE_ID
