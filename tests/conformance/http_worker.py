@@ -21,7 +21,7 @@ from vgi_rpc import RpcServer  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     """Parse ``--port``/``--prefix`` and serve until the process is stopped."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port, announced as PORT:<n>")
     parser.add_argument("--prefix", default="/vgi")
     args = parser.parse_args(argv)
 

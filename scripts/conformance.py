@@ -1,0 +1,491 @@
+#!/usr/bin/env python3
+"""Peer conformance: the official vgi-rpc 0.52.2 runner against our server, and back.
+
+``make conformance`` runs this with the project's Python::
+
+    python scripts/conformance.py --peer .venv-peer            # pipe, HTTP and reverse
+    python scripts/conformance.py --transport pipe             # one transport only
+    python scripts/conformance.py --reverse                    # only our client -> reference server
+
+* **pipe**: ``vgi-rpc-test --cmd "<python> tests/conformance/worker.py" --format json``;
+* **http**: starts ``tests/conformance/http_worker.py`` (our ``serve_http``) on a
+  free 127.0.0.1 port (it prints ``PORT:<n>``), waits for ``/vgi/health``, runs
+  ``vgi-rpc-test --url``, stops the server;
+* **reverse**: starts the official reference server (``vgi-rpc-conformance``
+  from the peer venv, over HTTP and over the pipe) and calls a few methods
+  with OUR client (``http_connect`` / ``connect``).
+
+Prints a table per transport (passed / failed / skipped per group, then every
+failure with its message).  Exit status is non-zero when a test outside the
+agreed-excluded groups fails (stream headers, rich headers, dynamic schemas,
+see ``EXCLUDED_GROUPS``), when the runner itself breaks, or when a reverse check
+fails.  Every step is time-bounded: the runner allows 5 s per test (300 s for
+the 2 GiB payload test), and each runner process gets ``--budget`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXCLUDED_GROUPS: dict[str, str] = {
+    "producer_header": "stream headers (Stream[S, H]) are not supported",
+    "exchange_header": "stream headers (Stream[S, H]) are not supported",
+    "rich_header_producer": "rich stream headers are not supported",
+    "rich_header_exchange": "rich stream headers are not supported",
+    "dynamic_schema_producer": "dynamic-schema producers come with a rich header (not supported)",
+}
+"""Runner groups (``category`` in the runner's JSON) we agreed not to pass, with the reason."""
+
+HTTP_PREFIX = "/vgi"
+
+
+# --------------------------------------------------------------------------- runner results
+@dataclass
+class Outcome:
+    """One runner invocation: its parsed results, or why there are none."""
+
+    transport: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    broken: str | None = None  # the runner crashed / timed out / printed no JSON
+    duration_s: float = 0.0
+
+    def count(self, *, excluded: bool | None = None) -> tuple[int, int, int]:
+        """(passed, failed, skipped), optionally only inside / outside the excluded groups."""
+        p = f = s = 0
+        for r in self.results:
+            if excluded is not None and (r["category"] in EXCLUDED_GROUPS) != excluded:
+                continue
+            if r["skipped"]:
+                s += 1
+            elif r["passed"]:
+                p += 1
+            else:
+                f += 1
+        return p, f, s
+
+    @property
+    def blocking_failures(self) -> list[dict[str, Any]]:
+        """Failures outside the agreed-excluded groups."""
+        return [
+            r
+            for r in self.results
+            if not r["passed"] and not r["skipped"] and r["category"] not in EXCLUDED_GROUPS
+        ]
+
+    @property
+    def ok(self) -> bool:
+        """True when the runner worked and nothing outside the excluded groups failed."""
+        return self.broken is None and not self.blocking_failures
+
+
+def _runner(peer: Path) -> Path:
+    exe = peer / "bin" / "vgi-rpc-test"
+    if not exe.exists():
+        raise SystemExit(f"{exe} not found: build the peer venv first (make conformance does)")
+    return exe
+
+
+def check_group_names(peer: Path) -> list[str]:
+    """Confirm the excluded group names against ``vgi-rpc-test --list``; return warnings."""
+    out = subprocess.run(
+        [str(_runner(peer)), "--list"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    groups = {line.split(".", 1)[0] for line in out.split() if "." in line}
+    return [f"excluded group {g!r} is not in the runner's --list" for g in EXCLUDED_GROUPS if g not in groups]
+
+
+def run_runner(peer: Path, transport: str, target: list[str], budget: float) -> Outcome:
+    """Run ``vgi-rpc-test <target> --format json`` and parse what it wrote."""
+    outcome = Outcome(transport)
+    with tempfile.TemporaryDirectory(prefix="vgi-conf-") as tmp:
+        out_file = Path(tmp) / "result.json"
+        cmd = [str(_runner(peer)), *target, "--format", "json", "--output", str(out_file)]
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, cwd=ROOT)
+        except subprocess.TimeoutExpired as exc:
+            outcome.duration_s = time.monotonic() - start
+            tail = (exc.stderr or b"")[-2000:]
+            tail_s = tail.decode("utf-8", "replace") if isinstance(tail, bytes) else tail
+            outcome.broken = f"runner exceeded its {budget:.0f}s budget; stderr tail:\n{tail_s}"
+            return outcome
+        outcome.duration_s = time.monotonic() - start
+        if not out_file.exists():
+            outcome.broken = (
+                f"runner exited {proc.returncode} without results; stderr tail:\n{proc.stderr[-3000:]}"
+            )
+            return outcome
+        data = json.loads(out_file.read_text(encoding="utf-8"))
+    outcome.results = data["results"]
+    return outcome
+
+
+# --------------------------------------------------------------------------- processes
+def _probe(url: str) -> bool:
+    req = urllib.request.Request(url, method="OPTIONS")
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            status: int = resp.status
+            return 200 <= status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def background(
+    cmd: list[str],
+    *,
+    ready: Callable[[subprocess.Popen[str]], bool],
+    wait: float = 30.0,
+    read_stdout: bool = False,
+) -> Iterator[subprocess.Popen[str]]:
+    """Start *cmd*, wait until ``ready(proc)``, yield it, then stop exactly that process.
+
+    stderr goes to a temporary file (a chatty server can never block on a full
+    pipe); it is shown if the process dies before it is ready.
+    """
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as err:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE if read_stdout else subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + wait
+            while not ready(proc):
+                if proc.poll() is not None:
+                    err.seek(0)
+                    raise RuntimeError(
+                        f"{shlex.join(cmd)} exited with {proc.returncode}:\n{err.read()[-3000:]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{shlex.join(cmd)} not ready after {wait:.0f}s")
+                time.sleep(0.1)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            if proc.stdout:
+                proc.stdout.close()
+
+
+# --------------------------------------------------------------------------- the three checks
+def run_pipe(peer: Path, budget: float) -> Outcome:
+    """Official runner over the pipe against ``tests/conformance/worker.py``."""
+    cmd = shlex.join([sys.executable, str(ROOT / "tests" / "conformance" / "worker.py")])
+    return run_runner(peer, "pipe", ["--cmd", cmd], budget)
+
+
+def _port_reader(box: list[int]) -> Callable[[subprocess.Popen[str]], bool]:
+    """A readiness check that waits for the ``PORT:<n>`` line a server prints once it listens."""
+
+    def ready(proc: subprocess.Popen[str]) -> bool:
+        if not box and proc.stdout is not None:
+            line = proc.stdout.readline()
+            if line.startswith("PORT:"):
+                box.append(int(line.split(":", 1)[1]))
+        return bool(box)
+
+    return ready
+
+
+def run_http(peer: Path, budget: float) -> Outcome:
+    """Official runner over HTTP against ``tests/conformance/http_worker.py`` (our ``serve_http``).
+
+    The worker binds port 0 and ``serve_http`` announces ``PORT:<n>`` once it
+    listens; the runner starts after ``OPTIONS {prefix}/health`` answers 2xx.
+    """
+    port: list[int] = []
+    cmd = [sys.executable, str(ROOT / "tests" / "conformance" / "http_worker.py"), "--port", "0"]
+    cmd += ["--prefix", HTTP_PREFIX]
+
+    def ready(proc: subprocess.Popen[str]) -> bool:
+        return _port_reader(port)(proc) and _probe(f"http://127.0.0.1:{port[0]}{HTTP_PREFIX}/health")
+
+    try:
+        with background(cmd, ready=ready, read_stdout=True):
+            base = f"http://127.0.0.1:{port[0]}"
+            return run_runner(peer, "http", ["--url", base, "--prefix", HTTP_PREFIX], budget)
+    except RuntimeError as exc:
+        return Outcome("http", broken=f"our HTTP server did not come up: {exc}")
+
+
+@dataclass
+class ReverseOutcome:
+    """Our client against the reference server: one line per check."""
+
+    transport: str
+    checks: list[tuple[str, str | None]] = field(default_factory=list)  # (name, error or None)
+    broken: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the reference server started and every check passed."""
+        return self.broken is None and all(err is None for _, err in self.checks)
+
+
+def _reverse_checks(proxy: Any, logs: list[Any]) -> list[tuple[str, str | None]]:
+    """Call a handful of methods of the reference ``ConformanceService`` with our proxy."""
+    from tests.conformance._types import AllTypes, Point, Status
+    from vgi_rpc import AnnotatedBatch, RpcError
+
+    def raises_value_error() -> None:
+        try:
+            proxy.raise_value_error(message="boom")
+        except RpcError as exc:
+            assert exc.error_type == "ValueError", exc.error_type
+            assert "boom" in exc.error_message, exc.error_message
+            return
+        raise AssertionError("no RpcError")
+
+    def logs_arrive() -> None:
+        logs.clear()
+        assert proxy.echo_with_info_log(value="hi") == "hi"
+        assert len(logs) == 1, logs
+
+    def exchange() -> None:
+        session = proxy.exchange_accumulate()
+        try:
+            one = session.exchange(AnnotatedBatch.from_pydict({"value": [1.0, 2.0]}))
+            two = session.exchange(AnnotatedBatch.from_pydict({"value": [10.0]}))
+        finally:
+            session.close()
+        assert one.batch.column("running_sum").to_pylist() == [3.0]
+        assert two.batch.column("running_sum").to_pylist() == [13.0]
+        assert two.batch.column("exchange_count").to_pylist() == [2]
+
+    all_types = AllTypes(
+        str_field="s",
+        bytes_field=b"\x00\xff",
+        int_field=-3,
+        float_field=2.5,
+        bool_field=True,
+        list_of_int=[1, 2],
+        list_of_str=["a"],
+        dict_field={"k": 1},
+        enum_field=Status.CLOSED,
+        nested_point=Point(1.0, 2.0),
+        optional_str=None,
+        optional_int=7,
+        optional_nested=None,
+        list_of_nested=[Point(3.0, 4.0)],
+        annotated_int32=5,
+        annotated_float32=0.5,
+        nested_list=[[1], []],
+        dict_str_str={"a": "b"},
+    )
+
+    def produced_indexes() -> list[int]:
+        return [b.batch.column("index")[0].as_py() for b in proxy.produce_n(count=3)]
+
+    equal: list[tuple[str, Callable[[], object], object]] = [
+        ("echo_string", lambda: proxy.echo_string(value="h\u00e9llo"), "h\u00e9llo"),
+        ("echo_int", lambda: proxy.echo_int(value=-(2**63)), -(2**63)),
+        ("void_noop", lambda: proxy.void_noop(), None),
+        ("echo_enum", lambda: proxy.echo_enum(status=Status.ACTIVE), Status.ACTIVE),
+        ("echo_point", lambda: proxy.echo_point(point=Point(1.5, 2.5)), Point(1.5, 2.5)),
+        ("echo_all_types", lambda: proxy.echo_all_types(data=all_types), all_types),
+        (
+            "with_defaults",
+            lambda: proxy.with_defaults(required=1),
+            "required=1, optional_str=default, optional_int=42",
+        ),
+        ("produce_n", produced_indexes, [0, 1, 2]),
+        ("produce_empty", lambda: list(proxy.produce_empty()), []),
+    ]
+    asserting: list[tuple[str, Callable[[], None]]] = [
+        ("raise_value_error", raises_value_error),
+        ("echo_with_info_log", logs_arrive),
+        ("exchange_accumulate", exchange),
+    ]
+    out: list[tuple[str, str | None]] = []
+    for name, call, expected in equal:
+        try:
+            got = call()
+            out.append((name, None if got == expected else f"got {got!r}, expected {expected!r}"))
+        except Exception as exc:
+            out.append((name, f"{type(exc).__name__}: {exc}"))
+    for name, check in asserting:
+        try:
+            check()
+            out.append((name, None))
+        except Exception as exc:
+            out.append((name, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def run_reverse(peer: Path) -> list[ReverseOutcome]:
+    """Our ``http_connect`` and ``connect`` proxies against the official reference server."""
+    sys.path.insert(0, str(ROOT))
+    from tests.conformance._protocol import ConformanceService
+
+    server_exe = peer / "bin" / "vgi-rpc-conformance"
+    outcomes: list[ReverseOutcome] = []
+
+    # HTTP: the reference prints PORT:N once it listens (prefix: none).
+    http = ReverseOutcome("http")
+    port_box: list[int] = []
+    try:
+        from vgi_rpc.http import http_connect
+
+        with background([str(server_exe), "--http", "0"], ready=_port_reader(port_box), read_stdout=True):
+            logs: list[Any] = []
+            with http_connect(
+                ConformanceService, f"http://127.0.0.1:{port_box[0]}", on_log=logs.append
+            ) as proxy:
+                http.checks = _reverse_checks(proxy, logs)
+    except Exception as exc:
+        http.broken = f"{type(exc).__name__}: {exc}"
+    outcomes.append(http)
+
+    # Pipe: our connect() spawns the reference worker on stdin/stdout.
+    pipe = ReverseOutcome("pipe")
+    try:
+        from vgi_rpc import connect
+
+        logs_p: list[Any] = []
+        with connect(ConformanceService, [str(server_exe), "--pipe"], on_log=logs_p.append) as proxy:
+            pipe.checks = _reverse_checks(proxy, logs_p)
+    except Exception as exc:
+        pipe.broken = f"{type(exc).__name__}: {exc}"
+    outcomes.append(pipe)
+    return outcomes
+
+
+# --------------------------------------------------------------------------- report
+def report(outcome: Outcome) -> None:
+    """Print the per-group table and every failure for one transport."""
+    print(f"\n== {outcome.transport}: official runner (vgi-rpc-test 0.52.2) vs our server ==")
+    if outcome.broken:
+        print(f"RUNNER BROKEN: {outcome.broken}")
+        return
+    groups: dict[str, list[int]] = {}
+    for r in outcome.results:
+        row = groups.setdefault(r["category"], [0, 0, 0])
+        row[2 if r["skipped"] else 0 if r["passed"] else 1] += 1
+    print(f"  {'group':<26} {'pass':>4} {'fail':>4} {'skip':>4}")
+    for name in sorted(groups):
+        p, f, s = groups[name]
+        tag = "  (excluded: " + EXCLUDED_GROUPS[name] + ")" if name in EXCLUDED_GROUPS else ""
+        print(f"  {name:<26} {p:>4} {f:>4} {s:>4}{tag}")
+    p, f, s = outcome.count()
+    print(f"  {'TOTAL':<26} {p:>4} {f:>4} {s:>4}   ({len(outcome.results)} tests, {outcome.duration_s:.1f}s)")
+    ep, ef, es = outcome.count(excluded=False)
+    print(f"  {'outside excluded groups':<26} {ep:>4} {ef:>4} {es:>4}")
+    failures = [r for r in outcome.results if not r["passed"] and not r["skipped"]]
+    if failures:
+        print("  failures:")
+        for r in failures:
+            mark = "excluded" if r["category"] in EXCLUDED_GROUPS else "BLOCKING"
+            msg = (r.get("error") or "").strip().replace("\n", " ")
+            print(f"    [{mark}] {r['name']}: {msg[:300]}")
+    skips = [r for r in outcome.results if r["skipped"]]
+    if skips:
+        print("  skipped:")
+        for r in skips:
+            print(f"    {r['name']}: {(r.get('skip_reason') or '')[:200]}")
+    notes = [r for r in outcome.results if r.get("note")]
+    for r in notes:
+        print(f"  note: {r['name']}: {r['note'][:200]}")
+
+
+def report_reverse(outcome: ReverseOutcome) -> None:
+    """Print the reverse checks for one transport."""
+    print(f"\n== reverse/{outcome.transport}: our client vs the reference server (vgi-rpc-conformance) ==")
+    if outcome.broken:
+        print(f"BROKEN: {outcome.broken}")
+        return
+    for name, err in outcome.checks:
+        print(f"  {name:<24} {'PASS' if err is None else 'FAIL  ' + err[:300]}")
+    passed = sum(1 for _, e in outcome.checks if e is None)
+    print(f"  {passed}/{len(outcome.checks)} passed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected checks, print the tables, return the exit status."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--peer", type=Path, default=ROOT / ".venv-peer", help="venv holding vgi-rpc 0.52.2")
+    parser.add_argument(
+        "--transport", action="append", choices=["pipe", "http"], help="run only these (repeatable)"
+    )
+    parser.add_argument("--reverse", action="store_true", help="only our client against the reference server")
+    parser.add_argument("--no-reverse", action="store_true", help="skip the reverse checks")
+    parser.add_argument("--budget", type=float, default=900.0, help="seconds allowed per runner process")
+    parser.add_argument("--json", type=Path, help="also write every result to this JSON file")
+    args = parser.parse_args(argv)
+    peer = args.peer if args.peer.is_absolute() else (Path.cwd() / args.peer)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+    transports = [] if args.reverse else (args.transport or ["pipe", "http"])
+    do_reverse = args.reverse or (not args.transport and not args.no_reverse)
+
+    status = 0
+    outcomes: list[Outcome] = []
+    if transports:
+        for warning in check_group_names(peer):
+            print(f"warning: {warning}")
+            status = 1
+    for transport in transports:
+        outcome = run_pipe(peer, args.budget) if transport == "pipe" else run_http(peer, args.budget)
+        outcomes.append(outcome)
+        report(outcome)
+        status |= 0 if outcome.ok else 1
+
+    reverse: list[ReverseOutcome] = []
+    if do_reverse:
+        reverse = run_reverse(peer)
+        for rev in reverse:
+            report_reverse(rev)
+            status |= 0 if rev.ok else 1
+
+    print("\n== summary ==")
+    for o in outcomes:
+        p, f, s = o.count()
+        state = "BROKEN" if o.broken else ("OK" if o.ok else f"FAIL ({len(o.blocking_failures)} blocking)")
+        print(f"  {o.transport:<6} {p} passed, {f} failed, {s} skipped   {state}")
+    for rev in reverse:
+        n = sum(1 for _, e in rev.checks if e is None)
+        state = "BROKEN" if rev.broken else ("OK" if rev.ok else "FAIL")
+        print(f"  reverse/{rev.transport:<6} {n}/{len(rev.checks)} checks passed   {state}")
+
+    if args.json:
+        payload = {
+            "excluded_groups": EXCLUDED_GROUPS,
+            "runs": [
+                {"transport": o.transport, "broken": o.broken, "count": o.count(), "results": o.results}
+                for o in outcomes
+            ],
+            "reverse": [{"transport": r.transport, "broken": r.broken, "checks": r.checks} for r in reverse],
+        }
+        args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
