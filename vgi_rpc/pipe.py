@@ -205,7 +205,11 @@ def _serve_stream(
             writer.flush()
             _drain_input(reader)
             return
-        error = _stream_turns(server, spec, stream, ctx, pending, reader, writer, request_id)
+        try:
+            error = _stream_turns(server, spec, stream, ctx, pending, reader, writer, request_id)
+        except BaseException as exc:  # the pipe broke: the hook still learns the call failed
+            error = exc
+            raise
     finally:
         server.hook_end(handle, error)
 
@@ -234,6 +238,11 @@ def _stream_turns(
                 batch, raw = input_reader.read_next_batch_with_custom_metadata()
             except StopIteration:
                 break
+            except (pa.ArrowInvalid, OSError) as exc:
+                # The client's input stream broke: a transport failure, not the
+                # application's, so there is nothing to report on the wire.
+                error = exc
+                break
             md = metadata_dict(raw)
             if CANCEL_KEY in md:
                 try:
@@ -243,28 +252,29 @@ def _stream_turns(
                 break
             if md and not PROTOCOL_KEYS.isdisjoint(md):
                 md = {k: v for k, v in md.items() if k not in PROTOCOL_KEYS}
-            if not stream.is_producer and not batch.schema.equals(stream.input_schema):
-                batch = _cast_input(batch, stream.input_schema)
-            out = server.run_turn(stream, AnnotatedBatch(batch, md or None), ctx)
+            # Only the turn itself is guarded here: whatever user code raises
+            # (ArrowInvalid and OSError included) is the call's error and must
+            # reach the client, never be mistaken for a broken pipe.
+            try:
+                if not stream.is_producer and not batch.schema.equals(stream.input_schema):
+                    batch = _cast_input(batch, stream.input_schema)
+                out = server.run_turn(stream, AnnotatedBatch(batch, md or None), ctx)
+            except Exception as exc:
+                error = exc
+                server.log_call_error(spec, exc)
+                out_writer.meta(
+                    error_metadata(
+                        exc,
+                        server_id=server.server_id,
+                        request_id=request_id,
+                        include_traceback=server.include_tracebacks,
+                    )
+                )
+                break
             _write_turn(server, out_writer, out, request_id)
             writer.flush()
             if out.finished:
                 break
-    except (pa.ArrowInvalid, OSError) as exc:
-        if input_reader is None:
-            raise
-        error = exc
-    except Exception as exc:
-        error = exc
-        server.log_call_error(spec, exc)
-        out_writer.meta(
-            error_metadata(
-                exc,
-                server_id=server.server_id,
-                request_id=request_id,
-                include_traceback=server.include_tracebacks,
-            )
-        )
     finally:
         out_writer.close()
         writer.flush()
