@@ -87,6 +87,24 @@ def _open(source: bytes | IO[bytes] | pa.Buffer) -> pa.ipc.RecordBatchStreamRead
     return pa.ipc.open_stream(source)
 
 
+def _peekable(source: object) -> bool:
+    return callable(getattr(source, "peek", None))
+
+
+def _at_eof(source: object) -> bool:
+    """True when a buffered stream has no more bytes (blocks until one arrives or EOF).
+
+    Lets a pipe loop tell a clean end (the peer closed) from bytes that are not
+    Arrow IPC: the latter deserve an error answer, not a silent hang-up.
+    """
+    if not _peekable(source):
+        return False
+    try:
+        return not source.peek(1)  # type: ignore[attr-defined]
+    except (OSError, ValueError):
+        return True
+
+
 def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
     """Read one request IPC stream (schema, one batch, EOS).
 
@@ -94,10 +112,14 @@ def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
     missing metadata or a request version we do not speak. ``EOFError`` when the
     source is at a clean end (no bytes at all), so a pipe loop can stop.
     """
+    if _at_eof(source):
+        raise EOFError
     try:
         reader = _open(source)
-    except pa.ArrowInvalid as exc:
-        if "null or length 0" in str(exc) or ("Expected to read" in str(exc) and "got 0" in str(exc)):
+    except (pa.ArrowInvalid, OSError) as exc:  # bad bytes surface as either
+        if not _peekable(source) and (
+            "null or length 0" in str(exc) or ("Expected to read" in str(exc) and "got 0" in str(exc))
+        ):
             raise EOFError from exc
         raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
     try:
@@ -106,11 +128,14 @@ def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
         raise ProtocolError("request stream has no batch") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+    extra_batches = 0
     try:
         for _ in reader:  # drain to EOS so the next request starts clean
-            raise ProtocolError("request stream has more than one batch")
+            extra_batches += 1
     except (pa.ArrowInvalid, OSError) as exc:
         raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+    if extra_batches:
+        raise ProtocolError(f"request stream has {extra_batches + 1} batches; a request has exactly one")
     meta = metadata_dict(md)
     method = meta.get(METHOD_KEY)
     if not method:
