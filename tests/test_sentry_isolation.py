@@ -7,6 +7,7 @@ a scope per call, those would stick to the next call's events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -17,9 +18,11 @@ import pytest
 import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
-from test_sentry_pipe import call_with_auth, make_server
+from test_sentry_http import JWT_SECRET, TOKEN_KEY, bearer, http_proxy
+from test_sentry_pipe import Shop, call_with_auth, make_server
 
 from vgi_rpc import AuthContext, RpcError, serve_pipe
+from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
 from vgi_rpc.sentry import SentryConfig
 from vgi_rpc.testing import DEFAULT_DSN, SentryCapture
 
@@ -136,15 +139,21 @@ def test_concurrent_pipe_calls_keep_their_own_data(sentry_capture: SentryCapture
 
 
 class RaisingTransport(Transport):
-    """A real Transport whose every send fails."""
+    """A real Transport whose every send fails while ``broken`` is set.
+
+    Tests clear ``broken`` before the SDK shuts down: the SDK's own ``close()`` (not
+    an RPC call) flushes session updates without guarding the transport.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.attempts = 0
+        self.broken = True
 
     def capture_envelope(self, envelope: Envelope) -> None:
-        self.attempts += 1
-        raise ConnectionError("sentry is down")
+        if self.broken:
+            self.attempts += 1
+            raise ConnectionError("sentry is down")
 
 
 def test_a_raising_transport_never_fails_a_call(sentry_capture: SentryCapture) -> None:
@@ -158,6 +167,7 @@ def test_a_raising_transport_never_fails_a_call(sentry_capture: SentryCapture) -
             proxy.fail(message="still reported to the client")
         assert [b.to_pydict()["n"] for b in proxy.countdown(n=2)] == [[2], [1]]
         assert proxy.add(a=1, b=1) == 2
+    transport.broken = False
     assert transport.attempts >= 5  # 4 transactions + 1 error event were all attempted
 
 
@@ -209,3 +219,91 @@ def test_a_stuck_sentry_server_never_blocks_calls(
             proxy.fail(message="again")
     assert results == [2 * i for i in range(50)]
     assert json.dumps(sentry_capture.envelopes) == "[]"  # the capture's client was replaced: nothing here
+
+
+# -- B2 over HTTP: a real waitress server with 8 worker threads ----------------------------------
+
+
+def test_sequential_http_calls_do_not_leak_scope_data(sentry_capture: SentryCapture) -> None:
+    """B2: over HTTP, what one request's code put on the scope (and its JWT user) is absent from the next."""
+
+    server = make_server()
+    with http_proxy(server, bearer("sub-first")) as proxy, pytest.raises(RpcError):
+        proxy.mark(marker="first", fail=True)
+    with http_proxy(server, bearer("sub-second")) as proxy, pytest.raises(RpcError):
+        proxy.fail(message="second")
+    first, second = sentry_capture.events
+    assert marker_of(first) == "first"
+    assert second["user"] == {"id": "sub-second"}
+    assert marker_of(second) is None
+    assert "app" not in second["contexts"]
+    assert "crumb-first" not in crumbs_of(second)
+
+
+def test_concurrent_http_calls_keep_their_own_user_and_data(sentry_capture: SentryCapture) -> None:
+    """B2: 8 client threads with distinct JWT users against 8 waitress threads: no event or transaction mixes calls."""
+
+    server = make_server(SentryConfig(enable_performance=True, tag_params=("marker", "message")))
+    rounds = 6
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def worker(index: int, proxy: Any) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for r in range(rounds):
+                marker = f"t{index}-r{r}"
+                if r % 3 == 0:
+                    with pytest.raises(RpcError, match=marker):
+                        proxy.fail(message=marker)
+                elif r % 3 == 1:
+                    with pytest.raises(RpcError, match=marker):
+                        proxy.mark(marker=marker, fail=True)
+                else:
+                    assert [b.to_pydict()["n"] for b in proxy.countdown(n=2)] == [[2], [1]]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    with (
+        start_http_server(
+            server, token_key=TOKEN_KEY, authenticate=jwt_authenticator(key=JWT_SECRET)
+        ) as handle,
+        contextlib.ExitStack() as stack,
+    ):
+        proxies = [
+            stack.enter_context(http_connect(Shop, handle.base_url, headers=bearer(f"sub-{i}")))
+            for i in range(8)
+        ]
+        threads = [threading.Thread(target=worker, args=(i, p)) for i, p in enumerate(proxies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert not errors, errors
+
+    events = sentry_capture.events
+    assert len(events) == 8 * 4
+    for event in events:
+        marker = event["exception"]["values"][0]["value"].removeprefix("failed ")
+        thread_index = marker.split("-")[0][1:]
+        method = event["tags"]["rpc.method"]
+        if method == "fail":
+            assert event["user"] == {"id": f"sub-{thread_index}"}
+            assert event["tags"]["rpc.param.message"] == marker
+            assert marker_of(event) is None
+        else:
+            assert event["user"] == {"id": f"user-{marker}"}  # what the app set, in this call only
+            assert event["tags"]["rpc.param.marker"] == marker
+            assert marker_of(event) == marker
+    by_user: dict[str, set[str]] = {}
+    for txn in sentry_capture.transactions:
+        assert txn["transaction"] == f"rpc {txn['tags']['rpc.method']}"
+        if txn["tags"]["rpc.method"] == "countdown":
+            by_user.setdefault(txn["user"]["id"], set()).add(
+                txn["contexts"]["trace"]["data"]["rpc.stream_id"]
+            )
+    # each user ran exactly 2 streams; no turn of one user's stream was attributed to another user
+    assert sorted(by_user) == sorted(f"sub-{i}" for i in range(8))
+    assert all(len(ids) == 2 for ids in by_user.values())
+    all_ids = [i for ids in by_user.values() for i in ids]
+    assert len(all_ids) == len(set(all_ids)) == 16
