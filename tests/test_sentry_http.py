@@ -353,3 +353,21 @@ def test_nothing_is_sent_with_json_secrets(sentry_capture: SentryCapture) -> Non
     dumped = json.dumps(sentry_capture.envelopes)
     assert "tok-http-secret-1" not in dumped and "pw-http-secret-2" not in dumped
     assert sentry_capture.event()["tags"]["rpc.param.user"] == "ada"
+
+
+def test_in_process_wsgi_without_a_socket(sentry_capture: SentryCapture) -> None:
+    """S18 B1 S13: the same promises when the app runs under httpx's in-process WSGI transport (no server)."""
+    import httpx
+
+    from vgi_rpc.http import make_wsgi_app
+
+    app = make_wsgi_app(make_server(), token_key=TOKEN_KEY)
+    client = httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://testserver")
+    with client, http_connect(Shop, "http://testserver", client=client) as proxy:
+        assert proxy.add(a=1, b=1) == 2
+        with pytest.raises(RpcError):
+            proxy.fail(message="in-process")
+    event = sentry_capture.event()
+    assert (event["transaction"], event["exception"]["values"][0]["value"]) == ("rpc fail", "in-process")
+    assert sorted(t["transaction"] for t in sentry_capture.transactions) == ["rpc add", "rpc fail"]
+    assert all(trace_data(t)["rpc.system"] == "vgi_rpc" for t in sentry_capture.transactions)
