@@ -1,0 +1,412 @@
+"""Sentry and OpenTelemetry on one server: they compose and run independently (S29, S30, S7).
+
+Both SDKs are real: Sentry reports to the in-memory transport of
+``vgi_rpc.testing.sentry_capture`` (default integrations on: logging, threading,
+WSGI, Falcon...), OpenTelemetry to an ``InMemorySpanExporter`` and an
+``InMemoryMetricReader``. Every scenario runs in both registration orders and over
+both transports (pipe thread, real waitress server on 127.0.0.1).
+
+Faults: OpenTelemetry is made to fail the way it fails in production, through a
+span processor that raises in ``on_start`` / ``on_end`` (so ``start_span`` /
+``span.end()`` raise inside our hook). The Sentry SDK does not let a callback's
+exception escape, so the Sentry hook is made to fail by a subclass of our own
+``_SentryDispatchHook`` that raises before delegating (start) or after it (end);
+``sentry_sdk`` itself is never patched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from _services import Calculator, CalculatorImpl
+from joserfc import jwt
+from joserfc.jwk import OctKey
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from vgi_rpc import RpcError, RpcServer, serve_pipe
+from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, iter_hooks
+from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
+from vgi_rpc.otel import OtelConfig, _OtelDispatchHook, instrument_server
+from vgi_rpc.sentry import SentryConfig, _SentryDispatchHook, instrument_server_sentry
+from vgi_rpc.testing import SentryCapture
+
+JWT_SECRET = "coexistence-test-secret-0123456789ab"
+TOKEN_KEY = b"coexistence-token-key-0123456789"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+SENTRY_CONFIG = SentryConfig(enable_performance=True, custom_tags={"env": "coexist"})
+
+ORDERS = ("sentry_then_otel", "otel_then_sentry")
+TRANSPORTS = ("pipe", "http")
+
+
+# --------------------------------------------------------------------------- OpenTelemetry side
+
+
+@dataclass
+class Otel:
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def config(self) -> OtelConfig:
+        return OtelConfig(
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            custom_attributes={"env": "coexist"},
+        )
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def request_counts(self) -> dict[tuple[str, str], int]:
+        """``(method, status) -> count`` from ``rpc.server.requests``."""
+        data = self.reader.get_metrics_data()
+        counts: dict[tuple[str, str], int] = {}
+        if data is None:
+            return counts
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == "rpc.server.requests":
+                        for p in metric.data.data_points:
+                            key = (str(p.attributes["rpc.method"]), str(p.attributes["rpc.vgi_rpc.status"]))
+                            counts[key] = int(p.value)
+        return counts
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    yield Otel(exporter, reader, tracer_provider, meter_provider)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+class RaisingProcessor(SpanProcessor):
+    """A broken span processor: raises in ``on_start`` or ``on_end``."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if self.where == "start":
+            raise RuntimeError("span processor failed on start")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.where == "end":
+            raise RuntimeError("span processor failed on end")
+
+
+# --------------------------------------------------------------------------- Sentry side
+
+
+class FaultySentryHook(_SentryDispatchHook):
+    """Our real Sentry hook, made to raise before its start or after its end."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str, config: SentryConfig, service: str, server_id: str) -> None:
+        super().__init__(config, service, server_id)
+        self.where = where
+
+    def on_dispatch_start(self, info: Any, auth: Any, transport_metadata: Any, kwargs: Any) -> object:
+        if self.where == "start":
+            raise RuntimeError("sentry hook failed on start")
+        return super().on_dispatch_start(info, auth, transport_metadata, kwargs)
+
+    def on_dispatch_end(self, token: object, info: Any, error: BaseException | None) -> None:
+        super().on_dispatch_end(token, info, error)
+        if self.where == "end":
+            raise RuntimeError("sentry hook failed on end")
+
+
+def _make_sentry_faulty(server: RpcServer, where: str) -> None:
+    """Swap the Sentry hook for a faulty one, keeping its place in the chain."""
+    hooks: list[DispatchHook] = []
+    for hook in iter_hooks(server._dispatch_hook):
+        if isinstance(hook, _SentryDispatchHook):
+            hook = FaultySentryHook(where, SENTRY_CONFIG, server.protocol_name, server.server_id)
+        hooks.append(hook)
+    server._dispatch_hook = CompositeDispatchHook(tuple(hooks))
+
+
+# --------------------------------------------------------------------------- the server, both ways
+
+
+def instrumented(order: str, otel: Otel) -> RpcServer:
+    """A Calculator server with both hooks, registered in *order*.
+
+    Built while ``sentry_capture`` is active, so a default Sentry hook is
+    auto-attached first; the explicit ``instrument_server_sentry`` replaces it and
+    lands where *order* puts it.
+    """
+    server = RpcServer(Calculator, CalculatorImpl())
+    if order == "sentry_then_otel":
+        instrument_server_sentry(server, SENTRY_CONFIG)
+        instrument_server(server, otel.config())
+        expected: tuple[type, ...] = (_SentryDispatchHook, _OtelDispatchHook)
+    else:
+        instrument_server(server, otel.config())
+        instrument_server_sentry(server, SENTRY_CONFIG)
+        expected = (_OtelDispatchHook, _SentryDispatchHook)
+    assert tuple(type(h) for h in iter_hooks(server._dispatch_hook)) == expected
+    return server
+
+
+def _bearer() -> dict[str, str]:
+    claims = {"sub": "carol", "exp": int(time.time()) + 600, "preferred_username": "carol"}
+    token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(JWT_SECRET))
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def connected(transport: str, server: RpcServer) -> Iterator[Any]:
+    if transport == "pipe":
+        with serve_pipe(server) as proxy:
+            yield proxy
+        return
+    with (
+        start_http_server(
+            server, threads=2, token_key=TOKEN_KEY, authenticate=jwt_authenticator(key=JWT_SECRET)
+        ) as handle,
+        http_connect(
+            Calculator, handle.base_url, headers={**_bearer(), "traceparent": TRACEPARENT}, compression=None
+        ) as proxy,
+    ):
+        yield proxy
+
+
+# --------------------------------------------------------------------------- what "full output" means
+
+
+def _trace_data(txn: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = txn["contexts"]["trace"].get("data", {})
+    return data
+
+
+def assert_sentry_output(cap: SentryCapture, transport: str, method: str, failed: bool) -> None:
+    """Sentry's full output for one call: its transaction (or child span) and, on failure, one event."""
+    status = "internal_error" if failed else "ok"
+    (txn,) = [t for t in cap.transactions if _trace_data(t).get("rpc.method") == method]
+    assert _trace_data(txn)["rpc.system"] == "vgi_rpc"
+    assert txn["tags"]["rpc.method"] == method
+    assert txn["tags"]["env"] == "coexist"
+    if transport == "pipe":  # the hook's own transaction
+        assert txn["transaction"] == f"vgi_rpc/{method}"
+        assert txn["contexts"]["trace"]["op"] == "rpc.server"
+        assert txn["contexts"]["trace"]["status"] == status
+    else:  # the WSGI transaction, renamed, with the hook's child span
+        assert txn["transaction"] == f"rpc {method}"
+        (span,) = txn["spans"]
+        assert (span["op"], span["description"], span["status"]) == (
+            "rpc.server",
+            f"vgi_rpc/{method}",
+            status,
+        )
+        assert txn["user"]["id"] == "carol"
+    events = cap.events_for(method)
+    if not failed:
+        assert events == []
+        return
+    (event,) = events
+    (exc,) = event["exception"]["values"]
+    assert (exc["type"], exc["value"]) == ("ValueError", "boom")
+    assert event["contexts"]["rpc"]["method"] == method
+    assert event["tags"]["env"] == "coexist"
+    assert event["transaction"] == f"rpc {method}"
+
+
+def assert_otel_output(otel: Otel, transport: str, method: str, failed: bool) -> None:
+    """OpenTelemetry's full output for one call: its span and its metric point."""
+    (span,) = [s for s in otel.spans() if s.name == f"vgi_rpc/{method}"]
+    attrs = dict(span.attributes or {})
+    assert attrs["rpc.system"] == "vgi_rpc"
+    assert attrs["rpc.method"] == method
+    assert attrs["rpc.vgi_rpc.transport"] == transport
+    assert attrs["env"] == "coexist"
+    if transport == "http":
+        assert attrs["rpc.vgi_rpc.auth.principal"] == "carol"
+        assert span.parent is not None
+        assert format(span.parent.trace_id, "032x") == TRACE_ID
+    if failed:
+        assert span.status.status_code is StatusCode.ERROR
+        (event,) = span.events
+        assert (event.attributes or {})["exception.type"] == "ValueError"
+    else:
+        assert span.status.status_code is StatusCode.UNSET
+        assert span.events == ()
+    status = "error" if failed else "ok"
+    assert otel.request_counts().get((method, status)) == 1
+
+
+def call(proxy: Any, failed: bool) -> str:
+    """Run one call; check its result is what it would be with no hooks at all; return the method."""
+    if failed:
+        with pytest.raises(RpcError) as info:
+            proxy.fail(message="boom")
+        assert (info.value.error_type, info.value.error_message) == ("ValueError", "ValueError: boom")
+        return "fail"
+    assert proxy.add(a=40, b=2) == 42
+    return "add"
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("failed", [False, True], ids=["success", "failure"])
+def test_both_hooks_produce_their_full_output(
+    sentry_capture: SentryCapture, otel: Otel, order: str, transport: str, failed: bool
+) -> None:
+    """S29: registered in either order, on either transport, each hook records everything it documents."""
+    server = instrumented(order, otel)
+    with connected(transport, server) as proxy:
+        method = call(proxy, failed)
+    assert_sentry_output(sentry_capture, transport, method, failed)
+    assert_otel_output(otel, transport, method, failed)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("order", ORDERS)
+def test_streams_are_seen_by_both_hooks(
+    sentry_capture: SentryCapture, otel: Otel, order: str, transport: str
+) -> None:
+    """S29 S14: a producer stream is one dispatch per HTTP turn (one on the pipe) for both hooks, same stream id."""
+    server = instrumented(order, otel)
+    with connected(transport, server) as proxy:
+        assert [b.to_pydict()["i"] for b in proxy.countdown(n=2)] == [[1], [0]]
+    spans = [s for s in otel.spans() if s.name == "vgi_rpc/countdown"]
+    txns = [t for t in sentry_capture.transactions if _trace_data(t).get("rpc.method") == "countdown"]
+    assert len(spans) == len(txns) == (1 if transport == "pipe" else 3)
+    otel_ids = {(s.attributes or {})["rpc.vgi_rpc.stream_id"] for s in spans}
+    if transport == "pipe":
+        sentry_ids = {_trace_data(t)["rpc.stream_id"] for t in txns}
+    else:
+        sentry_ids = {t["spans"][0]["data"]["rpc.stream_id"] for t in txns}
+    assert len(otel_ids) == 1
+    assert otel_ids == sentry_ids
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("where", ["start", "end"])
+@pytest.mark.parametrize("failed", [False, True], ids=["success", "failure"])
+def test_otel_hook_failure_leaves_sentry_and_the_result_intact(
+    sentry_capture: SentryCapture,
+    otel: Otel,
+    order: str,
+    transport: str,
+    where: str,
+    failed: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """S30: OpenTelemetry raising on start or end changes neither the result nor Sentry's output."""
+    server = instrumented(order, otel)
+    otel.tracer_provider.add_span_processor(RaisingProcessor(where))
+    with connected(transport, server) as proxy:
+        method = call(proxy, failed)
+    assert_sentry_output(sentry_capture, transport, method, failed)
+    assert any(f"on_dispatch_{where}" in r.getMessage() for r in caplog.records if r.name == "vgi_rpc")
+    if where == "end":  # the span was exported before the broken processor ran; metrics still recorded
+        assert_otel_output(otel, transport, method, failed)
+    else:
+        assert otel.spans() == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("where", ["start", "end"])
+@pytest.mark.parametrize("failed", [False, True], ids=["success", "failure"])
+def test_sentry_hook_failure_leaves_otel_and_the_result_intact(
+    sentry_capture: SentryCapture,
+    otel: Otel,
+    order: str,
+    transport: str,
+    where: str,
+    failed: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """S30: the Sentry hook raising on start or end changes neither the result nor OpenTelemetry's output."""
+    server = instrumented(order, otel)
+    _make_sentry_faulty(server, where)
+    with connected(transport, server) as proxy:
+        method = call(proxy, failed)
+    assert_otel_output(otel, transport, method, failed)
+    assert any(f"on_dispatch_{where}" in r.getMessage() for r in caplog.records if r.name == "vgi_rpc")
+    if where == "end":  # it raised after doing its work
+        assert_sentry_output(sentry_capture, transport, method, failed)
+    else:
+        assert sentry_capture.events_for(method) == []
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_explicit_sentry_instrumentation_after_both_keeps_the_otel_hook(
+    sentry_capture: SentryCapture, otel: Otel, order: str
+) -> None:
+    """S5 S7: a later instrument_server_sentry replaces only the Sentry hook; the same OTel hook stays."""
+    server = instrumented(order, otel)
+    (otel_hook,) = [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _OtelDispatchHook)]
+    instrument_server_sentry(server, SentryConfig(custom_tags={"env": "explicit"}))
+    hooks = iter_hooks(server._dispatch_hook)
+    assert [h for h in hooks if isinstance(h, _OtelDispatchHook)] == [otel_hook]
+    assert sum(isinstance(h, _SentryDispatchHook) for h in hooks) == 1
+    with connected("pipe", server) as proxy:
+        call(proxy, failed=True)
+    assert sentry_capture.event()["tags"]["env"] == "explicit"
+    assert_otel_output(otel, "pipe", "fail", failed=True)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_instrument_server_again_keeps_the_sentry_hook(
+    sentry_capture: SentryCapture, otel: Otel, order: str
+) -> None:
+    """S7 (mirror): re-running instrument_server replaces only the OTel hook."""
+    server = instrumented(order, otel)
+    (sentry_hook,) = [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _SentryDispatchHook)]
+    instrument_server(server, otel.config())
+    hooks = iter_hooks(server._dispatch_hook)
+    assert [h for h in hooks if isinstance(h, _SentryDispatchHook)] == [sentry_hook]
+    assert sum(isinstance(h, _OtelDispatchHook) for h in hooks) == 1
+    with connected("pipe", server) as proxy:
+        call(proxy, failed=True)
+    assert_sentry_output(sentry_capture, "pipe", "fail", failed=True)
+    assert_otel_output(otel, "pipe", "fail", failed=True)
+
+
+def test_make_wsgi_app_with_both_configs(sentry_capture: SentryCapture, otel: Otel) -> None:
+    """S6 S29: sentry_config= and otel_config= together on an auto-attached server: one hook of each."""
+    server = RpcServer(Calculator, CalculatorImpl())  # Sentry default auto-attached
+    with (
+        start_http_server(
+            server,
+            token_key=TOKEN_KEY,
+            authenticate=jwt_authenticator(key=JWT_SECRET),
+            sentry_config=SENTRY_CONFIG,
+            otel_config=otel.config(),
+        ) as handle,
+        http_connect(Calculator, handle.base_url, headers={**_bearer(), "traceparent": TRACEPARENT}) as proxy,
+    ):
+        assert sorted(type(h).__name__ for h in iter_hooks(server._dispatch_hook)) == [
+            "_OtelDispatchHook",
+            "_SentryDispatchHook",
+        ]
+        method = call(proxy, failed=True)
+    assert_sentry_output(sentry_capture, "http", method, failed=True)
+    assert_otel_output(otel, "http", method, failed=True)
