@@ -189,6 +189,11 @@ def test_source_lines_and_frame_locals_are_dropped() -> None:
     }
 
 
+def test_sdk_notes_in_meta_are_kept() -> None:
+    meta = {"_meta": {"frames": {"0": {"vars": {"auth": {"": {"rem": [["!config", "s"]]}}}}}}}
+    assert normalize(meta) == meta
+
+
 def test_memory_addresses_in_strings_are_masked() -> None:
     assert normalize({"message": "<Foo object at 0x7fb0551f5a50> and 0x7FB0551F5A50"}) == {
         "message": "<Foo object at 0x<addr>> and 0x<addr>"

@@ -58,10 +58,11 @@ key                                    format checked           placeholder
    except recorded parameters (``rpc.param.*``).
 
 Dropped outright: ``pre_context``, ``context_line``, ``post_context`` (source
-lines) and ``vars`` (frame locals, full of object reprs), the SDK's package
-and integration lists (they follow what is installed), and the
-``sdk.packages``/``sdk.integrations`` keys.  In every remaining string,
-memory addresses ``0x7f...`` become ``0x<addr>``.
+lines), ``vars`` (frame locals, full of object reprs) and the SDK's package
+and integration lists (``sdk.packages``, ``sdk.integrations``: they follow
+what is installed).  Inside ``_meta`` nothing is dropped: the SDK's notes on
+what it filtered or trimmed stay pinned.  In every remaining string, memory
+addresses ``0x7f...`` become ``0x<addr>``.
 
 Caveat: everything else is pinned verbatim, stack frames (module, function,
 file name) included, so refactoring the code on the stack changes the
@@ -262,7 +263,7 @@ class _Normalizer:
                 item = value[key]
                 name = str(key)
                 sub = (*path, name)
-                if name in _DROP:
+                if name in _DROP and "_meta" not in path:
                     continue
                 if len(path) >= 1 and path[-1] == "contexts" and name in _CONTEXT_PLACEHOLDERS:
                     if not isinstance(item, dict):
