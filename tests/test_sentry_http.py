@@ -136,8 +136,8 @@ def test_set_transaction_name_false_keeps_the_route_template(sentry_capture: Sen
 
 
 def test_performance_adds_a_child_span_never_a_second_root(sentry_capture: SentryCapture) -> None:
-    """S28: with an ambient WSGI transaction the hook starts a child span (op_name, vgi_rpc/<method>, status)."""
-    server = make_server(SentryConfig(enable_performance=True, op_name="rpc.server"))
+    """S28 S20: under the WSGI transaction the hook starts a child span (op_name, vgi_rpc/<method>, status)."""
+    server = make_server(SentryConfig(enable_performance=True, op_name="rpc.server", record_params=True))
     with http_proxy(server) as proxy:
         proxy.add(a=1, b=2)
         with pytest.raises(RpcError):
@@ -151,6 +151,9 @@ def test_performance_adds_a_child_span_never_a_second_root(sentry_capture: Sentr
         assert span["status"] == ("ok" if method == "add" else "internal_error")
         assert span["parent_span_id"] == txn["contexts"]["trace"]["span_id"]
         assert rpc_data(span["data"])["rpc.method"] == method
+        # params on the root span and on the rpc.server span, so one span matches both filters
+        params = {k: v for k, v in span["data"].items() if k.startswith("rpc.param.")}
+        assert params == {k: v for k, v in trace_data(txn).items() if k.startswith("rpc.param.")} != {}
     event = sentry_capture.event()
     failed = next(t for t in txns if t["transaction"] == "rpc fail")
     assert event["contexts"]["trace"]["span_id"] == failed["spans"][0]["span_id"]  # linked to the hook's span
@@ -345,7 +348,7 @@ def test_a_raising_transport_never_fails_an_http_call(sentry_capture: SentryCapt
     assert transport.attempts >= 4
 
 
-def test_nothing_is_sent_with_json_secrets(sentry_capture: SentryCapture) -> None:
+def test_redacted_values_stay_out_of_http_envelopes(sentry_capture: SentryCapture) -> None:
     """B4: over HTTP, redacted values stay out of every envelope (JWT user, params recorded, call fails)."""
     server = make_server(SentryConfig(record_params=True, tag_params=("api_token", "user")))
     with http_proxy(server, bearer("sub-9")) as proxy, pytest.raises(RpcError):

@@ -399,3 +399,12 @@ def test_inproc_dispatch_is_instrumented_too(sentry_capture: SentryCapture) -> N
     event = sentry_capture.event()
     assert event["exception"]["values"][0]["value"] == "direct"
     assert event["tags"]["rpc.method"] == "fail"
+
+
+def test_builtin_tags_win_over_colliding_custom_tags(sentry_capture: SentryCapture) -> None:
+    """S10 S12: custom_tags cannot overwrite the tags the hook sets; other custom tags are kept."""
+    config = SentryConfig(custom_tags={"rpc.method": "spoofed", "auth.authenticated": "true", "team": "a"})
+    with serve_pipe(make_server(config)) as proxy, pytest.raises(RpcError):
+        proxy.fail(message="m")
+    tags = sentry_capture.event()["tags"]
+    assert (tags["rpc.method"], tags["auth.authenticated"], tags["team"]) == ("fail", "false", "a")
