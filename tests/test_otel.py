@@ -798,3 +798,33 @@ def test_make_wsgi_app_otel_config_does_not_double_instrument(otel: Otel) -> Non
     assert _attrs(span)["rpc.vgi_rpc.auth.authenticated"] is False
     assert span.parent is not None
     assert format(span.parent.trace_id, "032x") == TRACE_ID
+
+
+def test_documented_client_recipe_propagates_the_callers_trace(otel: Otel, http_server: Any) -> None:
+    """docs/otel.md: an httpx request hook that injects the current context parents the server span."""
+    import httpx
+    from opentelemetry import propagate
+
+    from vgi_rpc.http import http_connect
+
+    def inject(request: httpx.Request) -> None:
+        propagate.inject(request.headers)
+
+    tracer = otel.tracer_provider.get_tracer("client")
+    with (
+        httpx.Client(event_hooks={"request": [inject]}) as client,
+        http_connect(
+            Calculator,
+            http_server.base_url,
+            prefix="/vgi",
+            client=client,
+            headers={"Authorization": _bearer()},
+            compression=None,
+        ) as proxy,
+        tracer.start_as_current_span("client-call") as caller,
+    ):
+        proxy.add(a=1, b=2)
+    server_span = next(s for s in otel.spans() if s.name == "vgi_rpc/add")
+    assert server_span.parent is not None
+    assert server_span.parent.span_id == caller.get_span_context().span_id
+    assert server_span.parent.trace_id == caller.get_span_context().trace_id
