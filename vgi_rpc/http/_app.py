@@ -267,8 +267,7 @@ class _Rpc:
                 error_kind="request_too_large",
                 status=413,
             )
-        stream = req.bounded_stream if length is not None else req.stream
-        data: bytes = stream.read() if limit is None else stream.read(limit + 1)
+        data = _read_all(req, length, limit)
         if limit is not None and len(data) > limit:
             raise BodyError(
                 f"request body exceeds the server's limit of {limit} bytes",
@@ -300,6 +299,26 @@ class _Rpc:
         if error:
             resp.set_header(ERROR_HEADER, "true")
         resp.data = data
+
+
+def _read_all(req: falcon.Request, length: int | None, limit: int | None) -> bytes:
+    """The raw body: ``Content-Length`` bytes, or a chunked body read to its end (at most limit + 1)."""
+    cap = None if limit is None else limit + 1
+    if length is not None:
+        return req.bounded_stream.read(length if cap is None else min(length, cap))
+    env = req.env
+    if not (env.get("wsgi.input_terminated") or "chunked" in env.get("HTTP_TRANSFER_ENCODING", "").lower()):
+        return b""  # no length and no framing: there is no body
+    stream = req.stream
+    parts: list[bytes] = []
+    size = 0
+    while cap is None or size < cap:
+        chunk = stream.read(1 << 16)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def _budget(value: str | None) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import falcon
 from joserfc import jwt
-from joserfc.errors import ExpiredTokenError, JoseError, MissingClaimError
+from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError, MissingClaimError
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from vgi_rpc.auth import AuthContext
@@ -181,5 +181,9 @@ def jwt_authenticator(
 
 
 def _describe(exc: JoseError) -> str:
-    desc = getattr(exc, "description", None) or exc.error or type(exc).__name__
-    return str(desc)
+    if isinstance(exc, BadSignatureError):
+        return "the signature does not verify"
+    desc = str(exc.description or exc.error or type(exc).__name__)
+    if isinstance(exc, ClaimError) and exc.claim not in desc:
+        desc = f"{desc} (claim '{exc.claim}')"
+    return desc

@@ -60,7 +60,10 @@ class Turns:
 
     def _request(self, spec: MethodSpec, body: bytes) -> dict[str, Any]:
         """Decode a unary or ``/init`` request body into kwargs (ProtocolError on any problem)."""
-        request = read_request(body)
+        try:
+            request = read_request(body)
+        except EOFError:
+            raise ProtocolError("request body is empty: expected an Arrow IPC stream") from None
         if request.method != spec.name:
             raise ProtocolError(
                 f"the URL names method {spec.name!r} but the request metadata names {request.method!r}"
