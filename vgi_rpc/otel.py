@@ -265,10 +265,11 @@ class _OtelDispatchHook:
         self._tracer: Tracer | None = None
         self._instruments: tuple[Counter, Histogram] | None = None
         if config.enable_tracing:
-            provider = config.tracer_provider or get_tracer_provider()
+            provider = config.tracer_provider if config.tracer_provider is not None else get_tracer_provider()
             self._tracer = provider.get_tracer(_SCOPE, version)
         if config.enable_metrics:
-            meter = (config.meter_provider or get_meter_provider()).get_meter(_SCOPE, version)
+            meters = config.meter_provider if config.meter_provider is not None else get_meter_provider()
+            meter = meters.get_meter(_SCOPE, version)
             counter = meter.create_counter(
                 REQUESTS_METRIC, unit="{request}", description="RPC dispatches handled by the server"
             )
