@@ -6,17 +6,27 @@ back, signs real JWTs with joserfc, and records dispatch-hook calls.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from vgi_rpc import AuthContext, DispatchInfo
+from vgi_rpc import (
+    AnnotatedBatch,
+    AuthContext,
+    CallContext,
+    DispatchInfo,
+    ExchangeState,
+    OutputCollector,
+    ProducerState,
+    Stream,
+)
 from vgi_rpc.streams import EMPTY_SCHEMA, empty_batch
 from vgi_rpc.wire import STREAM_STATE_KEY, metadata_dict, request_bytes
 
@@ -118,3 +128,101 @@ class RecordingHook:
         assert isinstance(token, Seen)
         token.error = error
         token.ended = True
+
+
+# --------------------------------------------------------------------------- a service that tells who served
+
+
+TRACE_SCHEMA = pa.schema(
+    [
+        pa.field("i", pa.int64()),
+        pa.field("stream_id", pa.utf8()),
+        pa.field("server_id", pa.utf8()),
+        pa.field("pid", pa.int64()),
+        pa.field("principal", pa.utf8()),
+    ]
+)
+IN_SCHEMA = pa.schema([pa.field("i", pa.int64())])
+
+
+def _trace_row(i: int, ctx: CallContext) -> dict[str, list[Any]]:
+    return {
+        "i": [i],
+        "stream_id": [ctx.stream_id],
+        "server_id": [ctx.server_id],
+        "pid": [os.getpid()],
+        "principal": [ctx.auth.principal],
+    }
+
+
+@dataclass
+class TraceProducer(ProducerState):
+    """Counts ``next`` up to ``stop``, each row saying which process and stream served it."""
+
+    next: int
+    stop: int
+
+    def produce(self, out: OutputCollector, ctx: CallContext) -> None:
+        if self.next >= self.stop:
+            out.finish()
+            return
+        out.emit_pydict(_trace_row(self.next, ctx))
+        self.next += 1
+
+
+@dataclass
+class TraceExchange(ExchangeState):
+    """Adds each input ``i`` to a running ``total``; rows say which process and stream served them."""
+
+    total: int = 0
+
+    def exchange(self, input: AnnotatedBatch, out: OutputCollector, ctx: CallContext) -> None:
+        self.total += sum(input.batch.column("i").to_pylist())
+        out.emit_pydict(_trace_row(self.total, ctx))
+
+
+class Tracer(Protocol):
+    """Calls whose results name the caller, the serving process and the stream."""
+
+    def whoami(self, tag: int) -> str:
+        """``"{principal}:{tag}"``."""
+        ...
+
+    def trace(self, start: int, stop: int) -> Stream[TraceProducer]:
+        """Producer: ``start .. stop-1``."""
+        ...
+
+    def accumulate(self) -> Stream[TraceExchange]:
+        """Exchange: running total of the inputs."""
+        ...
+
+
+class TracerImpl:
+    """Implementation of :class:`Tracer`."""
+
+    def whoami(self, tag: int, ctx: CallContext) -> str:
+        return f"{ctx.auth.principal}:{tag}"
+
+    def trace(self, start: int, stop: int) -> Stream[TraceProducer]:
+        return Stream(output_schema=TRACE_SCHEMA, state=TraceProducer(next=start, stop=stop))
+
+    def accumulate(self) -> Stream[TraceExchange]:
+        return Stream(output_schema=TRACE_SCHEMA, state=TraceExchange(), input_schema=IN_SCHEMA)
+
+
+def serve_tracer_main() -> None:
+    """Entry point of a worker process: ``serve_http(Tracer)`` on a free port (printed as ``PORT:n``).
+
+    Environment: ``VGI_TOKEN_KEY`` (the shared key), ``VGI_JWT_SECRET`` (optional: require JWTs).
+    """
+    from vgi_rpc.http import jwt_authenticator, serve_http
+
+    secret = os.environ.get("VGI_JWT_SECRET")
+    serve_http(
+        Tracer,
+        TracerImpl(),
+        port=0,
+        prefix="/vgi",
+        token_key=os.environ["VGI_TOKEN_KEY"],
+        authenticate=jwt_authenticator(key=secret) if secret else None,
+    )

@@ -1,0 +1,52 @@
+"""The official vgi-rpc 0.52.2 client (in ``.venv-peer``) against our ``serve_http``.
+
+Runs ``tests/http_client_check.py`` with the peer's Python: unary calls with every
+parameter kind, logs, errors, a producer, an exchange with cancel, init and
+mid-stream errors, a 4 MiB payload and a compressed response, once with the
+official client's default (zstd request bodies) and once uncompressed. Skipped
+when ``.venv-peer`` is absent (``make conformance`` creates it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
+from http_helpers import TOKEN_KEY
+
+from vgi_rpc.http import HttpServerHandle, start_http_server
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
+CHECK = ROOT / "tests" / "http_client_check.py"
+
+pytestmark = pytest.mark.skipif(
+    not PEER_PYTHON.exists(), reason=".venv-peer (official vgi-rpc 0.52.2) is not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[HttpServerHandle, HttpServerHandle]]:
+    with (
+        start_http_server(Calculator, CalculatorImpl(), prefix="/vgi", token_key=TOKEN_KEY) as calc,
+        start_http_server(TypesService, TypesServiceImpl(), prefix="/vgi", token_key=TOKEN_KEY) as types,
+    ):
+        yield calc, types
+
+
+@pytest.mark.parametrize("mode", ["compressed", "uncompressed"])
+def test_official_client_against_our_server(
+    servers: tuple[HttpServerHandle, HttpServerHandle], mode: str
+) -> None:
+    calc, types = servers
+    args = [str(PEER_PYTHON), str(CHECK), calc.url, types.url]
+    if mode == "uncompressed":
+        args.append("--no-compression")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
+    assert "ALL OK" in done.stdout, report
+    assert "FAIL" not in done.stdout, report
