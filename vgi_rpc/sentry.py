@@ -465,8 +465,12 @@ class _SentryDispatchHook:
         context: dict[str, str] | None = None
         user: dict[str, str] | None = None
         if cfg.record_request_context:
-            context = {"method": method, "method_type": info.method_type, "service": service}
-            context["server_id"] = info.server_id or self._server_id
+            context = {
+                "method": method,
+                "method_type": info.method_type,
+                "service": service,
+                "server_id": info.server_id or self._server_id,
+            }
             user = _user_of(auth, cfg.user_claim_map)
             if auth.domain:
                 tags["auth.domain"] = auth.domain
