@@ -156,6 +156,21 @@ def test_capture_events_transactions_and_flattened_spans() -> None:
     assert [item["type"] for item in cap.items()] == ["event", "transaction"]
 
 
+def test_streamed_spans_are_flattened_too() -> None:
+    """With trace_lifecycle="stream" spans arrive as `span` items, not inside a transaction."""
+    from sentry_sdk import traces
+
+    with sentry_capture(trace_lifecycle="stream") as cap:
+        with traces.start_span(name="root"), traces.start_span(name="child"):
+            pass
+        spans = cap.spans
+    assert cap.transactions == []
+    assert sorted((s["name"], s["is_root"], s["transaction"]) for s in spans) == [
+        ("child", False, "root"),
+        ("root", True, "root"),
+    ]
+
+
 def test_capture_defaults_traces_sampled_and_fake_dsn() -> None:
     with sentry_capture() as cap:
         assert cap.client is not None

@@ -161,7 +161,9 @@ class SentryCapture:
         ``span_id``, ``parent_span_id``, ``trace_id``, ``status``, ``data``,
         ``origin``), with ``description`` set to the transaction name and the
         transaction's timestamps.  Spans sent as standalone ``span`` items
-        (span streaming) are appended with ``"transaction": None``.
+        (``trace_lifecycle="stream"``) follow, as sent, with ``"transaction"``
+        taken from their ``sentry.segment.name`` attribute and ``"is_root"``
+        from ``is_segment``.
         """
         out: list[dict[str, Any]] = []
         for txn in self.transactions:
@@ -180,7 +182,8 @@ class SentryCapture:
         for payload in self.payloads("span"):
             spans = payload.get("items", [payload]) if isinstance(payload, dict) else []
             for span in spans:
-                out.append({**span, "transaction": None, "is_root": False})
+                segment = ((span.get("attributes") or {}).get("sentry.segment.name") or {}).get("value")
+                out.append({**span, "transaction": segment, "is_root": bool(span.get("is_segment"))})
         return out
 
     def events_for(self, method: str) -> list[dict[str, Any]]:
@@ -198,6 +201,7 @@ class SentryCapture:
             AssertionError: if there is not exactly one; the message lists
                 everything that was captured.
         """
+        __tracebackhide__ = True  # pytest: show the caller's line, not ours
         found = self.events if method is None else self.events_for(method)
         return self._single(found, "error event", method)
 
@@ -208,11 +212,13 @@ class SentryCapture:
             AssertionError: if there is not exactly one; the message lists
                 everything that was captured.
         """
+        __tracebackhide__ = True  # pytest: show the caller's line, not ours
         found = self.transactions if method is None else self.transactions_for(method)
         return self._single(found, "transaction", method)
 
     def assert_no_events(self) -> None:
         """Fail (listing what was captured) if any error event was captured."""
+        __tracebackhide__ = True  # pytest: show the caller's line, not ours
         if self.events:
             raise AssertionError(f"expected no error events, but captured:\n{self.describe()}")
 
@@ -238,6 +244,7 @@ class SentryCapture:
         return "\n".join(lines)
 
     def _single(self, found: list[dict[str, Any]], what: str, method: str | None) -> dict[str, Any]:
+        __tracebackhide__ = True
         if len(found) == 1:
             return found[0]
         where = f" for method {method!r}" if method is not None else ""

@@ -32,12 +32,14 @@ key                                    format checked           placeholder
 =====================================  =======================  =========================
 ``event_id``                           32 lower-case hex        ``<event_id:N>``
 ``trace_id``                           32 lower-case hex        ``<trace_id:N>``
-``span_id``, ``parent_span_id``        16 lower-case hex        ``<span_id:N>``
+``span_id``, ``parent_span_id``,       16 lower-case hex        ``<span_id:N>``
+``sentry.segment.id``
 ``server_id``, ``rpc.server_id``       12 lower-case hex        ``<server_id:N>``
 ``stream_id``, ``rpc.stream_id``       32 lower-case hex        ``<stream_id:N>``
 ``request_id``, ``rpc.request_id``     16 lower-case hex        ``<request_id:N>``
 ``timestamp``, ``start_timestamp``,    ISO 8601 or epoch number ``<timestamp>``
-``sent_at``, ``started``
+``end_timestamp``, ``sent_at``,
+``started``
 ``*duration*``, ``elapsed*`` [#]_      number >= 0              ``<duration>``
 ``thread.id``, ``thread_id``           decimal integer          ``<thread_id>``
 ``thread.name``                        string                   digit runs -> ``<n>``
@@ -50,7 +52,10 @@ key                                    format checked           placeholder
 ``server_name``, ``server.address``    string                   ``<server_name>``
 ``release``, ``sentry.release``        string                   ``<release>``
 ``modules``                            dict of strings          ``<modules>``
-``sys.argv``                           list of strings          ``<argv>``
+``sys.argv``,                          list of strings          ``<argv>``
+``process.command_args``
+``sentry.sdk.integrations``            list of strings          ``<integrations>``
+``process.runtime.version``            string                   ``<runtime_version>``
 ``contexts.runtime/os/device``         dict                     ``<runtime>`` etc.
 =====================================  =======================  =========================
 
@@ -189,6 +194,15 @@ class _Normalizer:
         return rule
 
     @staticmethod
+    def string_list(placeholder: str) -> Callable[..., Any]:
+        def rule(value: Any, path: tuple[str, ...]) -> Any:
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise _fail(path, value, "a list of strings")
+            return placeholder
+
+        return rule
+
+    @staticmethod
     def lineno(value: Any, path: tuple[str, ...]) -> Any:
         if isinstance(value, bool) or not (isinstance(value, int) and value >= 0):
             raise _fail(path, value, "a line number")
@@ -227,6 +241,7 @@ class _Normalizer:
             "trace_id": self.hex_id("trace_id", 32),
             "span_id": self.hex_id("span_id", 16),
             "parent_span_id": self.hex_id("span_id", 16, nullable=True),
+            "sentry.segment.id": self.hex_id("span_id", 16),
             "server_id": self.hex_id("server_id", 12),
             "rpc.server_id": self.hex_id("server_id", 12),
             "stream_id": self.hex_id("stream_id", 32, nullable=True),
@@ -235,6 +250,7 @@ class _Normalizer:
             "rpc.request_id": self.hex_id("request_id", 16),
             "timestamp": self.timestamp,
             "start_timestamp": self.timestamp,
+            "end_timestamp": self.timestamp,
             "sent_at": self.timestamp,
             "started": self.timestamp,
             "thread.id": self.thread_id,
@@ -252,6 +268,9 @@ class _Normalizer:
             "sentry.release": self.string("<release>"),
             "modules": self.modules,
             "sys.argv": self.argv,
+            "process.command_args": self.argv,
+            "sentry.sdk.integrations": self.string_list("<integrations>"),
+            "process.runtime.version": self.string("<runtime_version>"),
             "sdk": self.sdk,
         }
 
