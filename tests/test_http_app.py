@@ -436,3 +436,22 @@ def test_types_round_trip_through_the_app() -> None:
         request_bytes("echo_dict_str_int", batch, protocol="vgi.test.Types"),
     )
     assert result_of(r) == [("a", 1)]
+
+
+def test_sentry_and_otel_seams_instrument_the_server_once() -> None:
+    """S6/S7 seam: make_wsgi_app(sentry_config=, otel_config=) instruments, replacing earlier hooks."""
+    from vgi_rpc.hooks import iter_hooks
+    from vgi_rpc.otel import OtelConfig, instrument_server
+    from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
+
+    server = RpcServer(Calculator, CalculatorImpl())
+    mine = RecordingHook()
+    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, mine)
+    instrument_server_sentry(server, SentryConfig())
+    instrument_server(server, OtelConfig())
+    config = SentryConfig(tag_params=("name",))
+    make_wsgi_app(server, sentry_config=config, otel_config=OtelConfig(), token_key=TOKEN_KEY)
+    kinds = [type(h).__name__ for h in iter_hooks(server._dispatch_hook)]
+    assert kinds.count("_SentryDispatchHook") == 1
+    assert kinds.count("_OtelDispatchHook") == 1
+    assert mine in iter_hooks(server._dispatch_hook)
