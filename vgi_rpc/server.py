@@ -10,6 +10,7 @@ second error event (the Sentry hook's capture is the one event).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import secrets
@@ -17,11 +18,11 @@ import sys
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
 import pyarrow as pa
 
-from vgi_rpc._types import Codec, UnsupportedTypeError, codec_for
+from vgi_rpc._types import Codec, UnsupportedTypeError, codec_for, dataclass_schema
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.context import CallContext
 from vgi_rpc.errors import ProtocolError
@@ -62,6 +63,8 @@ class MethodSpec:
     result_schema: pa.Schema
     wants_ctx: bool
     func: Callable[..., Any]
+    header_type: Any = None
+    """The dataclass of a ``Stream[S, H]`` header, or ``None``."""
 
     def encode_result(self, value: Any) -> pa.RecordBatch:
         """The one-row ``result`` batch for *value* (a zero-row empty batch for void methods)."""
@@ -126,8 +129,18 @@ def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl:
     method_type: typing.Literal["unary", "stream"] = "unary"
     result_codec: Codec | None = None
     result_schema = EMPTY_SCHEMA
+    header_type: Any = None
     if _is_stream(ret):
         method_type = "stream"
+        stream_args = get_args(ret)
+        if len(stream_args) > 1 and stream_args[1] not in (None, type(None)):
+            header_type = stream_args[1]
+            try:
+                if not dataclasses.is_dataclass(header_type):
+                    raise UnsupportedTypeError(f"{header_type!r} is not a dataclass")
+                dataclass_schema(header_type)
+            except UnsupportedTypeError as exc:
+                raise TypeError(f"{where}: stream header type: {exc}") from None
     elif ret is not None and ret is not type(None):
         try:
             result_codec = codec_for(ret)
@@ -153,6 +166,7 @@ def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl:
         result_schema=result_schema,
         wants_ctx="ctx" in impl_params,
         func=func,
+        header_type=header_type,
     )
 
 
@@ -318,14 +332,24 @@ class RpcServer:
             return spec.func(**kwargs, ctx=ctx)
         return spec.func(**kwargs)
 
-    def open_stream(self, spec: MethodSpec, kwargs: Mapping[str, Any], ctx: CallContext) -> Stream[Any]:
-        """Call a stream method's implementation and check it returned a :class:`Stream`."""
+    def open_stream(self, spec: MethodSpec, kwargs: Mapping[str, Any], ctx: CallContext) -> Stream[Any, Any]:
+        """Call a stream method's implementation and check it returned a :class:`Stream`.
+
+        For a method declaring a header type, the stream's header must be an
+        instance of it (``TypeError`` otherwise), checked here so that the error
+        answers the call before any stream byte is written.
+        """
         result = self.invoke(spec, kwargs, ctx)
         if not isinstance(result, Stream):
             raise TypeError(f"{spec.name} must return a Stream, got {type(result).__name__}")
+        if spec.header_type is not None and not isinstance(result.header, spec.header_type):
+            raise TypeError(
+                f"{spec.name} declares header type {spec.header_type.__name__} but returned "
+                f"header={type(result.header).__name__ if result.header is not None else None}"
+            )
         return result
 
-    def run_turn(self, stream: Stream[Any], data: AnnotatedBatch, ctx: CallContext) -> OutputCollector:
+    def run_turn(self, stream: Stream[Any, Any], data: AnnotatedBatch, ctx: CallContext) -> OutputCollector:
         """Run one stream turn on *data* and check the output (one batch, or finish for producers)."""
         out = OutputCollector(stream.output_schema, producer=stream.is_producer)
         stream.state.process(data, out, ctx)
@@ -477,15 +501,61 @@ def _drop_log(level: str, message: str, extra: Mapping[str, Any]) -> None:
     _logger.debug("client log outside a transport: %s %s", level, message)
 
 
+_KINDS: tuple[tuple[str, Callable[[pa.DataType], bool]], ...] = (
+    ("int", pa.types.is_integer),
+    ("float", pa.types.is_floating),
+    ("str", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+    ("bin", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+    ("bool", pa.types.is_boolean),
+    ("decimal", pa.types.is_decimal),
+    ("timestamp", pa.types.is_timestamp),
+    ("date", pa.types.is_date),
+    ("time", pa.types.is_time),
+    ("duration", pa.types.is_duration),
+)
+
+
+def _kind(t: pa.DataType) -> str | None:
+    return next((name for name, test in _KINDS if test(t)), None)
+
+
+def _castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether a parameter sent as *source* may be cast to the declared *target*.
+
+    Only conversions within one kind of value: integer/float widths (an integer
+    is an acceptable float), utf8/large_utf8, binary/large_binary, units of one
+    temporal kind, and containers whose parts are castable. An int sent for a
+    ``str`` parameter (which Arrow would cast to ``"1"``) is a wrong type.
+    """
+    if source == target or pa.types.is_null(source):
+        return True
+    if pa.types.is_dictionary(source):
+        return _castable(source.value_type, target.value_type if pa.types.is_dictionary(target) else target)
+    if pa.types.is_dictionary(target):
+        return _castable(source, target.value_type)
+    if pa.types.is_map(source) and pa.types.is_map(target):
+        return _castable(source.key_type, target.key_type) and _castable(source.item_type, target.item_type)
+    if (pa.types.is_list(source) or pa.types.is_large_list(source)) and (
+        pa.types.is_list(target) or pa.types.is_large_list(target)
+    ):
+        return _castable(source.value_type, target.value_type)
+    if pa.types.is_struct(source) and pa.types.is_struct(target):
+        if [f.name for f in source] != [f.name for f in target]:
+            return False
+        return all(_castable(s.type, t.type) for s, t in zip(source, target, strict=True))
+    kinds = (_kind(source), _kind(target))
+    return kinds == ("int", "float") or (kinds[0] is not None and kinds[0] == kinds[1])
+
+
 def _coerce(method: str, param: str, column: pa.Array, target: pa.DataType) -> pa.Array:
     if pa.types.is_dictionary(target) and pa.types.is_string(column.type):
         return column  # plain utf8 carries an enum member name just as well
-    try:
-        return column.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        raise ProtocolError(
-            f"{method}: parameter {param!r} has Arrow type {column.type}, expected {target}"
-        ) from None
+    if _castable(column.type, target):
+        try:
+            return column.cast(target)  # safe cast: overflow or truncation raises
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+    raise ProtocolError(f"{method}: parameter {param!r} has Arrow type {column.type}, expected {target}")
 
 
 def _sentry_auto_attach(server: RpcServer) -> None:
