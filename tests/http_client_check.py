@@ -1,6 +1,6 @@
 """Drive OUR HTTP server with the OFFICIAL vgi-rpc 0.52.2 client (run with ``.venv-peer/bin/python``).
 
-    .venv-peer/bin/python tests/http_client_check.py CALCULATOR_URL TYPES_URL [--no-compression]
+    .venv-peer/bin/python tests/http_client_check.py CALCULATOR_URL TYPES_URL HEADED_URL [--no-compression]
 
 The URLs include the prefix (``http://127.0.0.1:PORT/vgi``). The Protocols below
 mirror ``tests/_services.py`` (same wire names, method names and annotations),
@@ -80,6 +80,16 @@ class Calculator(Protocol):
     def fail_process(self, message: str, error_type: str = "ValueError") -> Stream[FailingExchange]: ...
 
 
+@dataclass(frozen=True)
+class Banner(ArrowSerializableDataclass):
+    title: str
+    total: int
+
+
+class Headed(Protocol):
+    def titled(self, n: int) -> Stream[Countdown, Banner]: ...  # type: ignore[type-arg]
+
+
 class TypesService(Protocol):
     protocol_name: ClassVar[str] = "vgi.test.Types"
 
@@ -107,7 +117,7 @@ def expect_error(fn: Callable[[], Any], error_type: str, message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    calc_url, types_url = argv[0], argv[1]
+    calc_url, types_url, headed_url = argv[0], argv[1], argv[2]
     compression: int | None = None if "--no-compression" in argv else 1
     logs: list[Any] = []
     failures: list[str] = []
@@ -200,6 +210,15 @@ def main(argv: list[str]) -> int:
         check("enum", lambda: _eq(t.echo_color(value=Color.BLUE), Color.BLUE))
         check("dataclass", lambda: _eq(t.echo_point(value=Point(x=1.5, y=-2.0)), Point(x=1.5, y=-2.0)))
         check("4 MiB bytes", lambda: _eq(t.echo_bytes(value=b"\xa5" * (4 << 20)), b"\xa5" * (4 << 20)))
+
+    with http_connect(Headed, headed_url, compression_level=compression) as h:  # type: ignore[type-abstract]
+
+        def headed() -> None:
+            session = h.titled(n=3)
+            _eq(session.header, Banner(title="3 rows", total=3))
+            _eq([ab.batch.column("i").to_pylist() for ab in session], [[2], [1], [0]])
+
+        check("stream header", headed)
 
     if failures:
         print(f"FAILED: {', '.join(failures)}")

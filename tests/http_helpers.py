@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
+from _services import COUNT_SCHEMA, Countdown
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
@@ -226,3 +227,33 @@ def serve_tracer_main() -> None:
         token_key=os.environ["VGI_TOKEN_KEY"],
         authenticate=jwt_authenticator(key=secret) if secret else None,
     )
+
+
+# --------------------------------------------------------------------------- a stream with a header
+
+
+@dataclass(frozen=True)
+class Banner:
+    title: str
+    total: int
+
+
+@dataclass(slots=True)
+class HeadedStream(Stream[Any]):
+    """A Stream carrying a header, the shape ``Stream[S, H]`` methods answer with."""
+
+    header: Any = None
+
+
+class Headed(Protocol):
+    """A producer whose ``/init`` carries a :class:`Banner` header."""
+
+    def titled(self, n: int) -> Stream[Countdown]: ...
+
+
+class HeadedImpl:
+    def titled(self, n: int) -> Stream[Countdown]:
+        state = Countdown(n=n)
+        return HeadedStream(
+            output_schema=COUNT_SCHEMA, state=state, header=Banner(title=f"{n} rows", total=n)
+        )

@@ -2,7 +2,7 @@
 
 Runs ``tests/http_client_check.py`` with the peer's Python: unary calls with every
 parameter kind, logs, errors, a producer, an exchange with cancel, init and
-mid-stream errors, a 4 MiB payload and a compressed response, once with the
+mid-stream errors, a 4 MiB payload, a compressed response and a stream header, once with the
 official client's default (zstd request bodies) and once uncompressed. Skipped
 when ``.venv-peer`` is absent (``make conformance`` creates it).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from _services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
-from http_helpers import TOKEN_KEY
+from http_helpers import TOKEN_KEY, Headed, HeadedImpl
 
 from vgi_rpc.http import HttpServerHandle, start_http_server
 
@@ -29,20 +29,18 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[HttpServerHandle, HttpServerHandle]]:
+def servers() -> Iterator[tuple[HttpServerHandle, ...]]:
     with (
         start_http_server(Calculator, CalculatorImpl(), prefix="/vgi", token_key=TOKEN_KEY) as calc,
         start_http_server(TypesService, TypesServiceImpl(), prefix="/vgi", token_key=TOKEN_KEY) as types,
+        start_http_server(Headed, HeadedImpl(), prefix="/vgi", token_key=TOKEN_KEY) as headed,
     ):
-        yield calc, types
+        yield calc, types, headed
 
 
 @pytest.mark.parametrize("mode", ["compressed", "uncompressed"])
-def test_official_client_against_our_server(
-    servers: tuple[HttpServerHandle, HttpServerHandle], mode: str
-) -> None:
-    calc, types = servers
-    args = [str(PEER_PYTHON), str(CHECK), calc.url, types.url]
+def test_official_client_against_our_server(servers: tuple[HttpServerHandle, ...], mode: str) -> None:
+    args = [str(PEER_PYTHON), str(CHECK), *(s.url for s in servers)]
     if mode == "uncompressed":
         args.append("--no-compression")
     done = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=ROOT)

@@ -17,6 +17,8 @@ from http_helpers import (
     BUDGET,
     JWT_SECRET,
     TOKEN_KEY,
+    Headed,
+    HeadedImpl,
     RecordingHook,
     call_body,
     error_md,
@@ -310,3 +312,23 @@ def test_state_that_is_not_a_dataclass_fails_the_init_turn_clearly() -> None:
     assert "must be a dataclass to travel between HTTP turns" in error_md(r.content)["vgi_rpc.log_message"]
     assert isinstance(hook.calls[0].error, TypeError)
     assert not dataclasses.is_dataclass(Plain)
+
+
+# --------------------------------------------------------------------------- stream headers (Stream[S, H])
+
+
+def test_init_sends_the_header_stream_before_the_output_stream() -> None:
+    c = falcon.testing.TestClient(make_wsgi_app(RpcServer(Headed, HeadedImpl()), token_key=TOKEN_KEY))
+    r = c.simulate_post(
+        "/Headed/titled/init",
+        body=call_body("titled", {"n": 2}, protocol="Headed"),
+        headers={"Content-Type": ARROW},
+    )
+    buf = pa.py_buffer(r.content)
+    stream = pa.BufferReader(buf)
+    header_reader = pa.ipc.open_stream(stream)
+    assert header_reader.read_all().to_pylist() == [{"title": "2 rows", "total": 2}]
+    main = pa.ipc.open_stream(stream)
+    assert main.schema.equals(COUNT_SCHEMA)
+    rows = [b.to_pydict() for b in main if b.num_rows]
+    assert rows == [{"i": [1]}]

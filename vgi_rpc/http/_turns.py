@@ -14,12 +14,14 @@ for the caller to answer with an error stream.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 
+from vgi_rpc._types import dataclass_to_ipc
 from vgi_rpc.auth import AuthContext
 from vgi_rpc.errors import ProtocolError
 from vgi_rpc.http._state import StatePayloadError, pack_stream, unpack_stream
@@ -123,8 +125,10 @@ class Turns:
         stream: Stream[Any] | None = None
         out: OutputCollector | None = None
         token: str | None = None
+        header = b""
         try:
             stream = server.open_stream(spec, kwargs, ctx)
+            header = _header_stream(stream)
             out = OutputCollector(stream.output_schema, producer=stream.is_producer)
             out.items = items
             if stream.is_producer:
@@ -137,8 +141,11 @@ class Turns:
             server.log_call_error(spec, exc)
         finally:
             server.hook_end(handle, error)
+        if error is not None:
+            header = b""  # the client reads the error where it expects the header
         schema = stream.output_schema if stream is not None else EMPTY_SCHEMA
-        return self._respond(schema, items, request_id, error, token, on_data=False), error is not None
+        body = self._respond(schema, items, request_id, error, token, on_data=False)
+        return header + body, error is not None
 
     def exchange(
         self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
@@ -247,6 +254,20 @@ class Turns:
             writer.meta({STREAM_STATE_KEY: token})
         writer.close()
         return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+
+
+def _header_stream(stream: Stream[Any]) -> bytes:
+    """The stream header's own IPC stream (schema, one row, EOS), or nothing.
+
+    A ``Stream`` carrying a ``header`` dataclass (``Stream[S, H]`` in the official
+    client) answers ``/init`` with this stream ahead of the output stream.
+    """
+    header = getattr(stream, "header", None)
+    if header is None:
+        return b""
+    if not dataclasses.is_dataclass(header) or isinstance(header, type):
+        raise TypeError(f"stream header must be a dataclass instance, got {type(header).__name__}")
+    return dataclass_to_ipc(header)
 
 
 def _read_single_batch(body: bytes) -> tuple[pa.RecordBatch, dict[str, str]]:
