@@ -300,12 +300,13 @@ def _dataclass_fields(cls: type) -> list[tuple[str, Codec]]:
 
 
 @functools.cache
-def dataclass_schema(cls: type) -> pa.Schema:
+def dataclass_schema(cls: Any) -> pa.Schema:
     """The Arrow schema of a dataclass's fields (nested dataclasses as struct)."""
     return pa.schema([codec.field(name) for name, codec in _dataclass_fields(cls)])
 
 
-def _row_codecs(cls: type) -> tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]:
+@functools.cache
+def _row_codecs(cls: Any) -> tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], Any]]:
     fields = _dataclass_fields(cls)
 
     def to_row(v: Any) -> dict[str, Any]:
@@ -353,6 +354,21 @@ def _dataclass_ipc_codec(cls: type) -> Codec:
         return from_row(table.to_pylist()[0])
 
     return Codec(cls, pa.binary(), False, encode, decode)
+
+
+def dataclass_batch(value: Any) -> pa.RecordBatch:
+    """A dataclass instance as a 1-row batch of :func:`dataclass_schema` (stream headers)."""
+    cls: Any = type(value)
+    to_row, _ = _row_codecs(cls)
+    return pa.RecordBatch.from_pylist([to_row(value)], schema=dataclass_schema(cls))
+
+
+def dataclass_from_batch(cls: Any, batch: pa.RecordBatch) -> Any:
+    """Inverse of :func:`dataclass_batch`: the first row of *batch* as a *cls* instance."""
+    if batch.num_rows < 1:
+        raise ValueError(f"{cls.__name__}: header batch has no row")
+    _, from_row = _row_codecs(cls)
+    return from_row(batch.slice(0, 1).to_pylist()[0])
 
 
 def dataclass_to_ipc(value: Any) -> bytes:

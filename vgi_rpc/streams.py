@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import pyarrow as pa
+from typing_extensions import TypeVar  # PEP 696 defaults: Stream[S] and Stream[S, H] on 3.11
 
 from vgi_rpc.context import CallContext, normalize_level
 
@@ -170,18 +171,23 @@ class ExchangeState(StreamState):
 
 
 S = TypeVar("S", bound=StreamState)
+H = TypeVar("H", default=None)
 
 
 @dataclass(slots=True)
-class Stream(Generic[S]):
-    """What a stream method returns: the output schema and the state.
+class Stream(Generic[S, H]):
+    """What a stream method returns: the output schema, the state, and an optional header.
 
     ``input_schema`` left empty makes a producer; set it for an exchange.
+    A method annotated ``-> Stream[State, Header]`` (``Header`` a dataclass) must
+    return ``Stream(..., header=Header(...))``: the header reaches the client once,
+    before the first batch, as ``session.header``. ``-> Stream[State]`` has no header.
     """
 
     output_schema: pa.Schema
     state: S
     input_schema: pa.Schema = field(default_factory=lambda: EMPTY_SCHEMA)
+    header: H | None = None
 
     @property
     def is_producer(self) -> bool:

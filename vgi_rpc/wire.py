@@ -125,7 +125,7 @@ def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
     try:
         batch, md = reader.read_next_batch_with_custom_metadata()
     except StopIteration:
-        raise ProtocolError("request stream has no batch") from None
+        raise ProtocolError("request stream has no batch", error_kind="missing_method") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
     extra_batches = 0
@@ -139,7 +139,7 @@ def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
     meta = metadata_dict(md)
     method = meta.get(METHOD_KEY)
     if not method:
-        raise ProtocolError(f"request batch has no {METHOD_KEY} metadata")
+        raise ProtocolError(f"request batch has no {METHOD_KEY} metadata", error_kind="missing_method")
     version = meta.get(REQUEST_VERSION_KEY)
     if version != REQUEST_VERSION:
         raise ProtocolError(
