@@ -241,13 +241,54 @@ def test_cancel_runs_on_cancel_once(proxy: Any) -> None:
 
 
 def test_unsupported_features_fail_cleanly(proxy: Any) -> None:
-    """Header streams raise at init; the connection stays usable afterwards."""
-    with pytest.raises(RpcError) as info:
-        list(proxy.produce_with_header(count=2))
-    assert info.value.error_type == "NotImplementedError"
+    """Sticky sessions are not supported: a clean RpcError, and the connection stays usable."""
     with pytest.raises(RpcError):
         proxy.open_counter(initial=1)
     assert proxy.echo_string(value="still here") == "still here"
+
+
+def test_stream_headers_arrive_before_the_batches(proxy: Any) -> None:
+    """Stream[S, H]: the header is decoded on the session; init logs ride ahead of it."""
+    from tests.conformance._types import ConformanceHeader
+
+    session = proxy.produce_with_header(count=2)
+    assert session.header == ConformanceHeader(total_expected=2, description="producing 2 batches")
+    assert [b.batch.to_pydict() for b in session] == [
+        {"index": [0], "value": [0]},
+        {"index": [1], "value": [10]},
+    ]
+    with proxy.exchange_with_header(factor=3.0) as exchange:
+        assert exchange.header.description == "scale by 3.0"
+        out = exchange.exchange(AnnotatedBatch.from_pydict({"value": [2.0]}))
+    assert out.batch.column("value").to_pylist() == [6.0]
+
+
+def test_rich_header_and_dynamic_schema(proxy: Any) -> None:
+    """Every type mapping survives in a header; the output schema is chosen per call."""
+    from tests.conformance._types import build_rich_header
+
+    session = proxy.produce_dynamic_schema(seed=3, count=2, include_strings=True, include_floats=False)
+    expected = build_rich_header(3)
+    header = session.header
+    # float32 travels with float32 precision
+    assert header.annotated_float32 == pytest.approx(expected.annotated_float32, rel=1e-6)
+    assert {**header.__dict__, "annotated_float32": 0} == {**expected.__dict__, "annotated_float32": 0}
+    rows = [b.batch.to_pydict() for b in session]
+    assert rows == [{"index": [0], "label": ["row-0"]}, {"index": [1], "label": ["row-1"]}]
+
+
+def test_stream_header_logs_reach_the_client() -> None:
+    """An INFO log emitted at init travels in the header stream, before the header row."""
+    from tests.conformance._impl import ConformanceServiceImpl
+    from tests.conformance._protocol import ConformanceService
+    from vgi_rpc.wire import LogMessage
+
+    logs: list[LogMessage] = []
+    with serve_pipe(ConformanceService, ConformanceServiceImpl(), on_log=logs.append) as p:
+        session = p.produce_with_header_and_logs(count=1)
+        assert [m.message for m in logs] == ["stream init log"]
+        assert session.header.total_expected == 1
+        assert len(list(session)) == 1
 
 
 # --- the codec fixes, one by one (independent of the whole port building) ---------------

@@ -24,13 +24,16 @@ import pyarrow.compute as pc
 from tests.conformance._types import (
     AllTypes,
     BoundingBox,
+    ConformanceHeader,
     ContainerWideTypes,
     DeepNested,
     EmbeddedArrow,
     NestedContainers,
     Point,
+    RichHeader,
     Status,
     WideTypes,
+    build_rich_header,
 )
 from vgi_rpc import (
     AnnotatedBatch,
@@ -61,7 +64,6 @@ _TICK_OUT = pa.schema([pa.field("index", pa.int64()), pa.field("seen", pa.string
 _INPUT_MD_OUT = pa.schema([pa.field("seen", pa.string()), pa.field("keys", pa.string())])
 _EMPTY = pa.schema([])
 
-_NO_HEADERS = "stream headers (Stream[S, H]) are not supported by this vgi_rpc"
 _NO_EXTERNAL = "external storage is not supported by this vgi_rpc"
 _NO_STICKY = "sticky sessions are not supported by this vgi_rpc"
 
@@ -209,6 +211,28 @@ class EndlessProducer(ProducerState):
 
 
 # --------------------------------------------------------------------------- exchange states
+@dataclass
+class DynamicColumns(ProducerState):
+    """``count`` rows of ``index``, plus ``label`` and/or ``score`` when the call asked for them."""
+
+    count: int
+    include_strings: bool
+    include_floats: bool
+    current: int = 0
+
+    def produce(self, out: OutputCollector, ctx: CallContext) -> None:
+        if self.current >= self.count:
+            out.finish()
+            return
+        row: dict[str, list[Any]] = {"index": [self.current]}
+        if self.include_strings:
+            row["label"] = [f"row-{self.current}"]
+        if self.include_floats:
+            row["score"] = [1.5 * self.current]
+        out.emit_pydict(row)
+        self.current += 1
+
+
 @dataclass
 class Scale(ExchangeState):
     """Multiplies the float64 ``value`` column by ``factor``."""
@@ -588,26 +612,38 @@ class ConformanceServiceImpl:
     def reset_cancel_probe(self) -> None:
         _Probe.reset()
 
-    # unsupported features: fail before any stream starts
-    def produce_with_header(self, count: int) -> Stream[CountingProducer]:
-        raise NotImplementedError(_NO_HEADERS)
+    # stream headers (Stream[S, H])
+    def produce_with_header(self, count: int) -> Stream[CountingProducer, ConformanceHeader]:
+        header = ConformanceHeader(total_expected=count, description=f"producing {count} batches")
+        return Stream(_COUNTER, CountingProducer(count), header=header)
 
-    def produce_with_header_and_logs(self, count: int) -> Stream[CountingProducer]:
-        raise NotImplementedError(_NO_HEADERS)
+    def produce_with_header_and_logs(
+        self, count: int, ctx: CallContext
+    ) -> Stream[CountingProducer, ConformanceHeader]:
+        ctx.log("INFO", "stream init log")
+        header = ConformanceHeader(total_expected=count, description=f"producing {count} with logs")
+        return Stream(_COUNTER, CountingProducer(count), header=header)
 
-    def exchange_with_header(self, factor: float) -> Stream[Scale]:
-        raise NotImplementedError(_NO_HEADERS)
+    def exchange_with_header(self, factor: float) -> Stream[Scale, ConformanceHeader]:
+        header = ConformanceHeader(total_expected=0, description=f"scale by {factor}")
+        return Stream(_VALUE_F64, Scale(factor), input_schema=_VALUE_F64, header=header)
 
-    def produce_with_rich_header(self, seed: int, count: int) -> Stream[CountingProducer]:
-        raise NotImplementedError(_NO_HEADERS)
+    def produce_with_rich_header(self, seed: int, count: int) -> Stream[CountingProducer, RichHeader]:
+        return Stream(_COUNTER, CountingProducer(count), header=build_rich_header(seed))
 
     def produce_dynamic_schema(
         self, seed: int, count: int, include_strings: bool, include_floats: bool
-    ) -> Stream[CountingProducer]:
-        raise NotImplementedError(_NO_HEADERS)
+    ) -> Stream[DynamicColumns, RichHeader]:
+        fields = [pa.field("index", pa.int64())]
+        if include_strings:
+            fields.append(pa.field("label", pa.utf8()))
+        if include_floats:
+            fields.append(pa.field("score", pa.float64()))
+        state = DynamicColumns(count, include_strings, include_floats)
+        return Stream(pa.schema(fields), state, header=build_rich_header(seed))
 
-    def exchange_with_rich_header(self, seed: int, factor: float) -> Stream[Scale]:
-        raise NotImplementedError(_NO_HEADERS)
+    def exchange_with_rich_header(self, seed: int, factor: float) -> Stream[Scale, RichHeader]:
+        return Stream(_VALUE_F64, Scale(factor), input_schema=_VALUE_F64, header=build_rich_header(seed))
 
     def open_counter(self, initial: int) -> int:
         raise NotImplementedError(_NO_STICKY)

@@ -10,11 +10,6 @@ Unsupported features are *declared* (so the method set equals the official one)
 but fail cleanly with ``NotImplementedError`` (stream methods: before the stream
 starts), which keeps the transport in step; ``docs/conformance.md`` lists them:
 
-* stream headers: ``produce_with_header``, ``produce_with_header_and_logs``,
-  ``exchange_with_header``, ``produce_with_rich_header``,
-  ``produce_dynamic_schema``, ``exchange_with_rich_header`` -- the official
-  signatures return ``Stream[S, H]``; ours return ``Stream[S]`` because our
-  ``Stream`` has no header slot;
 * external storage: ``published_string``;
 * sticky sessions: ``open_counter``, ``increment_counter``, ``close_counter``,
   ``stream_session_counter``, ``exchange_session_counter``.
@@ -34,11 +29,13 @@ from tests.conformance._types import (
     DEC20_4,
     AllTypes,
     BoundingBox,
+    ConformanceHeader,
     ContainerWideTypes,
     DeepNested,
     EmbeddedArrow,
     NestedContainers,
     Point,
+    RichHeader,
     Status,
     WideTypes,
 )
@@ -352,13 +349,13 @@ class ConformanceService(Protocol):
         """Produce one batch of *rows_per_batch* rows (used to trip HTTP response caps)."""
         ...
 
-    # --- stream headers (unsupported: raise at init) -------------------------------------
-    def produce_with_header(self, count: int) -> Stream[ProducerState]:
-        """Official: ``Stream[ProducerState, ConformanceHeader]``. Unsupported: raises."""
+    # --- stream headers ------------------------------------------------------------------
+    def produce_with_header(self, count: int) -> Stream[ProducerState, ConformanceHeader]:
+        """Like ``produce_n``, with a ``ConformanceHeader`` ahead of the batches."""
         ...
 
-    def produce_with_header_and_logs(self, count: int) -> Stream[ProducerState]:
-        """Official: ``Stream[ProducerState, ConformanceHeader]``. Unsupported: raises."""
+    def produce_with_header_and_logs(self, count: int) -> Stream[ProducerState, ConformanceHeader]:
+        """Like ``produce_with_header``, with an INFO log at init (it rides in the header stream)."""
         ...
 
     # --- exchange streams ---------------------------------------------------------------
@@ -394,8 +391,8 @@ class ConformanceService(Protocol):
         """Answer every input with *rows_per_batch* rows (used to trip HTTP response caps)."""
         ...
 
-    def exchange_with_header(self, factor: float) -> Stream[ExchangeState]:
-        """Official: ``Stream[ExchangeState, ConformanceHeader]``. Unsupported: raises."""
+    def exchange_with_header(self, factor: float) -> Stream[ExchangeState, ConformanceHeader]:
+        """Like ``exchange_scale``, with a ``ConformanceHeader``."""
         ...
 
     # --- cancellation ---------------------------------------------------------------------
@@ -419,19 +416,19 @@ class ConformanceService(Protocol):
         """Echo a float64 ``value`` column; compatible inputs (int32, float32...) are cast first."""
         ...
 
-    # --- rich headers and dynamic schemas (unsupported: raise at init) ----------------------
-    def produce_with_rich_header(self, seed: int, count: int) -> Stream[ProducerState]:
-        """Official: ``Stream[ProducerState, RichHeader]``. Unsupported: raises."""
+    # --- rich headers and dynamic schemas --------------------------------------------------
+    def produce_with_rich_header(self, seed: int, count: int) -> Stream[ProducerState, RichHeader]:
+        """Like ``produce_with_header``, with ``build_rich_header(seed)``."""
         ...
 
     def produce_dynamic_schema(
         self, seed: int, count: int, include_strings: bool, include_floats: bool
-    ) -> Stream[ProducerState]:
-        """Official: ``Stream[ProducerState, RichHeader]``. Unsupported: raises."""
+    ) -> Stream[ProducerState, RichHeader]:
+        """Output schema chosen per call: ``index`` plus optional ``label``/``score`` columns."""
         ...
 
-    def exchange_with_rich_header(self, seed: int, factor: float) -> Stream[ExchangeState]:
-        """Official: ``Stream[ExchangeState, RichHeader]``. Unsupported: raises."""
+    def exchange_with_rich_header(self, seed: int, factor: float) -> Stream[ExchangeState, RichHeader]:
+        """Like ``exchange_with_header``, with ``build_rich_header(seed)``."""
         ...
 
     # --- sticky sessions (unsupported: raise) --------------------------------------------

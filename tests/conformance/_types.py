@@ -10,9 +10,8 @@ binary cell holding a nested IPC stream, a nested one as a struct).
 Module-level annotations are deliberately *not* postponed (no
 ``from __future__ import annotations``) so the codec sees real types.
 
-Caveat: the stream-header types (``ConformanceHeader``, ``RichHeader``) are
-not ported, because our ``Stream`` has no header slot; see
-``docs/conformance.md``.
+The stream-header types (``ConformanceHeader``, ``RichHeader``) travel as a
+separate one-row IPC stream ahead of a stream's output (``Stream[S, H]``).
 """
 
 import datetime as dt
@@ -29,13 +28,16 @@ __all__ = [
     "DEC20_4",
     "AllTypes",
     "BoundingBox",
+    "ConformanceHeader",
     "ContainerWideTypes",
     "DeepNested",
     "EmbeddedArrow",
     "NestedContainers",
     "Point",
+    "RichHeader",
     "Status",
     "WideTypes",
+    "build_rich_header",
 ]
 
 DEC20_4 = pa.decimal128(20, 4)
@@ -164,3 +166,63 @@ class NestedContainers:
     tagged_status: Annotated[Status, "conformance-tag"] | None
     tagged_point: Annotated[Point, "conformance-tag"] | None
     tagged_batch: Annotated[pa.RecordBatch, ArrowType(pa.binary())] | None
+
+
+@dataclass(frozen=True)
+class ConformanceHeader:
+    """The plain stream header of ``produce_with_header`` / ``exchange_with_header``."""
+
+    total_expected: int
+    description: str
+
+
+@dataclass(frozen=True)
+class RichHeader:
+    """A stream header exercising every type mapping (field order as the peers declare it)."""
+
+    str_field: str
+    bytes_field: bytes
+    int_field: int
+    float_field: float
+    bool_field: bool
+    list_of_int: list[int]
+    list_of_str: list[str]
+    dict_field: dict[str, int]
+    enum_field: Status
+    nested_point: Point
+    optional_str: str | None
+    optional_int: int | None
+    optional_nested: Point | None
+    list_of_nested: list[Point]
+    nested_list: list[list[int]]
+    annotated_int32: Annotated[int, ArrowType(pa.int32())]
+    annotated_float32: Annotated[float, ArrowType(pa.float32())]
+    dict_str_str: dict[str, str]
+
+
+_STATUS_ORDER = (Status.PENDING, Status.ACTIVE, Status.CLOSED)
+
+
+def build_rich_header(seed: int) -> RichHeader:
+    """The header the runner expects for *seed* (the values are the peers' specification)."""
+    odd = seed % 2 == 1
+    return RichHeader(
+        str_field=f"seed-{seed}",
+        bytes_field=bytes((seed + i) % 256 for i in range(3)),
+        int_field=7 * seed,
+        float_field=1.5 * seed,
+        bool_field=not odd,
+        list_of_int=list(range(seed, seed + 3)),
+        list_of_str=[f"item-{seed}", f"item-{seed + 1}"],
+        dict_field={"a": seed, "b": seed + 1},
+        enum_field=_STATUS_ORDER[seed % 3],
+        nested_point=Point(x=float(seed), y=float(2 * seed)),
+        optional_str=None if odd else f"opt-{seed}",
+        optional_int=3 * seed if odd else None,
+        optional_nested=Point(x=float(seed), y=0.0) if seed % 3 == 0 else None,
+        list_of_nested=[Point(x=float(seed), y=float(seed + 1))],
+        nested_list=[[seed, seed + 1], [seed + 2]],
+        annotated_int32=seed % 1000,
+        annotated_float32=seed / 3.0,
+        dict_str_str={"key": f"val-{seed}"},
+    )
