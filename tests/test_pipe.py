@@ -503,3 +503,21 @@ def test_stream_method_that_does_not_return_a_stream() -> None:
             list(p.s())
         assert info.value.error_type == "TypeError"
         assert "must return a Stream" in info.value.error_message
+
+
+def test_a_call_inside_an_open_stream_is_refused_not_interleaved(calc: Calc) -> None:
+    """Same thread, stream still open: the call would corrupt the stream, so it is refused."""
+    session = calc.proxy.countdown(n=5)
+    assert next(iter(session)).batch.to_pydict() == {"i": [4]}
+    with pytest.raises(RuntimeError, match="still open"):
+        calc.proxy.add(a=1, b=2)
+    with pytest.raises(RuntimeError, match="still open"):
+        calc.proxy.scale(factor=1.0)
+    assert [b.batch.to_pydict()["i"][0] for b in session] == [3, 2, 1, 0]  # the stream is intact
+    assert calc.proxy.add(a=1, b=2) == 3
+
+
+def test_breaking_out_of_a_producer_loop_frees_the_connection(calc: Calc) -> None:
+    for _ in calc.proxy.countdown(n=10):
+        break
+    assert calc.proxy.add(a=1, b=2) == 3
