@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from vgi_rpc._types import dataclass_batch, dataclass_from_batch
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
@@ -105,6 +106,18 @@ def _write_turn(server: RpcServer, out_writer: ResponseWriter, out: OutputCollec
             out_writer.write(item[1], item[2])
 
 
+def _write_logs(
+    server: RpcServer,
+    out: ResponseWriter,
+    pending: list[tuple[str, str, Mapping[str, Any]]],
+    request_id: str,
+) -> None:
+    """Write (and forget) the log messages ``ctx.log()`` queued so far."""
+    for level, message, extra in pending:
+        out.meta(log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id))
+    pending.clear()
+
+
 def serve_streams(
     server: RpcServer, reader: IO[bytes], writer: IO[bytes], *, auth: AuthContext = ANONYMOUS
 ) -> None:
@@ -115,12 +128,19 @@ def serve_streams(
     ends the connection (after answering), since the byte stream can no longer
     be trusted.
     """
+    maybe_orphan = False
     while True:
         try:
             request = read_request(reader)
         except EOFError:
             return
         except ProtocolError as exc:
+            if maybe_orphan and exc.error_kind == "missing_method":
+                # After "unknown method", a client that believed the method was a stream
+                # sends its input stream anyway; it carries no method metadata. Skip it
+                # quietly so the pipe stays in step for the next call.
+                maybe_orphan = False
+                continue
             with contextlib.suppress(OSError):
                 _write_error_stream(server, writer, exc, EMPTY_SCHEMA)
             if "not a valid Arrow IPC stream" in str(exc):
@@ -128,12 +148,14 @@ def serve_streams(
             continue
         except OSError:
             return
+        maybe_orphan = False
         spec: MethodSpec | None = None
         try:
             spec = server.lookup(request.method, request.metadata.get("vgi_rpc.protocol"))
             server.check_version(request.metadata)
             kwargs = server.decode_kwargs(spec, request.batch)
         except ProtocolError as exc:
+            maybe_orphan = spec is None
             try:
                 schema = (
                     spec.result_schema if spec is not None and spec.method_type == "unary" else EMPTY_SCHEMA
@@ -186,6 +208,7 @@ def _serve_stream(
     try:
         try:
             stream = server.open_stream(spec, kwargs, ctx)
+            header = None if spec.header_type is None else dataclass_batch(stream.header)
         except Exception as exc:
             error = exc
             server.log_call_error(spec, exc)
@@ -206,6 +229,13 @@ def _serve_stream(
             writer.flush()
             _drain_input(reader)
             return
+        if header is not None:
+            # The header is its own IPC stream ahead of the output stream; init logs ride in it.
+            head = ResponseWriter(writer, header.schema)
+            _write_logs(server, head, pending, request_id)
+            head.write(header)
+            head.close()
+            writer.flush()
         try:
             error = _stream_turns(server, spec, stream, ctx, pending, reader, writer, request_id)
         except BaseException as exc:  # the pipe broke: the hook still learns the call failed
@@ -218,7 +248,7 @@ def _serve_stream(
 def _stream_turns(
     server: RpcServer,
     spec: MethodSpec,
-    stream: Stream[Any],
+    stream: Stream[Any, Any],
     ctx: Any,
     pending: list[tuple[str, str, Mapping[str, Any]]],
     reader: IO[bytes],
@@ -226,10 +256,7 @@ def _stream_turns(
     request_id: str,
 ) -> BaseException | None:
     out_writer = ResponseWriter(writer, stream.output_schema)
-    for level, message, extra in pending:
-        out_writer.meta(
-            log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id)
-        )
+    _write_logs(server, out_writer, pending, request_id)
     error: BaseException | None = None
     input_reader: pa.ipc.RecordBatchStreamReader | None = None
     try:
@@ -263,6 +290,7 @@ def _stream_turns(
             except Exception as exc:
                 error = exc
                 server.log_call_error(spec, exc)
+                _write_logs(server, out_writer, pending, request_id)
                 out_writer.meta(
                     error_metadata(
                         exc,
@@ -272,6 +300,7 @@ def _stream_turns(
                     )
                 )
                 break
+            _write_logs(server, out_writer, pending, request_id)  # ctx.log() during the turn
             _write_turn(server, out_writer, out, request_id)
             writer.flush()
             if out.finished:
@@ -401,6 +430,21 @@ class _PipeStream:
         self._in_schema: pa.Schema = EMPTY_SCHEMA
         self._out: pa.ipc.RecordBatchStreamReader | None = None
         self._done = False
+        self.header: Any = None
+        """The stream's header (an instance of the method's header dataclass), or None."""
+        if spec.header_type is not None:
+            self._read_header(spec.header_type)
+
+    def _read_header(self, header_type: Any) -> None:
+        try:
+            rows = _read_whole(pa.ipc.open_stream(self._client.reader), self._client.on_log)
+        except BaseException:
+            self._finish(read_output=False)
+            raise
+        if not rows or rows[0][0].num_rows < 1:
+            self._finish(read_output=False)
+            raise ProtocolError(f"{self._spec.name}: stream header has no row")
+        self.header = dataclass_from_batch(header_type, rows[0][0])
 
     # -- plumbing
     def _input(self, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
@@ -430,7 +474,7 @@ class _PipeStream:
             self._finish()
             raise
 
-    def _finish(self) -> None:
+    def _finish(self, *, read_output: bool = True) -> None:
         if self._done:
             return
         self._done = True
@@ -439,6 +483,8 @@ class _PipeStream:
                 self._in = pa.ipc.new_stream(self._client.writer, EMPTY_SCHEMA)
             self._in.close()
             self._client.writer.flush()
+            if not read_output:
+                return  # the call failed before its output stream: nothing more will come
             if self._out is None:
                 self._out = pa.ipc.open_stream(self._client.reader)
             _drain(self._out)
