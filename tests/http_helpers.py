@@ -253,6 +253,8 @@ class Headed(Protocol):
 
 class HeadedImpl:
     def titled(self, n: int) -> Stream[Countdown]:
+        if n < 0:
+            raise ValueError("n must be >= 0")
         state = Countdown(n=n)
         return HeadedStream(
             output_schema=COUNT_SCHEMA, state=state, header=Banner(title=f"{n} rows", total=n)

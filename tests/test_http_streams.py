@@ -17,6 +17,7 @@ from http_helpers import (
     BUDGET,
     JWT_SECRET,
     TOKEN_KEY,
+    Banner,
     Headed,
     HeadedImpl,
     RecordingHook,
@@ -28,7 +29,15 @@ from http_helpers import (
     turn_body,
 )
 
-from vgi_rpc import CallContext, OutputCollector, ProducerState, RpcServer, Stream, register_dispatch_hook
+from vgi_rpc import (
+    CallContext,
+    OutputCollector,
+    ProducerState,
+    RpcError,
+    RpcServer,
+    Stream,
+    register_dispatch_hook,
+)
 from vgi_rpc.http import jwt_authenticator, make_wsgi_app
 from vgi_rpc.wire import STREAM_STATE_KEY
 
@@ -332,3 +341,25 @@ def test_init_sends_the_header_stream_before_the_output_stream() -> None:
     assert main.schema.equals(COUNT_SCHEMA)
     rows = [b.to_pydict() for b in main if b.num_rows]
     assert rows == [{"i": [1]}]
+
+
+def test_our_client_reads_the_header_then_the_stream() -> None:
+    """The client side of stream headers, driven through the transport with a spec naming the header type."""
+    from types import SimpleNamespace
+
+    import httpx
+
+    from vgi_rpc.http._client import _HttpTransport
+
+    app = make_wsgi_app(RpcServer(Headed, HeadedImpl()), token_key=TOKEN_KEY)
+    logs: list[Any] = []
+    with httpx.Client(transport=httpx.WSGITransport(app=app)) as client:
+        transport = _HttpTransport(client, "http://testserver", "", "Headed", None, None, logs.append, None)
+        spec: Any = SimpleNamespace(name="titled", header_type=Banner)
+        batch = pa.RecordBatch.from_pydict({"n": [3]})
+        session = transport.open_stream(spec, batch)
+        assert session.header == Banner(title="3 rows", total=3)
+        assert [ab.batch.column("i")[0].as_py() for ab in session] == [2, 1, 0]
+        failing: Any = SimpleNamespace(name="titled", header_type=Banner)
+        with pytest.raises(RpcError, match="n must be >= 0"):
+            transport.open_stream(failing, pa.RecordBatch.from_pydict({"n": [-1]}))

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
+from vgi_rpc._types import dataclass_from_ipc
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
 from vgi_rpc.http._common import (
@@ -112,9 +113,10 @@ class _HttpTransport:
             )
         return resp.content
 
-    def read(self, content: bytes, status_hint: str) -> pa.ipc.RecordBatchStreamReader:
+    def read(self, content: bytes | pa.BufferReader, status_hint: str) -> pa.ipc.RecordBatchStreamReader:
         try:
-            return pa.ipc.open_stream(pa.py_buffer(content))
+            source = content if isinstance(content, pa.BufferReader) else pa.py_buffer(content)
+            return pa.ipc.open_stream(source)
         except (pa.ArrowInvalid, OSError):
             raise RpcError("HttpError", f"{status_hint}: response is not a valid Arrow IPC stream") from None
 
@@ -140,6 +142,9 @@ class _HttpTransport:
     def open_stream(self, spec: MethodSpec, request: pa.RecordBatch) -> StreamSession:
         content = self.post(f"{spec.name}/init", self.request(spec, request))
         session = _HttpStream(self, spec)
+        header_type = getattr(spec, "header_type", None)
+        if header_type is not None:
+            content = session._read_header(content, header_type)
         session._absorb(content)
         return session
 
@@ -182,6 +187,22 @@ class _HttpStream:
         self._token: str | None = None
         self._pending: list[AnnotatedBatch] = []
         self._done = False
+        self.header: Any = None
+        """The stream's header (``Stream[S, H]`` methods), read at ``/init``; ``None`` otherwise."""
+
+    def _read_header(self, content: bytes, header_type: type) -> bytes:
+        """Decode the header stream that precedes the output stream; return the rest of the body."""
+        source = pa.BufferReader(pa.py_buffer(content))
+        reader = self._t.read(source, self._spec.name)
+        try:
+            batches = list(iter_response(reader, self._t.on_log))  # raises the init error, if any
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ProtocolError(f"{self._spec.name}: malformed stream header: {exc}") from None
+        if not any(b.num_rows for b, _ in batches):
+            raise ProtocolError(f"{self._spec.name}: the stream header carries no row")
+        end = source.tell()
+        self.header = dataclass_from_ipc(header_type, content[:end])
+        return content[end:]
 
     def _absorb(self, content: bytes) -> None:
         """Read a producer-shaped response: data batches to ``_pending``, then the next token.

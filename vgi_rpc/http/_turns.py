@@ -125,10 +125,12 @@ class Turns:
         stream: Stream[Any] | None = None
         out: OutputCollector | None = None
         token: str | None = None
-        header = b""
+        header: pa.RecordBatch | None = None
+        init_logs = 0
         try:
             stream = server.open_stream(spec, kwargs, ctx)
-            header = _header_stream(stream)
+            header = _header_batch(stream)
+            init_logs = len(items)
             out = OutputCollector(stream.output_schema, producer=stream.is_producer)
             out.items = items
             if stream.is_producer:
@@ -141,11 +143,17 @@ class Turns:
             server.log_call_error(spec, exc)
         finally:
             server.hook_end(handle, error)
-        if error is not None:
-            header = b""  # the client reads the error where it expects the header
         schema = stream.output_schema if stream is not None else EMPTY_SCHEMA
-        body = self._respond(schema, items, request_id, error, token, on_data=False)
-        return header + body, error is not None
+        if header is None or error is not None:
+            # Without a header, or after a failure (the client then reads the error
+            # where it expects the header), there is a single stream.
+            return self._respond(schema, items, request_id, error, token, on_data=False), error is not None
+        # The header is its own IPC stream ahead of the output stream; logs sent while
+        # the stream was being opened ride in it, the first turn's logs in the output.
+        head = self._respond(
+            header.schema, items[:init_logs], request_id, None, None, on_data=False, header=header
+        )
+        return head + self._respond(schema, items[init_logs:], request_id, None, token, on_data=False), False
 
     def exchange(
         self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
@@ -225,6 +233,7 @@ class Turns:
         token: str | None,
         *,
         on_data: bool,
+        header: pa.RecordBatch | None = None,
     ) -> bytes:
         """Encode one turn: logs and data in order, then the error or the token.
 
@@ -252,22 +261,25 @@ class Turns:
             )
         elif token is not None and not on_data:
             writer.meta({STREAM_STATE_KEY: token})
+        if header is not None:
+            writer.write(header)
         writer.close()
         return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
 
 
-def _header_stream(stream: Stream[Any]) -> bytes:
-    """The stream header's own IPC stream (schema, one row, EOS), or nothing.
+def _header_batch(stream: Stream[Any]) -> pa.RecordBatch | None:
+    """The one-row batch of the stream's ``header`` dataclass, or ``None`` when it has none.
 
-    A ``Stream`` carrying a ``header`` dataclass (``Stream[S, H]`` in the official
-    client) answers ``/init`` with this stream ahead of the output stream.
+    A ``Stream(..., header=H(...))`` (``Stream[S, H]`` methods) answers ``/init`` with
+    the header's own IPC stream ahead of the output stream.
     """
     header = getattr(stream, "header", None)
     if header is None:
-        return b""
+        return None
     if not dataclasses.is_dataclass(header) or isinstance(header, type):
         raise TypeError(f"stream header must be a dataclass instance, got {type(header).__name__}")
-    return dataclass_to_ipc(header)
+    batch: pa.RecordBatch = pa.ipc.open_stream(pa.py_buffer(dataclass_to_ipc(header))).read_next_batch()
+    return batch
 
 
 def _read_single_batch(body: bytes) -> tuple[pa.RecordBatch, dict[str, str]]:
