@@ -238,24 +238,15 @@ class Banner:
     total: int
 
 
-@dataclass(slots=True)
-class HeadedStream(Stream[Any]):
-    """A Stream carrying a header, the shape ``Stream[S, H]`` methods answer with."""
-
-    header: Any = None
-
-
 class Headed(Protocol):
     """A producer whose ``/init`` carries a :class:`Banner` header."""
 
-    def titled(self, n: int) -> Stream[Countdown]: ...
+    def titled(self, n: int) -> Stream[Countdown, Banner]: ...
 
 
 class HeadedImpl:
-    def titled(self, n: int) -> Stream[Countdown]:
+    def titled(self, n: int) -> Stream[Countdown, Banner]:
         if n < 0:
             raise ValueError("n must be >= 0")
         state = Countdown(n=n)
-        return HeadedStream(
-            output_schema=COUNT_SCHEMA, state=state, header=Banner(title=f"{n} rows", total=n)
-        )
+        return Stream(output_schema=COUNT_SCHEMA, state=state, header=Banner(title=f"{n} rows", total=n))

@@ -344,22 +344,18 @@ def test_init_sends_the_header_stream_before_the_output_stream() -> None:
 
 
 def test_our_client_reads_the_header_then_the_stream() -> None:
-    """The client side of stream headers, driven through the transport with a spec naming the header type."""
-    from types import SimpleNamespace
-
+    """``Stream[S, H]`` through http_connect: session.header, then the batches; init errors raise."""
     import httpx
 
-    from vgi_rpc.http._client import _HttpTransport
+    from vgi_rpc.http import http_connect
 
     app = make_wsgi_app(RpcServer(Headed, HeadedImpl()), token_key=TOKEN_KEY)
-    logs: list[Any] = []
-    with httpx.Client(transport=httpx.WSGITransport(app=app)) as client:
-        transport = _HttpTransport(client, "http://testserver", "", "Headed", None, None, logs.append, None)
-        spec: Any = SimpleNamespace(name="titled", header_type=Banner)
-        batch = pa.RecordBatch.from_pydict({"n": [3]})
-        session = transport.open_stream(spec, batch)
+    with (
+        httpx.Client(transport=httpx.WSGITransport(app=app)) as client,
+        http_connect(Headed, "http://testserver", client=client) as proxy,
+    ):
+        session = proxy.titled(n=3)
         assert session.header == Banner(title="3 rows", total=3)
         assert [ab.batch.column("i")[0].as_py() for ab in session] == [2, 1, 0]
-        failing: Any = SimpleNamespace(name="titled", header_type=Banner)
         with pytest.raises(RpcError, match="n must be >= 0"):
-            transport.open_stream(failing, pa.RecordBatch.from_pydict({"n": [-1]}))
+            proxy.titled(n=-1)
