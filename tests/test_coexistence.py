@@ -154,17 +154,18 @@ def instrumented(order: str, otel: Otel) -> RpcServer:
 
     Built while ``sentry_capture`` is active, so a default Sentry hook is
     auto-attached first; the explicit ``instrument_server_sentry`` replaces it and
-    lands where *order* puts it.
+    goes outermost, whatever *order* says.
     """
     server = RpcServer(Calculator, CalculatorImpl())
     if order == "sentry_then_otel":
         instrument_server_sentry(server, SENTRY_CONFIG)
         instrument_server(server, otel.config())
-        expected: tuple[type, ...] = (_SentryDispatchHook, _OtelDispatchHook)
     else:
         instrument_server(server, otel.config())
         instrument_server_sentry(server, SENTRY_CONFIG)
-        expected = (_OtelDispatchHook, _SentryDispatchHook)
+    # Either order gives the same chain: the Sentry hook is always outermost, so
+    # whatever the OTel hook logs during a call lands in that call's Sentry scope.
+    expected = (_SentryDispatchHook, _OtelDispatchHook)
     assert tuple(type(h) for h in iter_hooks(server._dispatch_hook)) == expected
     return server
 

@@ -217,11 +217,11 @@ def test_replace_keeps_otel_and_other_hooks_in_place(sentry_capture: SentryCaptu
 
     instrument_server_sentry(server, SentryConfig(custom_tags={"env": "replaced"}))
     after = [type(h).__name__ for h in iter_hooks(server._dispatch_hook)]
-    # the Sentry hook moves to the end; every other hook keeps its relative order
+    # the Sentry hook goes outermost (first); every other hook keeps its relative order
     assert [n for n in after if n != "_SentryDispatchHook"] == [
         n for n in before if n != "_SentryDispatchHook"
     ]
-    assert after.count("_SentryDispatchHook") == 1 and after[-1] == "_SentryDispatchHook"
+    assert after.count("_SentryDispatchHook") == 1 and after[0] == "_SentryDispatchHook"
 
     fail_once(server)
     assert sentry_capture.event()["tags"]["env"] == "replaced"

@@ -420,13 +420,21 @@ def exploding_server() -> Iterator[RpcServer]:
 def test_failing_sibling_hook_isolation(
     sentry_capture: SentryCapture, sentry_snapshot: Any, exploding_server: RpcServer
 ) -> None:
-    """S30 B1: a hook that raises changes neither the call's result nor the Sentry envelopes."""
+    """S30 B1 B2: a hook that raises changes neither the call's result nor the Sentry envelopes.
+
+    B2: the failing hook's log line of the first call stays with the first call: the
+    second call's error event carries exactly one such breadcrumb (its own), because
+    the Sentry hook is outermost and its per-call scope encloses the other hooks.
+    """
     with serve_pipe(exploding_server) as proxy:
         assert proxy.post(account="acct-1", amount=5) == 5
         with pytest.raises(RpcError):
             proxy.post(account="acct-1", amount=-5)
     assert len(sentry_capture.transactions_for("post")) == 2
-    assert sentry_capture.event("post")["exception"]["values"][-1]["type"] == "ValueError"
+    event = sentry_capture.event("post")
+    assert event["exception"]["values"][-1]["type"] == "ValueError"
+    hook_crumbs = [b for b in event["breadcrumbs"]["values"] if "failed in on_dispatch_start" in b["message"]]
+    assert len(hook_crumbs) == 1
     assert sentry_capture.envelopes == sentry_snapshot
 
 

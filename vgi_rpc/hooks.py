@@ -147,13 +147,18 @@ class CompositeDispatchHook:
 _CompositeDispatchHook = CompositeDispatchHook  # the name the Sentry documentation uses
 
 
-def register_dispatch_hook(existing: DispatchHook | None, new: DispatchHook) -> DispatchHook:
-    """Return the hook chain with *new* appended after *existing* (which may be ``None``)."""
+def register_dispatch_hook(
+    existing: DispatchHook | None, new: DispatchHook, *, first: bool = False
+) -> DispatchHook:
+    """Return the hook chain with *new* added to *existing* (which may be ``None``).
+
+    *new* goes last (its start runs after the others', its end before theirs), or
+    outermost with ``first=True`` (start before every other hook, end after them).
+    """
     if existing is None:
         return new
-    if isinstance(existing, CompositeDispatchHook):
-        return CompositeDispatchHook((*existing.hooks, new))
-    return CompositeDispatchHook((existing, new))
+    hooks = existing.hooks if isinstance(existing, CompositeDispatchHook) else (existing,)
+    return CompositeDispatchHook((new, *hooks) if first else (*hooks, new))
 
 
 def strip_dispatch_hooks(existing: DispatchHook | None, kind: type) -> DispatchHook | None:

@@ -181,8 +181,11 @@ def instrument_server_sentry(server: RpcServer, config: SentryConfig | None = No
     chain without locking and is **not thread-safe during dispatch**. Any Sentry
     hook already registered (the auto-attached default or an earlier explicit
     call) is removed first, so the explicit configuration wins whatever the
-    order; every other hook (e.g. OpenTelemetry) keeps its place. The new hook
-    runs after the hooks already registered.
+    order; every other hook (e.g. OpenTelemetry) keeps its place. The Sentry hook
+    is placed outermost in the chain (its start runs before every other hook's,
+    its end after them), so that anything another hook logs during a call,
+    including its own failure, lands in that call's Sentry scope and never in
+    the next call's.
 
     Args:
         server: The ``RpcServer`` to instrument.
@@ -193,7 +196,7 @@ def instrument_server_sentry(server: RpcServer, config: SentryConfig | None = No
     """
     hook = _SentryDispatchHook(config or SentryConfig(), server.protocol_name, server.server_id)
     kept = strip_dispatch_hooks(server._dispatch_hook, _SentryDispatchHook)
-    server._dispatch_hook = register_dispatch_hook(kept, hook)
+    server._dispatch_hook = register_dispatch_hook(kept, hook, first=True)
     return server
 
 
