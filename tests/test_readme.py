@@ -27,3 +27,19 @@ def test_quick_start_runs() -> None:
 def test_readme_names_the_two_commands() -> None:
     text = README.read_text()
     assert "make demo" in text and "make test" in text
+
+
+def test_sentry_testing_example_passes_as_a_users_test_module(tmp_path: Path) -> None:
+    """The README's sentry_capture example is a complete test module: pytest runs it green."""
+    blocks = [b for b in _python_blocks() if "def test_" in b and "sentry_capture" in b]
+    assert blocks, "README lost its 'Testing your Sentry instrumentation' example"
+    (tmp_path / "test_readme_example.py").write_text(blocks[0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
