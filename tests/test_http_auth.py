@@ -220,3 +220,18 @@ def test_authenticator_bug_is_a_500_arrow_error_without_details() -> None:
     assert r.headers[BUDGET] == "true"
     assert b"hunter2" not in r.content
     assert read_stream(r.content)[1][-1][1]["vgi_rpc.log_message"] == "RuntimeError: internal server error"
+
+
+def test_authenticator_may_answer_other_http_errors() -> None:
+    def authenticate(request: falcon.Request) -> AuthContext:
+        raise falcon.HTTPForbidden(description="this key may not call add")
+
+    app = make_wsgi_app(
+        RpcServer(Calculator, CalculatorImpl()), authenticate=authenticate, token_key=TOKEN_KEY
+    )
+    r = falcon.testing.TestClient(app).simulate_post(
+        "/Calculator/add", body=call_body("add", {"a": 1, "b": 2}), headers={"Content-Type": ARROW}
+    )
+    assert r.status_code == 403
+    assert r.headers[BUDGET] == "true"
+    assert read_stream(r.content)[1][-1][1]["vgi_rpc.log_message"].endswith("this key may not call add")

@@ -370,3 +370,33 @@ def test_handle_reports_port_and_stops() -> None:
 def test_no_token_key_warns() -> None:
     with pytest.warns(RuntimeWarning, match="token_key"):
         make_wsgi_app(RpcServer(Calculator, CalculatorImpl()))
+
+
+def test_the_app_runs_under_another_wsgi_server() -> None:
+    """The app is plain WSGI: under the stdlib's wsgiref server calls and streams work too."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    app = make_wsgi_app(Calculator, CalculatorImpl(), token_key=TOKEN_KEY, prefix="/vgi")
+    httpd = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_port}"
+        with http_connect(Calculator, base, prefix="/vgi") as calc:
+            assert calc.add(a=2, b=3) == 5
+            assert [ab.batch.column("i")[0].as_py() for ab in calc.countdown(n=2)] == [1, 0]
+            with pytest.raises(RpcError, match="kaboom"):
+                calc.fail(message="kaboom")
+        with httpx.Client() as c:
+            r = c.post(base + "/vgi/Calculator/add", content=b"garbage", headers={"Content-Type": ARROW})
+            assert r.status_code == 400
+            assert r.headers.get_list(BUDGET) == ["true"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)

@@ -217,6 +217,8 @@ class _Rpc:
             resp.set_header("WWW-Authenticate", exc.www_authenticate())
             resp.data = exc.body()
             return
+        except falcon.HTTPError:
+            raise  # e.g. an authenticator's HTTPForbidden: answered by the HTTPError handler
         except ProtocolError as exc:
             if exc.status == 415:
                 resp.set_header(ENCODINGS_HEADER, _ENCODINGS_VALUE)
