@@ -4,11 +4,13 @@ Runs ``tests/http_client_check.py`` with the peer's Python: unary calls with eve
 parameter kind, logs, errors, a producer, an exchange with cancel, init and
 mid-stream errors, a 4 MiB payload, a compressed response and a stream header, once with the
 official client's default (zstd request bodies) and once uncompressed. Skipped
-when ``.venv-peer`` is absent (``make conformance`` creates it).
+when ``.venv-peer`` is absent (``make conformance`` creates it); ``VGI_PEER_PYTHON``
+names another interpreter that has the official package.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from http_helpers import TOKEN_KEY, Headed, HeadedImpl
 from vgi_rpc.http import HttpServerHandle, start_http_server
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
+PEER_PYTHON = Path(os.environ.get("VGI_PEER_PYTHON", ROOT / ".venv-peer" / "bin" / "python"))
 CHECK = ROOT / "tests" / "http_client_check.py"
 
 pytestmark = pytest.mark.skipif(
