@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEER_PY ?= $(shell pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13
 PEER := .venv-peer
 
-.PHONY: demo test lint typecheck unit conformance bench bench-check bench-peer clean
+.PHONY: demo test lint typecheck unit conformance peer-venv bench bench-check bench-peer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,8 +34,21 @@ $(PEER)/.installed:
 	$(PEER)/bin/pip install -q "vgi-rpc[http]==0.52.2"
 	touch $(PEER)/.installed
 
+peer-venv: $(PEER)/.installed
+
 conformance: $(STAMP) $(PEER)/.installed
 	$(BIN)/python scripts/conformance.py --peer $(PEER)
+
+bench: $(STAMP) $(PEER)/.installed
+	$(BIN)/pytest benchmarks -q --benchmark-columns=median,iqr,rounds --benchmark-json=.benchmarks/pytest-benchmark.json
+	$(BIN)/python scripts/bench_peer.py --peer $(PEER)
+	$(BIN)/python scripts/bench_report.py
+
+bench-check: $(STAMP)
+	$(BIN)/python scripts/bench_check.py
+
+bench-peer: $(STAMP) $(PEER)/.installed
+	$(BIN)/python scripts/bench_peer.py --peer $(PEER)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
