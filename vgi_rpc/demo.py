@@ -1,0 +1,367 @@
+"""The demo: a JWT-protected service over HTTP, a few calls, and what Sentry received.
+
+Run ``make demo`` (or ``python -m vgi_rpc.demo``). It
+
+1. initialises the real ``sentry_sdk`` -- with the in-memory transport of
+   :mod:`vgi_rpc.testing` (nothing leaves the process), or, when ``SENTRY_DSN``
+   is set, with the SDK's own HTTP transport to that DSN *and* an in-memory copy
+   so the table can still be printed;
+2. serves ``DemoService`` (unary, producer, exchange and a method that fails) on
+   127.0.0.1, on a free port, with ``vgi_rpc.http`` -- the same Falcon app and
+   waitress server as :func:`vgi_rpc.http.serve_http`, on a background thread
+   (:func:`~vgi_rpc.http.start_http_server`) so the demo can stop by itself --
+   behind :func:`~vgi_rpc.http.jwt_authenticator` (HS256, a key made for this run);
+3. calls it with :func:`~vgi_rpc.http.http_connect`, which speaks the same wire
+   as the official vgi-rpc client, presenting a signed JWT;
+4. prints one row per envelope item Sentry received: type, transaction name,
+   status, tags, ``contexts.rpc``, user and the ``rpc.*`` span data; exits 0.
+
+``--json PATH`` also writes the captured envelopes (plain JSON) to PATH (``-``:
+stdout, and the table goes to stderr).  ``--quiet`` prints only the table.
+
+Caveats: needs the ``http`` and ``sentry`` extras (``pip install vgi-rpc[http,sentry]``).
+With a real DSN the envelopes are also *sent*; the table shows what was handed
+to the transport, not what the Sentry server accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+import pyarrow as pa
+
+from vgi_rpc.context import CallContext
+from vgi_rpc.errors import RpcError
+from vgi_rpc.server import RpcServer
+from vgi_rpc.streams import AnnotatedBatch, ExchangeState, OutputCollector, ProducerState, Stream
+
+__all__ = ["DemoService", "DemoServiceImpl", "main", "render_envelopes"]
+
+_COUNT = pa.schema([pa.field("n", pa.int64(), nullable=False)])
+_VALUES = pa.schema([pa.field("x", pa.float64(), nullable=False)])
+
+
+class DemoService(Protocol):
+    """The demo's service: one of each kind of method."""
+
+    def add(self, a: int, b: int) -> int:
+        """Unary: a + b."""
+        ...
+
+    def greet(self, name: str, api_token: str) -> str:
+        """Unary with a secret parameter (the default redactor keeps it out of Sentry)."""
+        ...
+
+    def divide(self, a: float, b: float) -> float:
+        """Unary that fails with ZeroDivisionError when b == 0."""
+        ...
+
+    def countdown(self, n: int) -> Stream[ProducerState]:
+        """Producer: n, n-1, ... 1 (one batch per HTTP turn)."""
+        ...
+
+    def scale(self, factor: float) -> Stream[ExchangeState]:
+        """Exchange: each input batch's ``x`` column times factor."""
+        ...
+
+
+@dataclass
+class _Countdown(ProducerState):
+    n: int
+
+    def produce(self, out: OutputCollector, ctx: CallContext) -> None:
+        if self.n <= 0:
+            out.finish()
+            return
+        out.emit_pydict({"n": [self.n]})
+        self.n -= 1
+
+
+@dataclass
+class _Scale(ExchangeState):
+    factor: float
+
+    def exchange(self, input: AnnotatedBatch, out: OutputCollector, ctx: CallContext) -> None:
+        out.emit_pydict({"x": [x * self.factor for x in input.batch.column("x").to_pylist()]})
+
+
+class DemoServiceImpl:
+    """Implementation of :class:`DemoService`."""
+
+    def add(self, a: int, b: int) -> int:
+        """a + b."""
+        return a + b
+
+    def greet(self, name: str, api_token: str, ctx: CallContext) -> str:
+        """Greets the caller by the JWT's principal."""
+        return f"hello {name}, you are {ctx.auth.principal}"
+
+    def divide(self, a: float, b: float) -> float:
+        """a / b (raises ZeroDivisionError for b == 0)."""
+        return a / b
+
+    def countdown(self, n: int) -> Stream[ProducerState]:
+        """A producer of n batches."""
+        return Stream(output_schema=_COUNT, state=_Countdown(n))
+
+    def scale(self, factor: float) -> Stream[ExchangeState]:
+        """An exchange that scales its input."""
+        return Stream(output_schema=_VALUES, state=_Scale(factor), input_schema=_VALUES)
+
+
+# ------------------------------------------------------------------------------ Sentry setup
+
+
+class _Recorder(Protocol):
+    @property
+    def envelopes(self) -> list[dict[str, Any]]: ...
+
+
+@contextmanager
+def _sentry(dsn: str | None) -> Iterator[_Recorder]:
+    """The real SDK: in-memory only (no DSN), or the DSN's HTTP transport plus an in-memory copy."""
+    if not dsn:
+        from vgi_rpc.testing import sentry_capture
+
+        with sentry_capture(environment="demo") as cap:
+            yield cap
+        return
+
+    import sentry_sdk
+    from sentry_sdk.envelope import Envelope
+    from sentry_sdk.transport import HttpTransport
+
+    from vgi_rpc.testing import InMemoryTransport
+
+    class TeeTransport(InMemoryTransport):
+        """Records every envelope in memory and sends it to the DSN too."""
+
+        def __init__(self, options: dict[str, Any] | None = None) -> None:
+            super().__init__(options)
+            self.forward = HttpTransport(options or {})
+
+        def capture_envelope(self, envelope: Envelope) -> None:
+            super().capture_envelope(envelope)
+            self.forward.capture_envelope(envelope)
+
+        def flush(self, timeout: float, callback: Any | None = None) -> None:
+            super().flush(timeout, callback)
+            self.forward.flush(timeout, callback)
+
+        def kill(self) -> None:
+            super().kill()
+            self.forward.kill()
+
+    sentry_sdk.init(dsn=dsn, traces_sample_rate=1.0, environment="demo", transport=TeeTransport)
+    client = sentry_sdk.get_client()
+    transport = client.transport
+    if not isinstance(transport, TeeTransport):  # pragma: no cover - SDK contract
+        raise RuntimeError(f"sentry_sdk did not install the demo transport (got {transport!r})")
+    try:
+        yield transport
+    finally:
+        client.flush(timeout=5)
+        client.close(timeout=5)
+
+
+# ------------------------------------------------------------------------------ the calls
+
+
+def _token(key: bytes) -> str:
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    now = int(time.time())
+    claims = {
+        "sub": "user-42",
+        "preferred_username": "alice",
+        "email": "alice@example.com",
+        "tenant": "acme",
+        "iat": now,
+        "exp": now + 300,
+    }
+    return jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(key))
+
+
+def _calls(proxy: Any) -> list[tuple[str, str]]:
+    """Make the demo's calls; return (call, outcome) lines for the client-side summary."""
+    done: list[tuple[str, str]] = []
+    done.append(("add(a=2, b=3)", repr(proxy.add(a=2, b=3))))
+    done.append(('greet(name="Ada", api_token=...)', repr(proxy.greet(name="Ada", api_token="s3cr3t-t0ken"))))
+    counted = [row for batch in proxy.countdown(n=3) for row in batch.to_pydict()["n"]]
+    done.append(("countdown(n=3)", f"batches {counted}"))
+    with proxy.scale(factor=2.0) as session:
+        outs = [
+            session.exchange(AnnotatedBatch.from_pydict({"x": [float(i)]}, schema=_VALUES)) for i in (1, 2)
+        ]
+    done.append(("scale(factor=2.0), 2 exchanges", str([o.to_pydict()["x"] for o in outs])))
+    try:
+        proxy.divide(a=1.0, b=0.0)
+        done.append(("divide(a=1.0, b=0.0)", "returned?!"))
+    except RpcError as exc:
+        done.append(("divide(a=1.0, b=0.0)", f"raised RpcError(error_type={exc.error_type!r})"))
+    return done
+
+
+# ------------------------------------------------------------------------------ the table
+
+
+def _tags(payload: Mapping[str, Any]) -> dict[str, Any]:
+    tags = payload.get("tags") or {}
+    if isinstance(tags, list):  # the SDK may send [[k, v], ...]
+        return {str(k): v for k, v in tags}
+    return dict(tags)
+
+
+def _kv(mapping: Mapping[str, Any] | None) -> str:
+    if not mapping:
+        return "-"
+    return "  ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def _status(item_type: str, payload: Mapping[str, Any]) -> str:
+    if item_type == "transaction":
+        trace = (payload.get("contexts") or {}).get("trace") or {}
+        return str(trace.get("status") or "-")
+    if item_type == "event":
+        values = (payload.get("exception") or {}).get("values") or []
+        if values:
+            last = values[-1]
+            return f"{payload.get('level', 'error')}: {last.get('type')}: {last.get('value')}"
+        return str(payload.get("level") or "-")
+    return "-"
+
+
+def _user(payload: Mapping[str, Any]) -> str:
+    user = payload.get("user") or {}
+    if not user:
+        return "-"
+    return _kv({k: v for k, v in user.items() if k in ("id", "username", "email", "name")})
+
+
+def render_envelopes(envelopes: Sequence[Mapping[str, Any]]) -> str:
+    """A readable table of envelope items: one row per item, then its tags, context, user and span data."""
+    rows: list[tuple[str, str, str, str]] = []
+    details: list[list[tuple[str, str]]] = []
+    for index, envelope in enumerate(envelopes, start=1):
+        for item in envelope.get("items", []):
+            item_type = str(item.get("type"))
+            payload = item.get("payload")
+            if not isinstance(payload, Mapping):
+                rows.append((str(index), item_type, "-", "-"))
+                details.append([])
+                continue
+            name = payload.get("transaction") or "-"
+            rows.append((str(index), item_type, str(name), _status(item_type, payload)))
+            lines: list[tuple[str, str]] = []
+            if item_type in ("transaction", "event"):
+                tags = _tags(payload)
+                lines.append(("tags", _kv(dict(sorted(tags.items())))))
+                lines.append(("contexts.rpc", _kv((payload.get("contexts") or {}).get("rpc"))))
+                lines.append(("user", _user(payload)))
+                if item_type == "transaction":
+                    data = ((payload.get("contexts") or {}).get("trace") or {}).get("data") or {}
+                    rpc = {k: v for k, v in data.items() if k.startswith("rpc.")}
+                    lines.append(("rpc.* span data", _kv(rpc)))
+                    spans = [
+                        f"{s.get('op')} {s.get('description')} ({s.get('status', '-')})"
+                        for s in payload.get("spans") or []
+                    ]
+                    if spans:
+                        lines.append(("child spans", ", ".join(spans)))
+            elif item_type == "sessions":
+                aggregates = payload.get("aggregates") or []
+                lines.append(("aggregates", json.dumps(aggregates)))
+            details.append(lines)
+    header = ("#", "type", "transaction", "status")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    out = [
+        f"{header[0]:>{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:<{widths[2]}}  {header[3]}",
+        "-" * (sum(widths) + 6 + max((len(r[3]) for r in rows), default=6)),
+    ]
+    for row, lines in zip(rows, details, strict=True):
+        out.append(f"{row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+        for label, text in lines:
+            out.append(f"{'':>{widths[0]}}      {label + ':':<17} {text}")
+    if not rows:
+        out.append("(nothing reached the transport)")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; returns the exit status (0)."""
+    parser = argparse.ArgumentParser(prog="python -m vgi_rpc.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the captured envelopes as JSON (- = stdout)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the Sentry table")
+    args = parser.parse_args(argv)
+    out: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    # The server logs a failed call at WARNING on "vgi_rpc" (never ERROR: Sentry's
+    # logging integration would turn it into a second error event); show it plainly.
+    logging.basicConfig(level=logging.WARNING, format="  [server log] %(levelname)s %(name)s: %(message)s")
+    dsn = os.environ.get("SENTRY_DSN") or None
+
+    from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
+    from vgi_rpc.sentry import SentryConfig
+
+    key = secrets.token_bytes(32)
+    config = SentryConfig(record_params=True, enable_performance=True, claim_tags={"tenant": "auth.tenant"})
+    with _sentry(dsn) as recorder:
+        server = RpcServer(DemoService, DemoServiceImpl())  # Sentry is on: the default hook auto-attaches
+        with start_http_server(
+            server,
+            host="127.0.0.1",
+            port=0,
+            prefix="/vgi",
+            authenticate=jwt_authenticator(key=key),
+            token_key=secrets.token_bytes(32),
+            sentry_config=config,  # replaces the auto-attached hook
+        ) as handle:
+            if not args.quiet:
+                print(f"serving {server.protocol_name} at {handle.url} (JWT required)", file=out)
+                print(
+                    f"Sentry: {'DSN ' + dsn if dsn else 'in-memory transport (set SENTRY_DSN to send)'}",
+                    file=out,
+                )
+                print(f"config: {config!r}\n", file=out)
+            with http_connect(
+                DemoService,
+                handle.base_url,
+                prefix="/vgi",
+                headers={"Authorization": f"Bearer {_token(key)}"},
+            ) as proxy:
+                calls = _calls(proxy)
+        envelopes = recorder.envelopes
+    if not args.quiet:
+        print("calls (client side):", file=out)
+        for call, outcome in calls:
+            print(f"  {call:<34} -> {outcome}", file=out)
+        print(f"\nwhat Sentry received ({len(envelopes)} envelopes):", file=out)
+    print(render_envelopes(envelopes), file=out)
+    if args.json:
+        text = json.dumps(envelopes, indent=2, sort_keys=True, default=str)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+            print(f"\nenvelopes written to {args.json}", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
