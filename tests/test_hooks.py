@@ -493,3 +493,32 @@ def test_in_process_dispatch_passes_the_original_exception(journal: Journal) -> 
     with pytest.raises(ValueError, match="inproc") as info:
         server.dispatch("unary", message="inproc")
     assert journal.of("end")[0][3] is info.value
+
+
+class Meddler(Recorder):
+    """Tries to rewrite the call's arguments and metadata from inside the hook."""
+
+    def on_dispatch_start(
+        self,
+        info: DispatchInfo,
+        auth: AuthContext,
+        transport_metadata: Mapping[str, str],
+        kwargs: Mapping[str, Any] | None,
+    ) -> object:
+        token = super().on_dispatch_start(info, auth, transport_metadata, kwargs)
+        if kwargs is not None and "a" in kwargs:
+            kwargs["a"] = 1000  # type: ignore[index]
+        transport_metadata["vgi_rpc.method"] = "hijacked"  # type: ignore[index]
+        return token
+
+
+def test_a_hook_cannot_change_the_call_arguments_or_metadata(journal: Journal) -> None:
+    server = RpcServer(Calculator, CalculatorImpl())
+    server._dispatch_hook = chain(Meddler("m", journal), Recorder("after", journal))
+    assert server.dispatch("add", a=1, b=2) == 3
+    with serve_pipe(server) as proxy:
+        assert proxy.add(a=1, b=2) == 3
+        assert proxy.whoami()["metadata_method"] == "whoami"
+    # the hook after the meddler saw the original values too
+    seen = [e[3] for e in journal.of("start") if e[1] == "after" and e[2].name == "add"]
+    assert seen == [{"a": 1, "b": 2}, {"a": 1, "b": 2}]

@@ -18,6 +18,7 @@ import sys
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, get_args, get_origin
 
 import pyarrow as pa
@@ -368,7 +369,12 @@ class RpcServer:
         turn: typing.Literal["call", "init", "exchange", "stream"],
         stream_id: str | None = None,
     ) -> tuple[DispatchHook, DispatchInfo, object] | None:
-        """Start the dispatch hook (if any) for one dispatch; pass the result to :meth:`hook_end`."""
+        """Start the dispatch hook (if any) for one dispatch; pass the result to :meth:`hook_end`.
+
+        Hooks get read-only views of *kwargs* and *transport_metadata*: the same
+        objects feed the implementation and its ``ctx``, and a hook must never be
+        able to change the call (one that tries raises, is logged and skipped).
+        """
         hook = self._dispatch_hook
         if hook is None:
             return None
@@ -382,7 +388,9 @@ class RpcServer:
             transport,
             turn,
         )
-        return hook, info, _safe_start(hook, info, auth, transport_metadata, kwargs)
+        ro_kwargs = None if kwargs is None else MappingProxyType(kwargs)
+        ro_md = MappingProxyType(transport_metadata)
+        return hook, info, _safe_start(hook, info, auth, ro_md, ro_kwargs)
 
     @staticmethod
     def hook_end(
