@@ -246,6 +246,10 @@ class Calculator(Protocol):
         """Upper-cases *text*; also prints to stdout (stdout purity on the pipe)."""
         ...
 
+    def log_then_fail(self, message: str) -> int:
+        """Sends an INFO log message, then raises ``ValueError(message)``."""
+        ...
+
     def stream_events(self, tag: str) -> list[str]:
         """Events recorded by stream states for *tag* (process/produce/cancel)."""
         ...
@@ -317,6 +321,10 @@ class CalculatorImpl:
         sys.stdout.flush()
         os.write(1, f"shout wrote fd1 {text}\n".encode())
         return text.upper()
+
+    def log_then_fail(self, message: str, ctx: CallContext) -> int:
+        ctx.log("INFO", "about to fail", reason=message)
+        raise ValueError(message)
 
     def stream_events(self, tag: str) -> list[str]:
         return stream_events(tag)

@@ -188,6 +188,23 @@ def test_client_sees_log_messages_in_order_before_the_result(calc: Calc) -> None
     assert all(m.server_id == calc.server.server_id for m in calc.logs)
 
 
+def test_logs_sent_before_a_failure_still_reach_the_client(calc: Calc) -> None:
+    with pytest.raises(RpcError) as info:
+        calc.proxy.log_then_fail(message="after logging")
+    assert info.value.error_message == "ValueError: after logging"
+    assert [(m.level, m.message, dict(m.extra)) for m in calc.logs] == [
+        ("INFO", "about to fail", {"reason": "after logging"})
+    ]
+
+
+def test_non_ascii_messages_round_trip(calc: Calc) -> None:
+    message = "naïve ☃ — 日本語 \u0000 tab\t newline\n"
+    with pytest.raises(RpcError) as info:
+        calc.proxy.log_then_fail(message=message)
+    assert info.value.error_message == f"ValueError: {message}"
+    assert calc.logs[0].extra == {"reason": message}
+
+
 def test_logs_go_only_to_the_call_that_made_them(calc: Calc) -> None:
     calc.proxy.log_and_add(a=1, b=1)
     calc.proxy.add(a=1, b=1)
