@@ -13,14 +13,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import pytest
-from _services import Calculator, Color, Point, Shape, TypesService
+from _services import Calculator, Color, Countdown, Point, Shape, TypesService
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vgi_rpc import AnnotatedBatch, RpcError, connect
+from vgi_rpc import AnnotatedBatch, RpcError, Stream, connect
 from vgi_rpc.wire import LogMessage
 
 WORKER = Path(__file__).resolve().parent / "workers" / "service_worker.py"
@@ -220,3 +220,48 @@ def test_two_workers_side_by_side() -> None:
         s = one.countdown(n=2)
         assert two.add(a=1, b=2) == 3  # a stream open on one worker does not block the other
         assert [b.batch.to_pydict()["i"][0] for b in s] == [1, 0]
+
+
+class NewerCalculator(Calculator, Protocol):
+    """A client that believes the worker has methods it does not (version skew)."""
+
+    protocol_name: ClassVar[str] = "Calculator"
+
+    def ghost(self, n: int) -> int: ...
+    def ghost_stream(self, n: int) -> Stream[Countdown]: ...
+
+
+def test_methods_the_worker_lacks_fail_cleanly_and_the_pipe_stays_in_step() -> None:
+    with connect(NewerCalculator, worker_cmd("calculator")) as proxy:
+        with pytest.raises(RpcError) as info:
+            proxy.ghost(n=1)
+        assert info.value.error_kind == "method_not_implemented"
+        assert "'ghost'" in info.value.error_message
+        assert proxy.add(a=1, b=2) == 3
+        # a stream call: the client sends its input stream before it sees the error
+        with pytest.raises(RpcError, match="ghost_stream"):
+            list(proxy.ghost_stream(n=2))
+        with pytest.raises(RpcError, match="ghost_stream"), proxy.ghost_stream(n=2) as session:
+            session.exchange(xs(1.0))
+        assert [proxy.add(a=10, b=i) for i in range(3)] == [10, 11, 12]
+        assert [b.batch.to_pydict()["i"][0] for b in proxy.countdown(n=2)] == [1, 0]
+
+
+class Thermostat(Protocol):
+    """A client for a service the worker does not serve at all (wire name ``Thermostat``)."""
+
+    def countdown(self, n: int, tag: str = "") -> Stream[Countdown]: ...
+    def add(self, a: int, b: int) -> int: ...
+
+
+def test_a_protocol_the_worker_does_not_serve_fails_cleanly() -> None:
+    with connect(Thermostat, worker_cmd("calculator")) as proxy:
+        with pytest.raises(RpcError) as info:
+            proxy.add(a=1, b=2)
+        assert info.value.error_kind == "protocol_not_supported"
+        assert "'Thermostat'" in info.value.error_message
+        with pytest.raises(RpcError) as info:
+            list(proxy.countdown(n=2))
+        assert info.value.error_kind == "protocol_not_supported"
+        with pytest.raises(RpcError, match="Thermostat"):
+            proxy.add(a=1, b=2)  # still one answer per call: nothing left over in the pipe
