@@ -1,0 +1,112 @@
+"""Measures ``RpcServer(...)`` construction in a fresh interpreter (run by ``test_construction.py``).
+
+``python -m benchmarks._construct_worker --rounds R --ops N [--sentry]`` prints one
+JSON object: the per-round samples (ns per construction) of
+
+* ``RpcServer`` -- the real class, auto-attach seam included;
+* ``seam disabled`` -- a subclass whose ``__init__`` is compiled from the *source*
+  of ``RpcServer.__init__`` with the seam statement (``if "sentry_sdk" in
+  sys.modules: ...``) removed, so it is the same construction minus the seam and
+  follows the product code as it changes (the worker fails if it cannot find
+  exactly one seam statement).
+
+Why a fresh interpreter: the seam's cost depends on whether ``sentry_sdk`` is in
+``sys.modules``, and a pytest process that ran any Sentry benchmark has it
+imported for good.  Without ``--sentry`` the worker checks ``sentry_sdk`` stays
+unimported; with ``--sentry`` it initialises the SDK (in-memory transport) first,
+so the seam attaches the default Sentry hook on every construction.
+"""
+
+from __future__ import annotations
+import __future__
+
+import argparse
+import ast
+import inspect
+import json
+import sys
+import textwrap
+from typing import Any
+
+
+def seamless_server_class() -> type:
+    """A ``RpcServer`` subclass whose ``__init__`` is ``RpcServer.__init__`` minus the auto-attach seam."""
+    import vgi_rpc.server as server_mod
+
+    source = textwrap.dedent(inspect.getsource(server_mod.RpcServer.__init__))
+    module = ast.parse(source)
+    func = module.body[0]
+    assert isinstance(func, ast.FunctionDef)
+
+    def is_seam(stmt: ast.stmt) -> bool:
+        return isinstance(stmt, ast.If) and "sentry_sdk" in ast.unparse(stmt.test)
+
+    seams = [s for s in func.body if is_seam(s)]
+    if len(seams) != 1:
+        raise RuntimeError(
+            f"expected exactly one auto-attach seam statement in RpcServer.__init__, found {len(seams)}"
+        )
+    func.body = [s for s in func.body if not is_seam(s)]
+    code = compile(
+        module,
+        inspect.getsourcefile(server_mod) or "<server>",
+        "exec",
+        flags=__future__.annotations.compiler_flag,
+        dont_inherit=True,
+    )
+    namespace: dict[str, Any] = dict(vars(server_mod))
+    exec(code, namespace)
+    return type("SeamDisabledServer", (server_mod.RpcServer,), {"__init__": namespace["__init__"]})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure and print the JSON result."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--ops", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--sentry", action="store_true", help="initialise sentry_sdk first (auto-attach on)")
+    args = parser.parse_args(argv)
+
+    from benchmarks._harness import Interleaved
+    from benchmarks._services import Bench, BenchImpl
+    from vgi_rpc import RpcServer
+
+    baseline_cls = seamless_server_class()
+    impl = BenchImpl()
+
+    def real(n: int) -> None:
+        for _ in range(n):
+            RpcServer(Bench, impl)
+
+    def seam_disabled(n: int) -> None:
+        for _ in range(n):
+            baseline_cls(Bench, impl)
+
+    def measure() -> dict[str, Any]:
+        sampler = Interleaved(
+            {"seam disabled": seam_disabled, "RpcServer": real}, ops=args.ops, clock="thread"
+        )
+        sampler.run(args.rounds, warmup=args.warmup)
+        hooked = RpcServer(Bench, impl)._dispatch_hook is not None
+        return {
+            "samples": sampler.samples,
+            "ops": args.ops,
+            "sentry_imported": "sentry_sdk" in sys.modules,
+            "hook_attached": hooked,
+        }
+
+    if args.sentry:
+        from vgi_rpc.testing import sentry_capture
+
+        with sentry_capture():
+            result = measure()
+    else:
+        result = measure()
+        if result["sentry_imported"]:
+            raise RuntimeError("sentry_sdk got imported while measuring construction without Sentry")
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

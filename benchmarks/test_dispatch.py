@@ -1,0 +1,107 @@
+"""Dispatch cost with Sentry unused: the server's own overhead and the cost of the hook slot.
+
+* in-process: ``server.dispatch("add", ...)`` vs calling ``impl.add`` directly, and
+  dispatch with an empty ``CompositeDispatchHook`` in the slot vs no hook;
+* a ``serve_pipe`` unary round trip with an empty composite hook vs no hook (the
+  acceptance target "hook slot <= 1.02x no slot" applies to a call a client can
+  make; see docs/benchmarks.md for why not to the in-process micro-call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from benchmarks._harness import Interleaved, Ratio, run_with_benchmark
+from benchmarks._services import Bench, BenchImpl
+from benchmarks.conftest import Profile
+from vgi_rpc import RpcServer, serve_pipe
+from vgi_rpc.hooks import CompositeDispatchHook
+
+
+def _servers() -> tuple[RpcServer, RpcServer]:
+    bare = RpcServer(Bench, BenchImpl())
+    hooked = RpcServer(Bench, BenchImpl())
+    hooked._dispatch_hook = CompositeDispatchHook(())
+    assert bare._dispatch_hook is None, "Sentry must be unused here (run the benchmarks in their own process)"
+    return bare, hooked
+
+
+@pytest.mark.gated
+@pytest.mark.benchmark(group="dispatch in-process (Sentry unused)")
+def test_dispatch_inproc(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+    impl = BenchImpl()
+    bare, hooked = _servers()
+
+    def direct(n: int) -> None:
+        add = impl.add
+        for _ in range(n):
+            add(a=1, b=2)
+
+    def dispatch(n: int) -> None:
+        call = bare.dispatch
+        for _ in range(n):
+            call("add", a=1, b=2)
+
+    def dispatch_empty_hook(n: int) -> None:
+        call = hooked.dispatch
+        for _ in range(n):
+            call("add", a=1, b=2)
+
+    sampler = Interleaved(
+        {"impl.add()": direct, "dispatch": dispatch, "dispatch+empty hook": dispatch_empty_hook},
+        ops=500,
+        clock="thread",
+    )
+    run_with_benchmark(benchmark, sampler, rounds=profile.rounds(300), warmup=5)
+    record_ratio(
+        sampler.ratio(
+            "dispatch.inproc_vs_direct",
+            "in-process dispatch vs direct call",
+            "impl.add()",
+            "dispatch",
+        )
+    )
+    record_ratio(
+        sampler.ratio(
+            "dispatch.hook_slot.inproc",
+            "empty composite hook vs no hook, in-process",
+            "dispatch",
+            "dispatch+empty hook",
+            note="a trivial in-process call: the hook machinery (request id, DispatchInfo, start/end) "
+            "is compared with a bare function call, so this ratio is large by construction",
+        )
+    )
+
+
+@pytest.mark.benchmark(group="dispatch over serve_pipe (Sentry unused)")
+def test_dispatch_pipe_hook_slot(
+    benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
+) -> None:
+    bare, hooked = _servers()
+    with serve_pipe(bare) as p_bare, serve_pipe(hooked) as p_hooked:
+        assert p_bare.add(a=1, b=2) == 3 and p_hooked.add(a=1, b=2) == 3
+
+        def no_hook(n: int) -> None:
+            add = p_bare.add
+            for _ in range(n):
+                add(a=1, b=2)
+
+        def empty_hook(n: int) -> None:
+            add = p_hooked.add
+            for _ in range(n):
+                add(a=1, b=2)
+
+        sampler = Interleaved({"pipe, no hook": no_hook, "pipe, empty hook": empty_hook}, ops=10)
+        run_with_benchmark(benchmark, sampler, rounds=profile.rounds(600), warmup=10)
+    record_ratio(
+        sampler.ratio(
+            "dispatch.hook_slot.pipe",
+            "empty composite hook vs no hook, serve_pipe unary round trip",
+            "pipe, no hook",
+            "pipe, empty hook",
+            target=1.02,
+        )
+    )

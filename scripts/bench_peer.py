@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Peer comparison: the official vgi-rpc client against our ``serve_http`` and the reference server.
+
+    python scripts/bench_peer.py [--peer .venv-peer] [--rounds 30]      # make bench-peer
+
+Starts, on 127.0.0.1 and free ports,
+
+* ours: ``benchmarks/peer_server.py`` -- our ``ConformanceService`` under ``serve_http``;
+* the reference: ``vgi-rpc-conformance --http`` from the peer venv (vgi-rpc 0.52.2);
+
+then runs ``benchmarks/peer_client.py`` with the peer venv's Python: the official
+client makes the same unary (``echo_int``) and producer (``produce_n``) calls on
+both, alternating round by round.  Reports ``our calls/s / reference calls/s``
+(median of per-round ratios, IQR spread; higher is better; target >= 1.0x),
+writes ``.benchmarks/peer.json`` and prints the table.  Both servers are
+stopped at the end, whatever happens; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._harness import Ratio, quartiles, render_table, save_ratios  # noqa: E402
+
+OUT = ROOT / ".benchmarks" / "peer.json"
+
+
+@contextmanager
+def running(cmd: list[str], name: str, *, timeout: float = 30.0) -> Iterator[int]:
+    """Start a server that prints ``PORT:<n>``; yield the port; stop it on exit."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        port: int | None = None
+        assert proc.stdout is not None
+        while port is None:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"bench-peer: {name} did not announce its port ({' '.join(cmd)})")
+            line = proc.stdout.readline()
+            if line.startswith("PORT:"):
+                port = int(line.split(":", 1)[1])
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ratio_of(kind: str, samples: dict[str, list[float]], ops: int, what: str) -> Ratio:
+    """Calls/s ratio ours / reference from per-round ns/call samples."""
+    ours, ref = samples["ours"], samples["reference"]
+    per_round = [r / o for o, r in zip(ours, ref, strict=True)]  # rate ratio = time ratio inverted
+    q1, med, q3 = quartiles(per_round)
+    ours_rates = sorted(1e9 / x for x in ours)
+    ref_rates = sorted(1e9 / x for x in ref)
+    return Ratio(
+        key=f"peer.{kind}",
+        title=f"official client calls/s: our serve_http vs the reference server ({what})",
+        baseline="reference",
+        subject="ours",
+        median=med,
+        q1=q1,
+        q3=q3,
+        baseline_value=ref_rates[len(ref_rates) // 2],
+        subject_value=ours_rates[len(ours_rates) // 2],
+        unit="calls/s",
+        rounds=len(per_round),
+        ops=ops,
+        target=1.0,
+        better="higher",
+        clock="client wall",
+        note=f"one call = a {what}; aim 1.5x" if kind == "producer" else "aim 1.5x",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; exit 2 when the peer venv or a server is missing."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--peer", type=Path, default=ROOT / ".venv-peer")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--count", type=int, default=5, help="batches per producer stream")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+
+    peer_python = args.peer / "bin" / "python"
+    reference_exe = args.peer / "bin" / "vgi-rpc-conformance"
+    if not peer_python.exists() or not reference_exe.exists():
+        print(f"bench-peer: no official vgi-rpc in {args.peer} (make .venv-peer/.installed)", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        ours = stack.enter_context(running([sys.executable, "benchmarks/peer_server.py"], "our serve_http"))
+        ref = stack.enter_context(running([str(reference_exe), "--http"], "the reference server"))
+        cmd = [
+            str(peer_python),
+            "benchmarks/peer_client.py",
+            f"--ours=http://127.0.0.1:{ours}",
+            f"--reference=http://127.0.0.1:{ref}",
+            f"--rounds={args.rounds}",
+            f"--count={args.count}",
+        ]
+        print("$", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        print(f"bench-peer: the client failed ({proc.returncode}):\n{proc.stderr}", file=sys.stderr)
+        return 2
+    result = json.loads(proc.stdout)
+    ratios = [
+        ratio_of("unary", result["samples"]["unary"], result["ops"]["unary"], "unary echo_int"),
+        ratio_of(
+            "producer",
+            result["samples"]["producer"],
+            result["ops"]["producer"],
+            f"produce_n stream of {result['count']} batches",
+        ),
+    ]
+    save_ratios(args.out, ratios, profile=f"peer ({result['client']}, Python {result['python']})")
+    print(f"\n== peer comparison: {result['client']} client, our serve_http vs the reference server ==")
+    print(render_table(ratios))
+    print(f"(written to {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
