@@ -40,6 +40,7 @@ conformance: $(STAMP) $(PEER)/.installed
 	$(BIN)/python scripts/conformance.py --peer $(PEER)
 
 bench: $(STAMP) $(PEER)/.installed
+	mkdir -p .benchmarks
 	$(BIN)/pytest benchmarks -q --benchmark-columns=median,iqr,rounds --benchmark-json=.benchmarks/pytest-benchmark.json
 	$(BIN)/python scripts/bench_peer.py --peer $(PEER)
 	$(BIN)/python scripts/bench_report.py
