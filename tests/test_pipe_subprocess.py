@@ -8,7 +8,9 @@ implementations that print while serving.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -265,3 +267,49 @@ def test_a_protocol_the_worker_does_not_serve_fails_cleanly() -> None:
         assert info.value.error_kind == "protocol_not_supported"
         with pytest.raises(RpcError, match="Thermostat"):
             proxy.add(a=1, b=2)  # still one answer per call: nothing left over in the pipe
+
+
+# --------------------------------------------------------------------------- broken workers
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "import sys; sys.exit(3)",
+        "import sys; sys.stdin.buffer.read(8); sys.stdout.write('this is not arrow'); sys.stdout.flush()",
+    ],
+    ids=["exits-at-once", "speaks-garbage"],
+)
+def test_a_broken_worker_is_a_transport_error_not_a_hang(script: str) -> None:
+    with connect(Calculator, [sys.executable, "-c", script]) as proxy:
+        with pytest.raises(RpcError) as info:
+            proxy.add(a=1, b=2)
+        assert info.value.error_type == "TransportError"
+        assert "'add'" in info.value.error_message
+        with pytest.raises(RpcError) as info:
+            list(proxy.countdown(n=2))
+        assert info.value.error_type == "TransportError"
+
+
+def test_a_worker_killed_mid_stream_is_a_transport_error(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    launcher = (
+        "import os, runpy, sys; "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+        f"sys.argv = [{str(WORKER)!r}, 'calculator']; "
+        f"runpy.run_path({str(WORKER)!r}, run_name='__main__')"
+    )
+    with connect(Calculator, [sys.executable, "-c", launcher]) as proxy:
+        assert proxy.add(a=1, b=2) == 3
+        session = proxy.scale(factor=2.0)
+        assert session.exchange(xs(1.0)).batch.to_pydict() == {"y": [2.0]}
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        with pytest.raises(RpcError) as info:
+            for _ in range(100):  # the first write may still fit in the pipe buffer
+                session.exchange(xs(1.0))
+        # a broken pipe, or the output stream ending without an answer: either way an RpcError
+        assert info.value.error_type in ("TransportError", "ProtocolError"), info.value
+        with pytest.raises(RuntimeError, match="closed"):
+            session.exchange(xs(1.0))
+        with pytest.raises(RpcError, match="TransportError"):
+            proxy.add(a=1, b=2)  # the connection is free again, and reports the dead worker

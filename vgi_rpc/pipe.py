@@ -380,6 +380,8 @@ class _PipeClient:
         try:
             self._send_request(spec, request)
             batches = _read_whole(pa.ipc.open_stream(self.reader), self.on_log)
+        except _TRANSPORT_ERRORS as exc:
+            raise _transport_error(f"call to {spec.name!r}", exc) from exc
         finally:
             self.lock.release()
         if not batches:
@@ -390,13 +392,26 @@ class _PipeClient:
         self._acquire()
         try:
             self._send_request(spec, request)
-        except BaseException:
+        except BaseException as exc:
             self.lock.release()
+            if isinstance(exc, _TRANSPORT_ERRORS):
+                raise _transport_error(f"stream call to {spec.name!r}", exc) from exc
             raise
-        session = _PipeStream(self, spec)
+        try:
+            session = _PipeStream(self, spec)
+        except _TRANSPORT_ERRORS as exc:  # (the session gave the connection back)
+            raise _transport_error(f"stream call to {spec.name!r}", exc) from exc
         if not session._done:
             self.open_session = weakref.ref(session)
         return session
+
+
+_TRANSPORT_ERRORS = (OSError, ValueError)  # broken/closed pipe, or bytes that are not Arrow IPC
+
+
+def _transport_error(what: str, exc: BaseException) -> RpcError:
+    """The RpcError a caller sees when the pipe itself failed (worker gone, garbage on its stdout)."""
+    return RpcError("TransportError", f"pipe transport failed during {what}: {exc}", error_kind="transport")
 
 
 def _read_whole(
@@ -454,12 +469,16 @@ class _PipeStream:
         return self._in
 
     def _send(self, batch: pa.RecordBatch, metadata: Mapping[str, str] | None = None) -> None:
-        writer = self._input(batch.schema)
-        if not batch.schema.equals(self._in_schema):
+        if self._in is not None and not batch.schema.equals(self._in_schema):
             # one pipe input stream has one schema: later batches must fit the first one's
             batch = _cast_input(batch, self._in_schema)
-        writer.write_batch(batch, custom_metadata=dict(metadata) if metadata else None)
-        self._client.writer.flush()
+        try:
+            writer = self._input(batch.schema)
+            writer.write_batch(batch, custom_metadata=dict(metadata) if metadata else None)
+            self._client.writer.flush()
+        except _TRANSPORT_ERRORS as exc:
+            self._abandon()
+            raise _transport_error(f"stream {self._spec.name!r}", exc) from exc
 
     def _next_output(self) -> tuple[pa.RecordBatch, dict[str, str]] | None:
         """The next data batch, or None at the end of the output stream."""
@@ -473,6 +492,17 @@ class _PipeStream:
         except RpcError:
             self._finish()
             raise
+        except _TRANSPORT_ERRORS as exc:
+            self._abandon()
+            raise _transport_error(f"stream {self._spec.name!r}", exc) from exc
+
+    def _abandon(self) -> None:
+        """The pipe broke mid-stream: give the connection back without further I/O."""
+        if self._done:
+            return
+        self._done = True
+        self._client.open_session = None
+        self._client.lock.release()
 
     def _finish(self, *, read_output: bool = True) -> None:
         if self._done:
