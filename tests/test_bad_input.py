@@ -284,6 +284,14 @@ def test_compatible_arrow_types_are_cast(conn: RawConnection) -> None:
     assert response[0][0].to_pydict() == {"result": [0.25]}
 
 
+def test_omitted_parameters_with_defaults_take_the_protocol_default(conn: RawConnection) -> None:
+    """Peers fill defaults in, but a request without those columns is still served."""
+    response = conn.call(request_bytes("greet", {"name": pa.array(["Ada"])}))
+    assert response[0][0].to_pydict() == {"result": ["Hello, Ada!"]}
+    response = conn.call(request_bytes("greet", {"name": pa.array(["Ada"]), "punctuation": pa.array(["?"])}))
+    assert response[0][0].to_pydict() == {"result": ["Hello, Ada?"]}
+
+
 def test_compatible_container_types_are_cast() -> None:
     c = new_conn(RpcServer(TypesService, TypesServiceImpl()))
     try:
