@@ -229,8 +229,22 @@ def save_ratios(path: Path, ratios: Iterable[Ratio], *, profile: str, merge: boo
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
+GROUP_ORDER = ("construction.", "dispatch.", "sentry.", "http.", "import.", "peer.")
+"""Table order: by group, then by key."""
+
+
+def _order(key: str) -> tuple[int, str]:
+    for index, prefix in enumerate(GROUP_ORDER):
+        if key.startswith(prefix):
+            return index, key
+    return len(GROUP_ORDER), key
+
+
 def load_ratios(*paths: Path) -> dict[str, Ratio]:
-    """Ratios from one or more ratio files (later files win on equal keys); missing files are skipped."""
+    """Ratios from one or more ratio files (later files win on equal keys), in table order.
+
+    Missing files are skipped.
+    """
     out: dict[str, Ratio] = {}
     for path in paths:
         if not path.exists():
@@ -238,7 +252,7 @@ def load_ratios(*paths: Path) -> dict[str, Ratio]:
         doc = json.loads(path.read_text())
         for key, data in doc.get("ratios", {}).items():
             out[key] = Ratio.from_json(data)
-    return out
+    return {key: out[key] for key in sorted(out, key=_order)}
 
 
 # ------------------------------------------------------------------------------------ table

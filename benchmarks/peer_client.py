@@ -6,7 +6,13 @@ producer stream, one HTTP request per batch plus the opening one) on both
 servers, round by round, rotating which server goes first, and prints JSON::
 
     {"client": "vgi-rpc 0.52.2", "samples": {"unary": {"ours": [ns/call...], "reference": [...]},
-                                             "producer": {...}}}
+                                             "producer": {...}},
+     "server_cpu": {"unary": {"ours": [ns/call...], ...}, ...}}
+
+``server_cpu`` (with ``--ours-pid``/``--reference-pid``, Linux only) is the CPU time
+each server process spent per call during the same timed blocks, summed over all
+its threads from ``/proc/<pid>/task/*/schedstat``: the server's own cost, without
+the client's share that the calls/s figures include.
 
 It imports only the official package (this file's folder has no ``vgi_rpc``),
 and checks that it did.
@@ -19,7 +25,24 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+
+def cpu_ns(pid: int | None) -> int | None:
+    """CPU time (ns) used so far by every thread of process *pid*, or None if unreadable."""
+    if pid is None:
+        return None
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that just ended
+    except OSError:
+        return None
+    return total
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--producer-ops", type=int, default=4)
     parser.add_argument("--count", type=int, default=5, help="batches per producer stream")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--ours-pid", type=int)
+    parser.add_argument("--reference-pid", type=int)
     args = parser.parse_args(argv)
+    pids = {"ours": args.ours_pid, "reference": args.reference_pid}
 
     from vgi_rpc.conformance import ConformanceService
 
@@ -77,17 +103,22 @@ def main(argv: list[str] | None = None) -> None:
             "producer": (producer, args.producer_ops),
         }
         samples: dict[str, dict[str, list[float]]] = {k: {n: [] for n in proxies} for k in kinds}
+        server_cpu: dict[str, dict[str, list[float]]] = {k: {n: [] for n in proxies} for k in kinds}
         names = list(proxies)
         for r in range(args.warmup + args.rounds):
             order = names if r % 2 == 0 else names[::-1]
             for kind, (make, ops) in kinds.items():
                 for name in order:
                     run = make(proxies[name])
+                    cpu_before = cpu_ns(pids[name])
                     start = time.perf_counter_ns()
                     run()
                     elapsed = time.perf_counter_ns() - start
+                    cpu_after = cpu_ns(pids[name])
                     if r >= args.warmup:
                         samples[kind][name].append(elapsed / ops)
+                        if cpu_before is not None and cpu_after is not None:
+                            server_cpu[kind][name].append((cpu_after - cpu_before) / ops)
     json.dump(
         {
             "client": f"vgi-rpc {version}",
@@ -95,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             "count": args.count,
             "ops": {"unary": args.unary_ops, "producer": args.producer_ops},
             "samples": samples,
+            "server_cpu": server_cpu,
         },
         sys.stdout,
     )

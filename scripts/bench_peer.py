@@ -37,8 +37,8 @@ OUT = ROOT / ".benchmarks" / "peer.json"
 
 
 @contextmanager
-def running(cmd: list[str], name: str, *, timeout: float = 30.0) -> Iterator[int]:
-    """Start a server that prints ``PORT:<n>``; yield the port; stop it on exit."""
+def running(cmd: list[str], name: str, *, timeout: float = 30.0) -> Iterator[tuple[int, int]]:
+    """Start a server that prints ``PORT:<n>``; yield (port, pid); stop it on exit."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + timeout
@@ -50,7 +50,7 @@ def running(cmd: list[str], name: str, *, timeout: float = 30.0) -> Iterator[int
             line = proc.stdout.readline()
             if line.startswith("PORT:"):
                 port = int(line.split(":", 1)[1])
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         try:
@@ -58,6 +58,30 @@ def running(cmd: list[str], name: str, *, timeout: float = 30.0) -> Iterator[int
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def server_cpu_ratio(kind: str, samples: dict[str, list[float]], ops: int, what: str) -> Ratio | None:
+    """Server CPU per call, ours / reference (lower is better), from per-round ns/call samples."""
+    ours, ref = samples.get("ours") or [], samples.get("reference") or []
+    pairs = [(o, r) for o, r in zip(ours, ref, strict=False) if o > 0 and r > 0]
+    if not pairs:
+        return None
+    q1, med, q3 = quartiles([o / r for o, r in pairs])
+    return Ratio(
+        key=f"peer.server_cpu.{kind}",
+        title=f"server CPU per call (all threads): our serve_http vs the reference server ({what})",
+        baseline="reference",
+        subject="ours",
+        median=med,
+        q1=q1,
+        q3=q3,
+        baseline_value=quartiles([r for _, r in pairs])[1],
+        subject_value=quartiles([o for o, _ in pairs])[1],
+        rounds=len(pairs),
+        ops=ops,
+        clock="server cpu",
+        note="informational: the servers' own cost per call, without the client's share",
+    )
 
 
 def ratio_of(kind: str, samples: dict[str, list[float]], ops: int, what: str) -> Ratio:
@@ -104,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-peer: no official vgi-rpc in {args.peer} (make .venv-peer/.installed)", file=sys.stderr)
         return 2
     with ExitStack() as stack:
-        ours = stack.enter_context(running([sys.executable, "benchmarks/peer_server.py"], "our serve_http"))
-        ref = stack.enter_context(running([str(reference_exe), "--http"], "the reference server"))
+        ours, ours_pid = stack.enter_context(
+            running([sys.executable, "benchmarks/peer_server.py"], "our serve_http")
+        )
+        ref, ref_pid = stack.enter_context(running([str(reference_exe), "--http"], "the reference server"))
         cmd = [
             str(peer_python),
             "benchmarks/peer_client.py",
@@ -113,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--reference=http://127.0.0.1:{ref}",
             f"--rounds={args.rounds}",
             f"--count={args.count}",
+            f"--ours-pid={ours_pid}",
+            f"--reference-pid={ref_pid}",
         ]
         print("$", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
@@ -120,15 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-peer: the client failed ({proc.returncode}):\n{proc.stderr}", file=sys.stderr)
         return 2
     result = json.loads(proc.stdout)
-    ratios = [
-        ratio_of("unary", result["samples"]["unary"], result["ops"]["unary"], "unary echo_int"),
-        ratio_of(
-            "producer",
-            result["samples"]["producer"],
-            result["ops"]["producer"],
-            f"produce_n stream of {result['count']} batches",
-        ),
-    ]
+    what = {"unary": "unary echo_int", "producer": f"produce_n stream of {result['count']} batches"}
+    ratios = [ratio_of(kind, result["samples"][kind], result["ops"][kind], what[kind]) for kind in what]
+    for kind in what:
+        cpu = server_cpu_ratio(
+            kind, result.get("server_cpu", {}).get(kind, {}), result["ops"][kind], what[kind]
+        )
+        if cpu is not None:
+            ratios.append(cpu)
     save_ratios(args.out, ratios, profile=f"peer ({result['client']}, Python {result['python']})")
     print(f"\n== peer comparison: {result['client']} client, our serve_http vs the reference server ==")
     print(render_table(ratios))
