@@ -312,3 +312,17 @@ def test_a_malformed_value_fails_even_when_updating(pytester: pytest.Pytester) -
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*SnapshotFormatError*event_id = 'not-a-hex-id' is not 32 lower-case hex*"])
     assert not (pytester.path / "snapshots" / "test_snap" / "test_payload.json").exists()
+
+
+def test_meta_annotation_of_a_volatile_field_is_dropped() -> None:
+    """Sentry trims a long sys.argv and notes it in _meta; the note comes and goes with argv: dropped."""
+    event = {
+        "extra": {"sys.argv": ["pytest"] * 40},
+        "_meta": {"extra": {"sys.argv": {"": {"len": 40}}}, "tags": {"x": {"": {"len": 300}}}},
+    }
+    assert normalize(event) == {
+        "extra": {"sys.argv": "<argv>"},
+        "_meta": {"tags": {"x": {"": {"len": 300}}}},  # other notes are kept
+    }
+    with pytest.raises(SnapshotFormatError, match="_meta annotation"):
+        normalize({"_meta": {"extra": {"sys.argv": "not-a-dict"}}})

@@ -292,6 +292,12 @@ class _Normalizer:
                 rule = rules.get(name)
                 if rule is None and _DURATION_KEY.search(name) and not name.startswith(_USER_DATA_PREFIXES):
                     rule = self.duration
+                if rule is not None and "_meta" in path:
+                    # Sentry's annotation of a volatile field (e.g. that a long sys.argv
+                    # was trimmed) comes and goes with the field's value: drop it.
+                    if not isinstance(item, dict):
+                        raise _fail(sub, item, "a _meta annotation dict")
+                    continue
                 if rule is not None:
                     if isinstance(item, dict) and "value" in item and set(item) <= {"value", "type", "unit"}:
                         wrapped = dict(item)
@@ -300,7 +306,10 @@ class _Normalizer:
                     else:
                         out[name] = self.walk_plain(rule(item, sub))
                     continue
-                out[name] = self.walk(item, sub)
+                walked = self.walk(item, sub)
+                if "_meta" in sub and walked == {} and item:
+                    continue  # everything under it was a dropped volatile annotation
+                out[name] = walked
             return out
         if isinstance(value, list | tuple):
             return [self.walk(v, (*path, str(i))) for i, v in enumerate(value)]
