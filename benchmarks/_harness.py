@@ -112,17 +112,22 @@ class Interleaved:
         variants: Label -> ``run(n)``; the first one is the natural baseline.
         ops: Operations per variant per round (each round times ``run(ops)`` once per variant).
         between: Called after each round, untimed (e.g. to clear captured envelopes).
-        clock: ``"wall"`` (``perf_counter_ns``: elapsed time, what a caller waits) or
-            ``"thread"`` (``thread_time_ns``: CPU time of the measuring thread, blind
-            to time the thread spends descheduled -- use it for single-threaded,
-            in-process work; it makes ratios far steadier on a shared machine).
+        clock: The primary clock. ``"wall"`` (``perf_counter_ns``: elapsed time, what a
+            caller waits); ``"thread"`` (``thread_time_ns``: CPU time of the measuring
+            thread, blind to time it spends descheduled -- for single-threaded,
+            in-process work); ``"process"`` (``process_time_ns``: CPU time of every
+            thread of the process -- for a client and an in-process server thread
+            in lockstep, e.g. ``serve_pipe``).  CPU clocks make ratios far steadier
+            on a shared machine.  Wall time is always recorded too
+            (``ratio(..., clock="wall")``).
     """
 
     variants: Mapping[str, Variant]
     ops: int
     between: Callable[[], object] | None = None
-    clock: Literal["wall", "thread"] = "wall"
+    clock: Literal["wall", "thread", "process"] = "wall"
     samples: dict[str, list[float]] = field(default_factory=dict)
+    wall: dict[str, list[float]] = field(default_factory=dict)
     _round: int = 0
 
     def __post_init__(self) -> None:
@@ -133,22 +138,27 @@ class Interleaved:
     def reset(self) -> None:
         """Forget all samples (e.g. after warm-up)."""
         self.samples = {name: [] for name in self.variants}
+        self.wall = {name: [] for name in self.variants}
 
     def round(self) -> None:
         """Run one round: every variant once, starting with a different one each round."""
         names = list(self.variants)
         k = self._round % len(names)
         self._round += 1
-        timer = time.perf_counter_ns if self.clock == "wall" else time.thread_time_ns
+        wall = time.perf_counter_ns
+        cpu = {"wall": wall, "thread": time.thread_time_ns, "process": time.process_time_ns}[self.clock]
         ops = self.ops
         for name in names[k:] + names[:k]:
             run = self.variants[name]
-            start = timer()
+            start_cpu = cpu()
+            start = wall()
             measured = run(ops)
-            elapsed = timer() - start
+            elapsed = wall() - start
+            elapsed_cpu = cpu() - start_cpu
             if isinstance(measured, int | float) and not isinstance(measured, bool):
-                elapsed = measured
-            self.samples[name].append(elapsed / ops)
+                elapsed = elapsed_cpu = measured
+            self.samples[name].append(elapsed_cpu / ops)
+            self.wall[name].append(elapsed / ops)
         if self.between is not None:
             self.between()
 
@@ -169,10 +179,16 @@ class Interleaved:
         *,
         target: float | None = None,
         note: str = "",
+        clock: str | None = None,
     ) -> Ratio:
-        """The ``subject / baseline`` time ratio over the rounds run so far."""
-        base = self.samples[baseline]
-        subj = self.samples[subject]
+        """The ``subject / baseline`` time ratio over the rounds run so far.
+
+        ``clock="wall"`` uses the wall-clock samples; the default is the primary clock.
+        """
+        use_wall = clock == "wall" and self.clock != "wall"
+        samples = self.wall if use_wall else self.samples
+        base = samples[baseline]
+        subj = samples[subject]
         if not base or len(base) != len(subj):
             raise RuntimeError(f"no paired samples for {subject!r} vs {baseline!r}")
         per_round = [s / b for s, b in zip(subj, base, strict=True)]
@@ -191,7 +207,7 @@ class Interleaved:
             ops=self.ops,
             target=target,
             note=note,
-            clock=self.clock,
+            clock="wall" if use_wall else self.clock,
         )
 
 
