@@ -16,19 +16,45 @@ returns the total nanoseconds for its ``n`` operations instead of ``None``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 Variant = Callable[[int], object]
 
-__all__ = ["Interleaved", "Ratio", "load_ratios", "render_table", "save_ratios"]
+__all__ = ["Interleaved", "Ratio", "load_ratios", "one_cpu", "render_table", "save_ratios"]
+
+
+@contextlib.contextmanager
+def one_cpu() -> Iterator[int | None]:
+    """Run the calling thread -- and every thread it starts meanwhile -- on one CPU.
+
+    A ``serve_pipe`` round trip is two threads in lockstep.  Left to the
+    scheduler, they sometimes share a CPU and sometimes wake each other across
+    CPUs, which on the project's VM roughly doubles a round trip (about 170 us
+    vs 330 us) and sticks for a while, so two identical servers measured side by
+    side differed by 1.6x.  On one CPU the placement lottery is gone (identical
+    servers: 1.00x, IQR 0.96-1.06).  Yields the CPU, or ``None`` where affinity
+    cannot be set (non-Linux); the thread's previous affinity is restored.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks._harness import Interleaved, Ratio, run_with_benchmark
+from benchmarks._harness import Interleaved, Ratio, one_cpu, run_with_benchmark
 from benchmarks._services import Bench, BenchImpl
 from benchmarks.conftest import Profile
 from vgi_rpc import RpcServer, serve_pipe
@@ -83,7 +83,7 @@ def test_dispatch_pipe_hook_slot(
     benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
 ) -> None:
     bare, hooked = _servers()
-    with serve_pipe(bare) as p_bare, serve_pipe(hooked) as p_hooked:
+    with one_cpu(), serve_pipe(bare) as p_bare, serve_pipe(hooked) as p_hooked:
         assert p_bare.add(a=1, b=2) == 3 and p_hooked.add(a=1, b=2) == 3
 
         def no_hook(n: int) -> None:

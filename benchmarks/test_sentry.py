@@ -9,7 +9,8 @@ interleaved round by round:
 * ``params+perf`` -- ``SentryConfig(record_params=True, enable_performance=True)``:
   one transaction per call, recorded (serialised) by the in-memory transport.
 
-Each ratio is reported twice: wall time (the round trip's latency; keys without
+Client and server threads run on one CPU (``one_cpu``: see why there).  Each
+ratio is reported twice: wall time (the round trip's latency; keys without
 suffix) and process CPU time (``.cpu``: client and server thread together, blind
 to other processes taking the CPU, so much steadier on a shared machine).
 
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks._harness import Interleaved, Ratio, run_with_benchmark
+from benchmarks._harness import Interleaved, Ratio, one_cpu, run_with_benchmark
 from benchmarks._services import Bench, BenchImpl
 from benchmarks.conftest import Profile
 from vgi_rpc import RpcServer, serve_pipe
@@ -56,7 +57,12 @@ def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[R
         perf = instrument_server_sentry(
             RpcServer(Bench, BenchImpl()), SentryConfig(record_params=True, enable_performance=True)
         )
-        with serve_pipe(plain) as p_plain, serve_pipe(default) as p_default, serve_pipe(perf) as p_perf:
+        with (
+            one_cpu(),
+            serve_pipe(plain) as p_plain,
+            serve_pipe(default) as p_default,
+            serve_pipe(perf) as p_perf,
+        ):
             # What each variant sends, checked once so the benchmark measures what it says.
             for proxy in (p_plain, p_default, p_perf):
                 assert proxy.add(a=1, b=2) == 3

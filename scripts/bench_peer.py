@@ -10,7 +10,10 @@ Starts, on 127.0.0.1 and free ports,
 
 then runs ``benchmarks/peer_client.py`` with the peer venv's Python: the official
 client makes the same unary (``echo_int``) and producer (``produce_n``) calls on
-both, alternating round by round.  Reports ``our calls/s / reference calls/s``
+both, alternating round by round.  Where CPU affinity can be set, the client runs
+on one CPU and both servers (every thread) on another, so the two servers get
+identical placement (left to the scheduler, placement alone moves a round trip
+by up to 2x on the project's VM; see ``benchmarks._harness.one_cpu``).  Reports ``our calls/s / reference calls/s``
 (median of per-round ratios, IQR spread; higher is better; target >= 1.0x),
 writes ``.benchmarks/peer.json`` and prints the table.  Both servers are
 stopped at the end, whatever happens; every wait is bounded.
@@ -20,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -36,10 +40,29 @@ from benchmarks._harness import Ratio, quartiles, render_table, save_ratios  # n
 OUT = ROOT / ".benchmarks" / "peer.json"
 
 
+def cpus() -> tuple[int | None, int | None]:
+    """(client CPU, server CPU): two different CPUs where affinity can be set, else (None, None)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    mine = sorted(os.sched_getaffinity(0))
+    return (mine[0], mine[-1]) if len(mine) >= 2 else (None, None)
+
+
+def pin(cpu: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that starts the child (all its future threads included) on *cpu*."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 @contextmanager
-def running(cmd: list[str], name: str, *, timeout: float = 30.0) -> Iterator[tuple[int, int]]:
+def running(
+    cmd: list[str], name: str, *, cpu: int | None = None, timeout: float = 30.0
+) -> Iterator[tuple[int, int]]:
     """Start a server that prints ``PORT:<n>``; yield (port, pid); stop it on exit."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=pin(cpu)
+    )
     try:
         deadline = time.monotonic() + timeout
         port: int | None = None
@@ -128,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-peer: no official vgi-rpc in {args.peer} (make .venv-peer/.installed)", file=sys.stderr)
         return 2
     with ExitStack() as stack:
+        client_cpu, server_cpu = cpus()
         ours, ours_pid = stack.enter_context(
-            running([sys.executable, "benchmarks/peer_server.py"], "our serve_http")
+            running([sys.executable, "benchmarks/peer_server.py"], "our serve_http", cpu=server_cpu)
         )
-        ref, ref_pid = stack.enter_context(running([str(reference_exe), "--http"], "the reference server"))
+        ref, ref_pid = stack.enter_context(
+            running([str(reference_exe), "--http"], "the reference server", cpu=server_cpu)
+        )
         cmd = [
             str(peer_python),
             "benchmarks/peer_client.py",
@@ -143,7 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             f"--reference-pid={ref_pid}",
         ]
         print("$", " ".join(cmd), flush=True)
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            preexec_fn=pin(client_cpu),
+        )
     if proc.returncode != 0:
         print(f"bench-peer: the client failed ({proc.returncode}):\n{proc.stderr}", file=sys.stderr)
         return 2
