@@ -179,8 +179,8 @@ class Interleaved:
             start_cpu = cpu()
             start = wall()
             measured = run(ops)
-            elapsed = wall() - start
-            elapsed_cpu = cpu() - start_cpu
+            elapsed: float = wall() - start
+            elapsed_cpu: float = cpu() - start_cpu
             if isinstance(measured, int | float) and not isinstance(measured, bool):
                 elapsed = elapsed_cpu = measured
             self.samples[name].append(elapsed_cpu / ops)

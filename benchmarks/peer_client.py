@@ -60,10 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     pids = {"ours": args.ours_pid, "reference": args.reference_pid}
 
-    from vgi_rpc.conformance import ConformanceService
+    # The official package (the peer venv's), not ours: mypy sees ours, hence the ignores.
+    from vgi_rpc.conformance import ConformanceService  # type: ignore[import-not-found]
 
     import vgi_rpc
-    from vgi_rpc import http_connect
+    from vgi_rpc import http_connect  # type: ignore[attr-defined]
 
     if "site-packages" not in (vgi_rpc.__file__ or ""):
         raise SystemExit(f"peer_client: expected the installed official vgi_rpc, got {vgi_rpc.__file__}")
