@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: TextIO = sys.stderr if args.json == "-" else sys.stdout
     # The server logs a failed call at WARNING on "vgi_rpc" (never ERROR: Sentry's
     # logging integration would turn it into a second error event); show it plainly.
-    logging.basicConfig(level=logging.WARNING, format="  [server log] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="  [log] %(levelname)s %(name)s: %(message)s")
     dsn = os.environ.get("SENTRY_DSN") or None
 
     from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
