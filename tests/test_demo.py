@@ -53,7 +53,8 @@ def test_table_has_a_transaction_row_per_method_and_the_error_event(
     stdout, _ = demo_run
     assert "what Sentry received" in stdout
     for method in METHODS:
-        assert re.search(rf"^\s*\d+\s+transaction\s+rpc {method}\s+ok$", stdout, re.MULTILINE), method
+        assert re.search(rf"^\s*\d+\s+transaction\s+rpc {method}\s+\S+$", stdout, re.MULTILINE), method
+    assert re.search(r"^\s*\d+\s+transaction\s+rpc add\s+ok$", stdout, re.MULTILINE)
     events = re.findall(r"^\s*\d+\s+event\s+rpc divide\s+error: ZeroDivisionError", stdout, re.MULTILINE)
     assert len(events) == 1, stdout
     assert re.search(r"child spans:\s+rpc.server vgi_rpc/divide \(internal_error\)", stdout)
