@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from vgi_rpc._types import dataclass_batch, dataclass_from_batch
+from vgi_rpc._types import IPC_WRITE_OPTIONS, dataclass_batch, dataclass_from_batch
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
@@ -464,7 +464,7 @@ class _PipeStream:
     # -- plumbing
     def _input(self, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
         if self._in is None:
-            self._in = pa.ipc.new_stream(self._client.writer, schema)
+            self._in = pa.ipc.new_stream(self._client.writer, schema, options=IPC_WRITE_OPTIONS)
             self._in_schema = schema
         return self._in
 
@@ -510,7 +510,7 @@ class _PipeStream:
         self._done = True
         try:
             if self._in is None:
-                self._in = pa.ipc.new_stream(self._client.writer, EMPTY_SCHEMA)
+                self._in = pa.ipc.new_stream(self._client.writer, EMPTY_SCHEMA, options=IPC_WRITE_OPTIONS)
             self._in.close()
             self._client.writer.flush()
             if not read_output:

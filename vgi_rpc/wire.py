@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from vgi_rpc._types import IPC_WRITE_OPTIONS
 from vgi_rpc.errors import ProtocolError, RpcError
 from vgi_rpc.streams import EMPTY_SCHEMA, empty_batch
 
@@ -181,7 +182,7 @@ def write_request(
         md[PROTOCOL_VERSION_KEY] = protocol_version
     if extra:
         md.update(extra)
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
+    with pa.ipc.new_stream(sink, batch.schema, options=IPC_WRITE_OPTIONS) as writer:
         writer.write_batch(batch, custom_metadata=md)
 
 
@@ -250,7 +251,7 @@ class ResponseWriter:
 
     def __init__(self, sink: Any, schema: pa.Schema) -> None:
         self.schema = schema
-        self._writer = pa.ipc.new_stream(sink, schema)
+        self._writer = pa.ipc.new_stream(sink, schema, options=IPC_WRITE_OPTIONS)
 
     def write(self, batch: pa.RecordBatch, metadata: Mapping[str, str] | None = None) -> None:
         """Write a data batch (optionally with custom metadata)."""
