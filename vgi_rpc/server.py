@@ -27,7 +27,7 @@ from vgi_rpc._types import Codec, UnsupportedTypeError, codec_for, dataclass_sch
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.context import CallContext
 from vgi_rpc.errors import ProtocolError
-from vgi_rpc.hooks import DispatchHook, DispatchInfo, _safe_end, _safe_start
+from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, DispatchInfo, _safe_end, _safe_start
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
 from vgi_rpc.wire import ResponseWriter, error_metadata, log_metadata, new_request_id
 
@@ -232,12 +232,28 @@ class RpcServer:
         self.server_id = server_id or secrets.token_hex(6)
         self.include_tracebacks = include_tracebacks
         self.methods: dict[str, MethodSpec] = method_table(protocol, implementation)
-        self._dispatch_hook: DispatchHook | None = None
+        self._hook: DispatchHook | None = None
         if "sentry_sdk" in sys.modules:
             _sentry_auto_attach(self)
 
     def __repr__(self) -> str:
         return f"RpcServer({self.protocol_name}, server_id={self.server_id!r})"
+
+    @property
+    def _dispatch_hook(self) -> DispatchHook | None:
+        """The hook slot: one hook, a :class:`~vgi_rpc.hooks.CompositeDispatchHook`, or ``None``.
+
+        Change it only before serving (use ``vgi_rpc.hooks.register_dispatch_hook`` /
+        ``strip_dispatch_hooks``); it is read once per dispatch without locking.
+        An empty composite is stored as ``None``, so an empty chain costs nothing.
+        """
+        return self._hook
+
+    @_dispatch_hook.setter
+    def _dispatch_hook(self, hook: DispatchHook | None) -> None:
+        if isinstance(hook, CompositeDispatchHook) and not hook.hooks:
+            hook = None
+        self._hook = hook
 
     # ----------------------------------------------------------------- lookup / decode
 
@@ -375,7 +391,7 @@ class RpcServer:
         objects feed the implementation and its ``ctx``, and a hook must never be
         able to change the call (one that tries raises, is logged and skipped).
         """
-        hook = self._dispatch_hook
+        hook = self._hook
         if hook is None:
             return None
         info = DispatchInfo(
@@ -434,7 +450,7 @@ class RpcServer:
         )
         handle = (
             None
-            if self._dispatch_hook is None
+            if self._hook is None
             else self.hook_start(
                 spec,
                 auth,
@@ -479,7 +495,7 @@ class RpcServer:
         happens: this is the hook-and-implementation path only.
         """
         spec = self.lookup(method)
-        hook = self._dispatch_hook
+        hook = self._hook
         if hook is None and not spec.wants_ctx:
             return spec.func(**kwargs)
         request_id = new_request_id()
