@@ -5,7 +5,10 @@
 * a ``serve_pipe`` unary round trip with an empty composite hook vs no hook (the
   acceptance target "hook slot <= 1.02x no slot" applies to a call a client can
   make; see docs/benchmarks.md for why not to the in-process micro-call), in wall
-  time and in process CPU time (``.cpu``).
+  time and in process CPU time (``.cpu``). The server stores an empty chain as
+  no hook, so this ratio checks that an unused slot costs nothing;
+* the same round trip with ONE hook that does nothing (informational): the price
+  of the hook machinery itself (DispatchInfo, read-only views, start/end guards).
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ from benchmarks._services import Bench, BenchImpl
 from benchmarks.conftest import Profile
 from vgi_rpc import RpcServer, serve_pipe
 from vgi_rpc.hooks import CompositeDispatchHook
+
+
+class _NoopHook:
+    """A hook that does nothing: what remains is the cost of calling hooks at all."""
+
+    def on_dispatch_start(self, info: Any, auth: Any, transport_metadata: Any, kwargs: Any) -> None:
+        return None
+
+    def on_dispatch_end(self, token: Any, info: Any, error: Any) -> None:
+        return None
 
 
 def _servers() -> tuple[RpcServer, RpcServer]:
@@ -71,8 +84,8 @@ def test_dispatch_inproc(benchmark: Any, profile: Profile, record_ratio: Callabl
             "empty composite hook vs no hook, in-process",
             "dispatch",
             "dispatch+empty hook",
-            note="a trivial in-process call: the hook machinery (request id, DispatchInfo, start/end) "
-            "is compared with a bare function call, so this ratio is large by construction",
+            note="an empty chain is stored as no hook, so an unused slot costs nothing even on a "
+            "0.3 us in-process call",
         )
     )
 
@@ -83,8 +96,15 @@ def test_dispatch_pipe_hook_slot(
     benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
 ) -> None:
     bare, hooked = _servers()
-    with one_cpu(), serve_pipe(bare) as p_bare, serve_pipe(hooked) as p_hooked:
-        assert p_bare.add(a=1, b=2) == 3 and p_hooked.add(a=1, b=2) == 3
+    noop = RpcServer(Bench, BenchImpl())
+    noop._dispatch_hook = _NoopHook()
+    with (
+        one_cpu(),
+        serve_pipe(bare) as p_bare,
+        serve_pipe(hooked) as p_hooked,
+        serve_pipe(noop) as p_noop,
+    ):
+        assert p_bare.add(a=1, b=2) == 3 and p_hooked.add(a=1, b=2) == 3 and p_noop.add(a=1, b=2) == 3
 
         def no_hook(n: int) -> None:
             add = p_bare.add
@@ -96,8 +116,15 @@ def test_dispatch_pipe_hook_slot(
             for _ in range(n):
                 add(a=1, b=2)
 
+        def noop_hook(n: int) -> None:
+            add = p_noop.add
+            for _ in range(n):
+                add(a=1, b=2)
+
         sampler = Interleaved(
-            {"pipe, no hook": no_hook, "pipe, empty hook": empty_hook}, ops=10, clock="process"
+            {"pipe, no hook": no_hook, "pipe, empty hook": empty_hook, "pipe, no-op hook": noop_hook},
+            ops=10,
+            clock="process",
         )
         run_with_benchmark(benchmark, sampler, rounds=profile.rounds(600), warmup=10)
     for suffix, clock in (("", "wall"), (".cpu", "process")):
@@ -111,3 +138,12 @@ def test_dispatch_pipe_hook_slot(
                 clock=clock,
             )
         )
+    record_ratio(
+        sampler.ratio(
+            "dispatch.noop_hook.pipe.cpu",
+            "one no-op hook vs no hook, serve_pipe unary round trip (process time)",
+            "pipe, no hook",
+            "pipe, no-op hook",
+            note="informational: the hook machinery's own cost per call",
+        )
+    )

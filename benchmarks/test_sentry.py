@@ -104,7 +104,7 @@ def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[R
                 clock=clock,
                 note=""
                 if suffix
-                else "includes the in-memory transport serialising one transaction per call, synchronously",
+                else "one sampled transaction per call: the SDK prepares and serialises it on the calling thread",
             )
         )
 
