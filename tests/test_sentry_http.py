@@ -204,6 +204,30 @@ def test_another_stream_gets_another_stream_id(sentry_capture: SentryCapture) ->
     assert len({trace_data(t)["rpc.stream_id"] for t in txns_for(sentry_capture, "countdown")}) == 2
 
 
+@pytest.mark.parametrize("performance", [False, True], ids=["default", "performance"])
+def test_the_rpc_transaction_reports_the_calls_outcome(sentry_capture: SentryCapture, performance: bool) -> None:
+    """S18 S28: an RPC error is HTTP 200 on the wire, yet its ``rpc {method}`` transaction says internal_error.
+
+    The WSGI integration derives the status from the HTTP status (200 -> ok); the
+    transaction stands for the RPC call, so the hook reports the call's outcome.
+    Per turn for streams: only the failing /exchange turn is marked.
+    """
+    with http_proxy(make_server(SentryConfig(enable_performance=performance))) as proxy:
+        proxy.add(a=1, b=2)
+        with pytest.raises(RpcError):
+            proxy.fail(message="x")
+        with pytest.raises(RpcError):
+            list(proxy.countdown(n=3, fail_at=1))
+    by_name: dict[str, list[str]] = {}
+    for txn in sentry_capture.transactions:
+        by_name.setdefault(txn["transaction"], []).append(txn["contexts"]["trace"]["status"])
+        assert txn["tags"]["http.status_code"] == "200"  # the wire status is untouched
+    assert by_name["rpc add"] == ["ok"]
+    assert by_name["rpc fail"] == ["internal_error"]
+    *good_turns, failed_turn = by_name["rpc countdown"]  # /init and the turns before the failure: ok
+    assert good_turns and set(good_turns) == {"ok"} and failed_turn == "internal_error"
+
+
 @pytest.mark.parametrize(
     ("call", "exc_type", "message", "turn"),
     [

@@ -332,6 +332,8 @@ class _RootPatch:
 
     name: str | None
     user: dict[str, str] | None
+    failed: bool = False
+    """Set at dispatch end when the call raised: the transaction reports ``internal_error``."""
 
 
 _PENDING_MAX = 1024
@@ -361,6 +363,10 @@ def _apply_root_patch(event: Event, hint: Hint) -> Event:
         event["transaction_info"] = {"source": "custom"}
     if patch.user is not None:
         event["user"] = {**(event.get("user") or {}), **patch.user}
+    if patch.failed:
+        # An RPC error travels as HTTP 200 (+ X-VGI-RPC-Error), so the WSGI integration
+        # reports "ok"; the transaction is the RPC's and must show that it failed.
+        event["contexts"]["trace"]["status"] = "internal_error"
     return event
 
 
@@ -380,11 +386,12 @@ def _register_root_patch(scope: sentry_sdk.Scope, root: Transaction, patch: _Roo
 class _Call:
     """Per-dispatch state handed from ``on_dispatch_start`` to ``on_dispatch_end``."""
 
-    __slots__ = ("scope_cm", "span")
+    __slots__ = ("root_patch", "scope_cm", "span")
 
     def __init__(self, scope_cm: AbstractContextManager[sentry_sdk.Scope]) -> None:
         self.scope_cm = scope_cm
         self.span: Span | None = None
+        self.root_patch: _RootPatch | None = None
 
 
 class _SentryDispatchHook:
@@ -506,8 +513,9 @@ class _SentryDispatchHook:
             if rpc_name is not None:
                 root.name = rpc_name
                 root.source = "custom"
-            if root.sampled and (rpc_name is not None or user is not None):
-                _register_root_patch(outer_scope, root, _RootPatch(rpc_name, user))
+            if root.sampled:
+                call.root_patch = _RootPatch(rpc_name, user)
+                _register_root_patch(outer_scope, root, call.root_patch)
 
         if cfg.enable_performance:
             if ambient is not None:
@@ -535,6 +543,8 @@ class _SentryDispatchHook:
 
     @staticmethod
     def _finish(call: _Call, error: BaseException | None) -> None:
+        if error is not None and call.root_patch is not None:
+            call.root_patch.failed = True
         try:
             if call.span is not None:
                 call.span.set_status("ok" if error is None else "internal_error")
