@@ -34,16 +34,14 @@ from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
 from vgi_rpc.server import MethodSpec, RpcServer, protocol_names
-from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
+from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,
     PROTOCOL_KEYS,
     LogMessage,
     OnLog,
     ResponseWriter,
-    error_metadata,
     iter_response,
-    log_metadata,
     metadata_dict,
     new_request_id,
     read_request,
@@ -83,14 +81,7 @@ def _write_error_stream(
     server: RpcServer, writer: IO[bytes], exc: BaseException, schema: pa.Schema, request_id: str | None = None
 ) -> None:
     out = ResponseWriter(writer, schema)
-    out.meta(
-        error_metadata(
-            exc,
-            server_id=server.server_id,
-            request_id=request_id,
-            include_traceback=server.include_tracebacks,
-        )
-    )
+    out.meta(server.error_md(exc, request_id))
     out.close()
     writer.flush()
 
@@ -99,9 +90,7 @@ def _write_turn(server: RpcServer, out_writer: ResponseWriter, out: OutputCollec
     for item in out.items:
         if item[0] == "log":
             _, level, message, extra = item
-            out_writer.meta(
-                log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id)
-            )
+            out_writer.meta(server.log_md(level, message, extra, request_id))
         else:
             out_writer.write(item[1], item[2])
 
@@ -114,7 +103,7 @@ def _write_logs(
 ) -> None:
     """Write (and forget) the log messages ``ctx.log()`` queued so far."""
     for level, message, extra in pending:
-        out.meta(log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id))
+        out.meta(server.log_md(level, message, extra, request_id))
     pending.clear()
 
 
@@ -214,17 +203,8 @@ def _serve_stream(
             server.log_call_error(spec, exc)
             out = ResponseWriter(writer, EMPTY_SCHEMA)
             for level, message, extra in pending:
-                out.meta(
-                    log_metadata(level, message, extra, server_id=server.server_id, request_id=request_id)
-                )
-            out.meta(
-                error_metadata(
-                    exc,
-                    server_id=server.server_id,
-                    request_id=request_id,
-                    include_traceback=server.include_tracebacks,
-                )
-            )
+                out.meta(server.log_md(level, message, extra, request_id))
+            out.meta(server.error_md(exc, request_id))
             out.close()
             writer.flush()
             _drain_input(reader)
@@ -285,20 +265,13 @@ def _stream_turns(
             # reach the client, never be mistaken for a broken pipe.
             try:
                 if not stream.is_producer and not batch.schema.equals(stream.input_schema):
-                    batch = _cast_input(batch, stream.input_schema)
+                    batch = cast_input(batch, stream.input_schema)
                 out = server.run_turn(stream, AnnotatedBatch(batch, md or None), ctx)
             except Exception as exc:
                 error = exc
                 server.log_call_error(spec, exc)
                 _write_logs(server, out_writer, pending, request_id)
-                out_writer.meta(
-                    error_metadata(
-                        exc,
-                        server_id=server.server_id,
-                        request_id=request_id,
-                        include_traceback=server.include_tracebacks,
-                    )
-                )
+                out_writer.meta(server.error_md(exc, request_id))
                 break
             _write_logs(server, out_writer, pending, request_id)  # ctx.log() during the turn
             _write_turn(server, out_writer, out, request_id)
@@ -311,17 +284,6 @@ def _stream_turns(
     if input_reader is not None:
         _drain(input_reader)
     return error
-
-
-def _cast_input(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    if batch.schema.names != schema.names:
-        raise TypeError(
-            f"input batch columns {batch.schema.names} do not match the stream's input schema {schema}"
-        )
-    try:
-        return batch.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise TypeError(f"input batch schema {batch.schema} cannot be cast to {schema}: {exc}") from None
 
 
 def run_server(target: type | RpcServer, impl: object | None = None) -> None:
@@ -471,7 +433,7 @@ class _PipeStream:
     def _send(self, batch: pa.RecordBatch, metadata: Mapping[str, str] | None = None) -> None:
         if self._in is not None and not batch.schema.equals(self._in_schema):
             # one pipe input stream has one schema: later batches must fit the first one's
-            batch = _cast_input(batch, self._in_schema)
+            batch = cast_input(batch, self._in_schema)
         try:
             writer = self._input(batch.schema)
             writer.write_batch(batch, custom_metadata=dict(metadata) if metadata else None)

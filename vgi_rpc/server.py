@@ -417,6 +417,18 @@ class RpcServer:
             hook, info, token = handle
             _safe_end(hook, token, info, error)
 
+    def log_md(
+        self, level: str, message: str, extra: Mapping[str, Any], request_id: str | None
+    ) -> dict[str, str]:
+        """Metadata of a log batch sent by this server for *request_id*."""
+        return log_metadata(level, message, extra, server_id=self.server_id, request_id=request_id)
+
+    def error_md(self, exc: BaseException, request_id: str | None = None) -> dict[str, str]:
+        """Metadata of the EXCEPTION batch reporting *exc* (traceback only if ``include_tracebacks``)."""
+        return error_metadata(
+            exc, server_id=self.server_id, request_id=request_id, include_traceback=self.include_tracebacks
+        )
+
     def log_call_error(self, spec: MethodSpec, exc: BaseException) -> None:
         """Record an application error on the ``vgi_rpc`` logger (WARNING, never ERROR)."""
         _logger.warning(
@@ -473,18 +485,11 @@ class RpcServer:
                 self.hook_end(handle, error)
         writer = ResponseWriter(sink, spec.result_schema)
         for level, message, extra in logs:
-            writer.meta(log_metadata(level, message, extra, server_id=self.server_id, request_id=request_id))
+            writer.meta(self.log_md(level, message, extra, request_id))
         if error is None:
             writer.write(batch)
         else:
-            writer.meta(
-                error_metadata(
-                    error,
-                    server_id=self.server_id,
-                    request_id=request_id,
-                    include_traceback=self.include_tracebacks,
-                )
-            )
+            writer.meta(self.error_md(error, request_id))
         writer.close()
         return error
 

@@ -30,6 +30,7 @@ __all__ = [
     "ProducerState",
     "Stream",
     "StreamState",
+    "cast_input",
 ]
 
 EMPTY_SCHEMA = pa.schema([])
@@ -60,6 +61,22 @@ class AnnotatedBatch:
     def to_pydict(self) -> dict[str, list[Any]]:
         """The batch's columns as Python lists."""
         return self.batch.to_pydict()  # type: ignore[no-any-return]
+
+
+def cast_input(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast an exchange input to the stream's input schema (int32 -> float64...).
+
+    Raises ``TypeError`` naming the problem when the columns differ or a column
+    cannot be cast; the client then sees that error.
+    """
+    if batch.schema.names != schema.names:
+        raise TypeError(
+            f"exchange input columns {batch.schema.names} do not match the stream's input columns {schema.names}"
+        )
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise TypeError(f"exchange input schema {batch.schema} cannot be cast to {schema}: {exc}") from None
 
 
 class OutputCollector:

@@ -27,15 +27,13 @@ from vgi_rpc.errors import ProtocolError
 from vgi_rpc.http._state import StatePayloadError, pack_stream, unpack_stream
 from vgi_rpc.http._tokens import TokenSealer
 from vgi_rpc.server import MethodSpec, RpcServer
-from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
+from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,
     PROTOCOL_KEY,
     PROTOCOL_KEYS,
     STREAM_STATE_KEY,
     ResponseWriter,
-    error_metadata,
-    log_metadata,
     metadata_dict,
     new_request_id,
     read_request,
@@ -198,7 +196,7 @@ class Turns:
                 stream.state.on_cancel(ctx)
             else:
                 if not stream.is_producer and not batch.schema.equals(stream.input_schema):
-                    batch = _cast_input(batch, stream.input_schema)
+                    batch = cast_input(batch, stream.input_schema)
                 out = OutputCollector(stream.output_schema, producer=stream.is_producer)
                 out.items = items
                 stream.state.process(AnnotatedBatch(batch, user_md), out, ctx)
@@ -243,22 +241,17 @@ class Turns:
         server = self.server
         sink = pa.BufferOutputStream()
         writer = ResponseWriter(sink, schema)
-        sid = server.server_id
         for item in items:
             if item[0] == "log":
                 _, level, message, extra = item
-                writer.meta(log_metadata(level, message, extra, server_id=sid, request_id=request_id))
+                writer.meta(server.log_md(level, message, extra, request_id))
             elif error is None:
                 _, batch, md = item
                 if on_data and token is not None:
                     md = {**(md or {}), STREAM_STATE_KEY: token}
                 writer.write(batch, md)
         if error is not None:
-            writer.meta(
-                error_metadata(
-                    error, server_id=sid, request_id=request_id, include_traceback=server.include_tracebacks
-                )
-            )
+            writer.meta(server.error_md(error, request_id))
         elif token is not None and not on_data:
             writer.meta({STREAM_STATE_KEY: token})
         if header is not None:
@@ -296,15 +289,3 @@ def _read_single_batch(body: bytes) -> tuple[pa.RecordBatch, dict[str, str]]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
     return batch, metadata_dict(raw)
-
-
-def _cast_input(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Cast an exchange input to the stream's input schema (int32 -> float64...); TypeError if it cannot."""
-    if batch.schema.names != schema.names:
-        raise TypeError(
-            f"exchange input columns {batch.schema.names} do not match the stream's input columns {schema.names}"
-        )
-    try:
-        return batch.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise TypeError(f"exchange input schema {batch.schema} cannot be cast to {schema}: {exc}") from None
