@@ -1,7 +1,8 @@
 """Dispatch cost with Sentry unused: the server's own overhead and the cost of the hook slot.
 
-* in-process: ``server.dispatch("add", ...)`` vs calling ``impl.add`` directly, and
-  dispatch with an empty ``CompositeDispatchHook`` in the slot vs no hook;
+* in-process: ``server.dispatch("add", ...)`` vs calling ``impl.add`` directly,
+  dispatch with an empty ``CompositeDispatchHook`` in the slot vs no hook, and with
+  one no-op hook vs no hook (gated: the hook path's own cost);
 * a ``serve_pipe`` unary round trip with an empty composite hook vs no hook (the
   acceptance target "hook slot <= 1.02x no slot" applies to a call a client can
   make; see docs/benchmarks.md for why not to the in-process micro-call), in wall
@@ -48,6 +49,8 @@ def _servers() -> tuple[RpcServer, RpcServer]:
 def test_dispatch_inproc(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
     impl = BenchImpl()
     bare, hooked = _servers()
+    noop = RpcServer(Bench, BenchImpl())
+    noop._dispatch_hook = _NoopHook()
 
     def direct(n: int) -> None:
         add = impl.add
@@ -64,8 +67,18 @@ def test_dispatch_inproc(benchmark: Any, profile: Profile, record_ratio: Callabl
         for _ in range(n):
             call("add", a=1, b=2)
 
+    def dispatch_noop_hook(n: int) -> None:
+        call = noop.dispatch
+        for _ in range(n):
+            call("add", a=1, b=2)
+
     sampler = Interleaved(
-        {"impl.add()": direct, "dispatch": dispatch, "dispatch+empty hook": dispatch_empty_hook},
+        {
+            "impl.add()": direct,
+            "dispatch": dispatch,
+            "dispatch+empty hook": dispatch_empty_hook,
+            "dispatch+no-op hook": dispatch_noop_hook,
+        },
         ops=500,
         clock="thread",
     )
@@ -86,6 +99,16 @@ def test_dispatch_inproc(benchmark: Any, profile: Profile, record_ratio: Callabl
             "dispatch+empty hook",
             note="an empty chain is stored as no hook, so an unused slot costs nothing even on a "
             "0.3 us in-process call",
+        )
+    )
+    record_ratio(
+        sampler.ratio(
+            "dispatch.noop_hook.inproc",
+            "one no-op hook vs no hook, in-process",
+            "dispatch",
+            "dispatch+no-op hook",
+            note="the hook machinery (request id, DispatchInfo, read-only views, guarded start/end) "
+            "against a 0.3 us call: large by construction, and the gate's most sensitive probe of it",
         )
     )
 
