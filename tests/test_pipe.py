@@ -7,6 +7,7 @@ client sees; error propagation with type and message (unary, stream init,
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import uuid
@@ -29,6 +30,7 @@ from _services import (
 
 from vgi_rpc import (
     AnnotatedBatch,
+    CallContext,
     ExchangeState,
     OutputCollector,
     ProducerState,
@@ -538,3 +540,48 @@ def test_breaking_out_of_a_producer_loop_frees_the_connection(calc: Calc) -> Non
     for _ in calc.proxy.countdown(n=10):
         break
     assert calc.proxy.add(a=1, b=2) == 3
+
+
+# --- a failing turn's own log messages still reach the client ------------------------------
+
+
+@dataclass
+class _LogThenFail(ProducerState):
+    turns: int = 0
+
+    def produce(self, out: OutputCollector, ctx: CallContext) -> None:
+        self.turns += 1
+        out.log("INFO", f"turn {self.turns} starting")
+        if self.turns == 2:
+            raise RuntimeError("turn 2 broke")
+        out.emit_pydict({"n": [self.turns]})
+
+
+class _Chatty(Protocol):
+    def chatty(self) -> Stream[_LogThenFail]: ...
+
+
+class _ChattyImpl:
+    def chatty(self) -> Stream[_LogThenFail]:
+        return Stream(pa.schema([("n", pa.int64())]), _LogThenFail())
+
+
+def test_a_failing_turn_still_delivers_its_log_messages() -> None:
+    """Nothing lost: what a turn logged before raising arrives ahead of the error (pipe and HTTP)."""
+    from vgi_rpc.http import http_connect, start_http_server
+
+    for transport in ("pipe", "http"):
+        logs: list[LogMessage] = []
+        batches: list[int] = []
+        with contextlib.ExitStack() as stack:
+            if transport == "pipe":
+                proxy = stack.enter_context(serve_pipe(_Chatty, _ChattyImpl(), on_log=logs.append))
+            else:
+                server = RpcServer(_Chatty, _ChattyImpl())
+                handle = stack.enter_context(start_http_server(server, token_key=b"t" * 32))
+                proxy = stack.enter_context(http_connect(_Chatty, handle.base_url, on_log=logs.append))
+            with pytest.raises(RpcError, match="turn 2 broke"):
+                for b in proxy.chatty():
+                    batches.append(b.batch.column("n")[0].as_py())
+        assert batches == [1], transport
+        assert [m.message for m in logs] == ["turn 1 starting", "turn 2 starting"], transport

@@ -263,14 +263,18 @@ def _stream_turns(
             # Only the turn itself is guarded here: whatever user code raises
             # (ArrowInvalid and OSError included) is the call's error and must
             # reach the client, never be mistaken for a broken pipe.
+            out = OutputCollector(stream.output_schema, producer=stream.is_producer)
             try:
                 if not stream.is_producer and not batch.schema.equals(stream.input_schema):
                     batch = cast_input(batch, stream.input_schema)
-                out = server.run_turn(stream, AnnotatedBatch(batch, md or None), ctx)
+                server.run_turn(stream, AnnotatedBatch(batch, md or None), ctx, out)
             except Exception as exc:
                 error = exc
                 server.log_call_error(spec, exc)
                 _write_logs(server, out_writer, pending, request_id)
+                # the turn's own log messages still go out; its data (if any) does not
+                out.items = [item for item in out.items if item[0] == "log"]
+                _write_turn(server, out_writer, out, request_id)
                 out_writer.meta(server.error_md(exc, request_id))
                 break
             _write_logs(server, out_writer, pending, request_id)  # ctx.log() during the turn

@@ -366,12 +366,16 @@ class RpcServer:
             )
         return result
 
-    def run_turn(self, stream: Stream[Any, Any], data: AnnotatedBatch, ctx: CallContext) -> OutputCollector:
-        """Run one stream turn on *data* and check the output (one batch, or finish for producers)."""
-        out = OutputCollector(stream.output_schema, producer=stream.is_producer)
+    def run_turn(
+        self, stream: Stream[Any, Any], data: AnnotatedBatch, ctx: CallContext, out: OutputCollector
+    ) -> None:
+        """Run one stream turn on *data* into *out* and check it (one batch, or finish for producers).
+
+        The caller owns *out*, so the log messages a turn emitted before raising
+        still reach the client ahead of the error.
+        """
         stream.state.process(data, out, ctx)
         out.validate()
-        return out
 
     def hook_start(
         self,
