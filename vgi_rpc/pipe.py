@@ -33,7 +33,7 @@ from vgi_rpc._types import IPC_WRITE_OPTIONS, dataclass_batch, dataclass_from_ba
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
-from vgi_rpc.server import MethodSpec, RpcServer, protocol_names
+from vgi_rpc.server import MethodSpec, RpcServer, as_server, protocol_names
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,
@@ -51,16 +51,6 @@ from vgi_rpc.wire import (
 __all__ = ["LogMessage", "connect", "run_server", "serve_pipe", "serve_streams"]
 
 _logger = logging.getLogger("vgi_rpc")
-
-
-def _as_server(target: type | RpcServer, impl: object | None) -> RpcServer:
-    if isinstance(target, RpcServer):
-        if impl is not None:
-            raise TypeError("pass either a ready RpcServer or (Protocol, implementation), not both")
-        return target
-    if impl is None:
-        raise TypeError("an implementation is required with a Protocol class")
-    return RpcServer(target, impl)
 
 
 # --------------------------------------------------------------------------- server side
@@ -296,7 +286,7 @@ def run_server(target: type | RpcServer, impl: object | None = None) -> None:
     Only protocol bytes go to stdout: ``sys.stdout`` (and file descriptor 1) are
     redirected to stderr while serving, so a stray ``print`` cannot corrupt the wire.
     """
-    server = _as_server(target, impl)
+    server = as_server(target, impl)
     sys.stdout.flush()
     protocol_fd = os.dup(1)
     os.dup2(2, 1)
@@ -541,7 +531,7 @@ def serve_pipe(
     Accepts a ready :class:`RpcServer` too (instrument it first). ``on_log``
     receives the server's log messages (:class:`vgi_rpc.wire.LogMessage`).
     """
-    server = _as_server(target, impl)
+    server = as_server(target, impl)
     c2s_r, c2s_w = os.pipe()
     s2c_r, s2c_w = os.pipe()
     server_in, server_out = os.fdopen(c2s_r, "rb"), os.fdopen(s2c_w, "wb")

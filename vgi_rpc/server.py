@@ -31,7 +31,7 @@ from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, DispatchInfo, _sa
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
 from vgi_rpc.wire import ResponseWriter, error_metadata, log_metadata, new_request_id
 
-__all__ = ["MethodSpec", "ParamSpec", "RpcServer"]
+__all__ = ["MethodSpec", "ParamSpec", "RpcServer", "as_server"]
 
 _logger = logging.getLogger("vgi_rpc")
 _NO_DEFAULT: Any = inspect.Parameter.empty
@@ -528,6 +528,22 @@ class RpcServer:
         from vgi_rpc.pipe import serve_streams
 
         serve_streams(self, reader, writer)
+
+
+def as_server(target: type | RpcServer, impl: object | None = None) -> RpcServer:
+    """The server an entry point should serve: *target* itself, or ``RpcServer(target, impl)``.
+
+    Every entry point that takes ``(Protocol, implementation)`` also takes a ready
+    :class:`RpcServer` (instrument it first); passing both a server and an
+    implementation, or a Protocol without one, is a ``TypeError``.
+    """
+    if isinstance(target, RpcServer):
+        if impl is not None:
+            raise TypeError("pass either a ready RpcServer or (Protocol, implementation), not both")
+        return target
+    if impl is None:
+        raise TypeError("an implementation is required with a Protocol class")
+    return RpcServer(target, impl)
 
 
 def _drop_log(level: str, message: str, extra: Mapping[str, Any]) -> None:

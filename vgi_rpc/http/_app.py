@@ -45,7 +45,7 @@ from vgi_rpc.http._common import (
 )
 from vgi_rpc.http._tokens import TokenKey, TokenSealer
 from vgi_rpc.http._turns import Turns
-from vgi_rpc.server import RpcServer
+from vgi_rpc.server import RpcServer, as_server
 from vgi_rpc.wire import error_stream_bytes, new_request_id
 
 __all__ = ["ResponseTooLargeError", "VgiFalconApp", "make_wsgi_app"]
@@ -419,7 +419,7 @@ def make_wsgi_app(
         tokens are bearer state: a caller may replay one of its own tokens until it
         expires (the server keeps no per-stream state).
     """
-    rpc_server = _as_server(server, implementation)
+    rpc_server = as_server(server, implementation)
     if sentry_config is not None:
         from vgi_rpc.sentry import instrument_server_sentry
 
@@ -444,13 +444,3 @@ def make_wsgi_app(
     app.add_error_handler(Exception, _unexpected_handler(rpc_server))
     app.add_error_handler(falcon.HTTPError, _http_error_handler(rpc_server))
     return app
-
-
-def _as_server(target: RpcServer | type, impl: object | None) -> RpcServer:
-    if isinstance(target, RpcServer):
-        if impl is not None:
-            raise TypeError("pass either a ready RpcServer or (Protocol, implementation), not both")
-        return target
-    if impl is None:
-        raise TypeError("an implementation is required with a Protocol class")
-    return RpcServer(target, impl)
