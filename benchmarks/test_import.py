@@ -4,7 +4,7 @@ pyarrow is vgi_rpc's one required dependency, so ``import pyarrow`` is the floor
 ``import vgi_rpc`` cannot go below; the ratio says what vgi_rpc adds on top.
 Both are measured in fresh interpreters, alternately, and the value taken is
 the ``cumulative`` column ``-X importtime`` reports for the top-level module
-(interpreter start-up excluded).  ``tests/test_import_cost.py`` checks that no
+(interpreter start-up excluded).  ``tests/core/test_import_cost.py`` checks that no
 heavy optional dependency is imported.
 """
 

@@ -1,8 +1,8 @@
 """A ``run_server`` worker for the core tests: ``python tests/workers/service_worker.py [calculator|types]``.
 
-Serves :class:`_services.Calculator` (default) or :class:`_services.TypesService`
+Serves :class:`support.services.Calculator` (default) or :class:`support.services.TypesService`
 on stdin/stdout until stdin closes. Runs as a script, so it puts ``tests/`` on
-``sys.path`` to import ``_services``. ``--noisy`` binds a DEBUG logging handler
+``sys.path`` to import ``support.services``. ``--noisy`` binds a DEBUG logging handler
 to ``sys.stdout`` before serving starts, so the server's own log records (and
 ``Calculator.shout``'s prints) try to reach stdout: none may reach the protocol
 stream.
@@ -16,7 +16,7 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from _services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl  # noqa: E402
+from support.services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl  # noqa: E402
 
 from vgi_rpc import RpcServer, run_server  # noqa: E402
 

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import pytest
-from _services import Calculator, Color, Countdown, Point, Shape, TypesService
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.services import Calculator, Color, Countdown, Point, Shape, TypesService
 
 from vgi_rpc import AnnotatedBatch, RpcError, Stream, connect
 from vgi_rpc.wire import LogMessage
 
-WORKER = Path(__file__).resolve().parent / "workers" / "service_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "service_worker.py"
 HEX12 = re.compile(r"[0-9a-f]{12}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
 

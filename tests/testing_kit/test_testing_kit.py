@@ -23,7 +23,7 @@ from vgi_rpc.testing.fake_transport import InMemoryTransport
 
 pytest_plugins = ["pytester"]
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 
 
 def _boom() -> None:

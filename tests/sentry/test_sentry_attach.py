@@ -26,7 +26,7 @@ from vgi_rpc.otel import OtelConfig, instrument_server
 from vgi_rpc.sentry import SentryConfig, _auto_attach, _SentryDispatchHook, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture, sentry_capture
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def sentry_hooks(server: RpcServer) -> list[_SentryDispatchHook]:
@@ -133,7 +133,7 @@ def test_vgi_rpc_never_initialises_the_sdk_or_reads_the_dsn() -> None:
                 pass
         print(sentry_sdk.is_initialized(), sentry_sdk.get_client().dsn)
         """,
-        PYTHONPATH=os.path.join(REPO, "tests"),
+        PYTHONPATH=os.path.join(REPO, "tests", "sentry"),
         SENTRY_DSN="https://key@127.0.0.1:9/1",
     )
     assert result.returncode == 0, result.stderr

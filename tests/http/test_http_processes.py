@@ -17,12 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from http_helpers import Tracer
+from support.http import Tracer
 
 from vgi_rpc import AnnotatedBatch, RpcError
 from vgi_rpc.http import http_connect
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 KEY = "a shared key for both workers, 32+ bytes"
 
 
@@ -31,7 +31,7 @@ class Worker:
 
     def __init__(self, key: str) -> None:
         env = {**os.environ, "VGI_TOKEN_KEY": key, "PYTHONPATH": str(TESTS)}
-        code = "from http_helpers import serve_tracer_main; serve_tracer_main()"
+        code = "from support.http import serve_tracer_main; serve_tracer_main()"
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=self.stderr, env=env, text=True

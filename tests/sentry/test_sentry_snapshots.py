@@ -1,9 +1,9 @@
 """Whole-envelope snapshots of the Sentry instrumentation, one per documented field.
 
-``tests/test_sentry_*.py`` assert individual values; this module pins the
+``tests/sentry/test_sentry_*.py`` assert individual values; this module pins the
 *whole* envelope each scenario sends, normalised by
 :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension` and stored in
-``tests/snapshots/test_sentry_snapshots/``. Any change to what
+``tests/sentry/snapshots/test_sentry_snapshots/``. Any change to what
 ``vgi_rpc/sentry.py`` puts in an envelope -- a field added, renamed, moved or
 valued differently -- fails one of these tests; review the diff, then run
 ``pytest --snapshot-update``.

@@ -10,8 +10,8 @@ import falcon.testing
 import pyarrow as pa
 import pytest
 import zstandard
-from _services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
-from http_helpers import ARROW, BUDGET, TOKEN_KEY, RecordingHook, call_body, error_md, read_stream
+from support.http import ARROW, BUDGET, TOKEN_KEY, RecordingHook, call_body, error_md, read_stream
+from support.services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
 
 from vgi_rpc import RpcServer, register_dispatch_hook
 from vgi_rpc.http import VgiFalconApp, make_wsgi_app

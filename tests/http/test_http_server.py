@@ -13,8 +13,7 @@ import httpx
 import pyarrow as pa
 import pytest
 import zstandard
-from _services import Calculator, CalculatorImpl
-from http_helpers import (
+from support.http import (
     ARROW,
     BUDGET,
     JWT_SECRET,
@@ -27,6 +26,7 @@ from http_helpers import (
     token_of,
     turn_body,
 )
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AnnotatedBatch, RpcError, RpcServer, register_dispatch_hook
 from vgi_rpc.http import HttpServerHandle, http_connect, jwt_authenticator, make_wsgi_app, start_http_server

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 import pytest
-from _services import (
+from support.services import (
     COUNT_SCHEMA,
     ERROR_TYPES,
     X_SCHEMA,

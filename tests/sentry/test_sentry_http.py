@@ -35,7 +35,7 @@ from vgi_rpc.testing import SentryCapture
 JWT_SECRET = "a-test-only-hs256-secret-of-32-bytes!"
 TOKEN_KEY = b"k" * 32
 ROUTE = "/{protocol}/{method}"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def bearer(sub: str, **claims: Any) -> dict[str, str]:
@@ -337,7 +337,7 @@ with open(sys.argv[1], "w") as f:
             str(out),
         ],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": os.path.join(REPO, "tests")},
+        env={**os.environ, "PYTHONPATH": os.path.join(REPO, "tests", "sentry")},
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -24,14 +24,14 @@ from typing import IO, Any, ClassVar, Protocol
 
 import pyarrow as pa
 import pytest
-from _services import Calculator, CalculatorImpl, Color, Point, TypesService, TypesServiceImpl
+from support.services import Calculator, CalculatorImpl, Color, Point, TypesService, TypesServiceImpl
 
 from vgi_rpc import RpcError, RpcServer
 from vgi_rpc._types import codec_for
 from vgi_rpc.pipe import serve_streams
 from vgi_rpc.wire import read_response
 
-WORKER = Path(__file__).resolve().parent / "workers" / "service_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "service_worker.py"
 REQUEST_MD = {"vgi_rpc.method": "add", "vgi_rpc.request_version": "1"}
 
 

@@ -1,6 +1,6 @@
 """The official vgi-rpc 0.52.2 client (in ``.venv-peer``) against our ``serve_http``.
 
-Runs ``tests/http_client_check.py`` with the peer's Python: unary calls with every
+Runs ``tests/http/http_client_check.py`` with the peer's Python: unary calls with every
 parameter kind, logs, errors, a producer, an exchange with cancel, init and
 mid-stream errors, a 4 MiB payload, a compressed response and a stream header, once with the
 official client's default (zstd request bodies) and once uncompressed. Skipped
@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
-from http_helpers import TOKEN_KEY, Headed, HeadedImpl
+from support.http import TOKEN_KEY, Headed, HeadedImpl
+from support.services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
 
 from vgi_rpc.http import HttpServerHandle, start_http_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PEER_PYTHON = Path(os.environ.get("VGI_PEER_PYTHON", ROOT / ".venv-peer" / "bin" / "python"))
-CHECK = ROOT / "tests" / "http_client_check.py"
+CHECK = ROOT / "tests" / "http" / "http_client_check.py"
 
 # On a developer's machine without the peer venv the interop tests skip; in CI
 # (.ci/run builds the venv first, CI=true) a missing venv must fail, not skip.

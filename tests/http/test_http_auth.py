@@ -9,10 +9,10 @@ from typing import Any
 import falcon
 import falcon.testing
 import pytest
-from _services import Calculator, CalculatorImpl
-from http_helpers import ARROW, BUDGET, JWT_SECRET, TOKEN_KEY, call_body, read_stream, sign_jwt
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
+from support.http import ARROW, BUDGET, JWT_SECRET, TOKEN_KEY, call_body, read_stream, sign_jwt
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AuthContext, RpcServer
 from vgi_rpc.http import AuthenticationError, jwt_authenticator, make_wsgi_app

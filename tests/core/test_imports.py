@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 HEAVY = ("sentry_sdk", "opentelemetry", "falcon")
 OURS_HEAVY = ("vgi_rpc.sentry", "vgi_rpc.otel", "vgi_rpc.http")
 
@@ -55,7 +55,7 @@ def test_building_and_using_a_server_imports_no_heavy_dependency() -> None:
 sys.path.insert(0, {str(TESTS)!r})
 import vgi_rpc
 from vgi_rpc import RpcServer, serve_pipe, AnnotatedBatch
-from _services import Calculator, CalculatorImpl
+from support.services import Calculator, CalculatorImpl
 server = RpcServer(Calculator, CalculatorImpl())
 assert server.dispatch("add", a=1, b=2) == 3
 with serve_pipe(server) as proxy:

@@ -11,8 +11,7 @@ import falcon
 import falcon.testing
 import pyarrow as pa
 import pytest
-from _services import COUNT_SCHEMA, Calculator, CalculatorImpl, stream_events
-from http_helpers import (
+from support.http import (
     ARROW,
     BUDGET,
     JWT_SECRET,
@@ -28,6 +27,7 @@ from http_helpers import (
     token_of,
     turn_body,
 )
+from support.services import COUNT_SCHEMA, Calculator, CalculatorImpl, stream_events
 
 from vgi_rpc import (
     CallContext,

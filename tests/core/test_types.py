@@ -15,7 +15,9 @@ from typing import Annotated, Any, Optional, Protocol
 
 import pyarrow as pa
 import pytest
-from _services import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.services import (
     F32,
     I32,
     Color,
@@ -24,8 +26,6 @@ from _services import (
     TypesService,
     TypesServiceImpl,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from vgi_rpc import ArrowType, RpcServer, serve_pipe
 from vgi_rpc._types import codec_for, dataclass_schema

@@ -1,9 +1,9 @@
 """Drive OUR HTTP server with the OFFICIAL vgi-rpc 0.52.2 client (run with ``.venv-peer/bin/python``).
 
-    .venv-peer/bin/python tests/http_client_check.py CALCULATOR_URL TYPES_URL HEADED_URL [--no-compression]
+    .venv-peer/bin/python tests/http/http_client_check.py CALCULATOR_URL TYPES_URL HEADED_URL [--no-compression]
 
 The URLs include the prefix (``http://127.0.0.1:PORT/vgi``). The Protocols below
-mirror ``tests/_services.py`` (same wire names, method names and annotations),
+mirror ``tests/support/services.py`` (same wire names, method names and annotations),
 written against the official package's API; this file never imports our
 ``vgi_rpc`` (in the peer venv that name is the official package). Prints one
 line per check and ``ALL OK`` when every check passed; exits 1 otherwise.

@@ -2,7 +2,7 @@
 
 Other suites may import these; keep names and behaviour stable (add, don't change).
 Under pytest, ``tests/`` is on ``sys.path`` (rootdir-relative "prepend" import
-mode, no ``tests/__init__.py``), so import it as ``from _services import ...``;
+mode, no ``tests/__init__.py``), so import it as ``from support.services import ...``;
 scripts in ``tests/workers/`` put ``tests/`` on ``sys.path`` themselves.
 
 * :class:`Calculator`: unary calls (defaults, ``ctx``, client logs, errors, a

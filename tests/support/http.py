@@ -1,4 +1,4 @@
-"""Helpers shared by the ``test_http_*`` suites (import as ``from http_helpers import ...``).
+"""Helpers shared by the ``test_http_*`` suites (import as ``from support.http import ...``).
 
 Builds raw request bodies the way the official client does, reads error streams
 back, signs real JWTs with joserfc, and records dispatch-hook calls.
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
-from _services import COUNT_SCHEMA, Countdown
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
+from support.services import COUNT_SCHEMA, Countdown
 from vgi_rpc import (
     AnnotatedBatch,
     AuthContext,

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pytest
-from _services import Calculator, CalculatorImpl
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
@@ -27,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AnnotatedBatch, AuthContext, RpcError, RpcServer, serve_pipe
 from vgi_rpc.hooks import iter_hooks
@@ -433,7 +433,7 @@ def test_global_providers_are_used_when_none_are_given() -> None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        from _services import Calculator, CalculatorImpl
+        from support.services import Calculator, CalculatorImpl
         from vgi_rpc import RpcServer
         from vgi_rpc.otel import instrument_server
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
-from _services import COUNT_SCHEMA, X_SCHEMA, Y_SCHEMA, Calculator, CalculatorImpl
+from support.services import COUNT_SCHEMA, X_SCHEMA, Y_SCHEMA, Calculator, CalculatorImpl
 
 from vgi_rpc import (
     AnnotatedBatch,

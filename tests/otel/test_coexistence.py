@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from _services import Calculator, CalculatorImpl
 from joserfc import jwt
 from joserfc.jwk import OctKey
 from opentelemetry.sdk.metrics import MeterProvider
@@ -32,6 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcError, RpcServer, serve_pipe
 from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, iter_hooks
