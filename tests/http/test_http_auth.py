@@ -11,7 +11,8 @@ import falcon.testing
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
-from support.http import ARROW, BUDGET, JWT_SECRET, TOKEN_KEY, call_body, read_stream, sign_jwt
+from support.http import ARROW, BUDGET, TOKEN_KEY, call_body, read_stream
+from support.jwt import JWT_SECRET, sign_jwt
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AuthContext, RpcServer

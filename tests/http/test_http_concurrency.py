@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from support.http import JWT_SECRET, TOKEN_KEY, RecordingHook, Tracer, TracerImpl, sign_jwt
+from support.http import TOKEN_KEY, RecordingHook, Tracer, TracerImpl
+from support.jwt import JWT_SECRET, sign_jwt
 
 from vgi_rpc import AnnotatedBatch, RpcServer, register_dispatch_hook
 from vgi_rpc.http import HttpServerHandle, http_connect, jwt_authenticator, start_http_server

@@ -16,16 +16,16 @@ import zstandard
 from support.http import (
     ARROW,
     BUDGET,
-    JWT_SECRET,
     TOKEN_KEY,
     RecordingHook,
     call_body,
     error_md,
     read_stream,
-    sign_jwt,
     token_of,
     turn_body,
+    wsgi_client,
 )
+from support.jwt import JWT_SECRET, sign_jwt
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AnnotatedBatch, RpcError, RpcServer, register_dispatch_hook
@@ -164,7 +164,7 @@ def test_client_retries_once_with_the_coding_a_415_names(handle: HttpServerHandl
         return app(environ, start_response)
 
     with (
-        httpx.Client(transport=httpx.WSGITransport(app=gzip_only)) as client,
+        wsgi_client(gzip_only) as client,
         http_connect(Calculator, "http://testserver", client=client) as calc,
     ):
         assert calc.greet(name="z" * 3000) == "Hello, " + "z" * 3000 + "!"

@@ -14,7 +14,6 @@ import pytest
 from support.http import (
     ARROW,
     BUDGET,
-    JWT_SECRET,
     TOKEN_KEY,
     Banner,
     Headed,
@@ -23,10 +22,11 @@ from support.http import (
     call_body,
     error_md,
     read_stream,
-    sign_jwt,
     token_of,
     turn_body,
+    wsgi_client,
 )
+from support.jwt import JWT_SECRET, sign_jwt
 from support.services import COUNT_SCHEMA, Calculator, CalculatorImpl, stream_events
 
 from vgi_rpc import (
@@ -345,13 +345,11 @@ def test_init_sends_the_header_stream_before_the_output_stream() -> None:
 
 def test_our_client_reads_the_header_then_the_stream() -> None:
     """``Stream[S, H]`` through http_connect: session.header, then the batches; init errors raise."""
-    import httpx
-
     from vgi_rpc.http import http_connect
 
     app = make_wsgi_app(RpcServer(Headed, HeadedImpl()), token_key=TOKEN_KEY)
     with (
-        httpx.Client(transport=httpx.WSGITransport(app=app)) as client,
+        wsgi_client(app) as client,
         http_connect(Headed, "http://testserver", client=client) as proxy,
     ):
         session = proxy.titled(n=3)

@@ -18,7 +18,7 @@ import sentry_sdk
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_sentry_pipe import Shop, ShopImpl
+from support.shop import Shop, ShopImpl
 
 from vgi_rpc import AuthContext, DispatchInfo, RpcError, RpcServer, serve_pipe
 from vgi_rpc.hooks import iter_hooks, register_dispatch_hook
@@ -121,7 +121,7 @@ def test_vgi_rpc_never_initialises_the_sdk_or_reads_the_dsn() -> None:
     result = run_python(
         """
         import sentry_sdk
-        from test_sentry_pipe import Shop, ShopImpl, make_server
+        from support.shop import Shop, ShopImpl, make_server
         from vgi_rpc import serve_pipe, RpcError
         from vgi_rpc.sentry import SentryConfig
         server = make_server(SentryConfig(enable_performance=True))
@@ -133,7 +133,7 @@ def test_vgi_rpc_never_initialises_the_sdk_or_reads_the_dsn() -> None:
                 pass
         print(sentry_sdk.is_initialized(), sentry_sdk.get_client().dsn)
         """,
-        PYTHONPATH=os.path.join(REPO, "tests", "sentry"),
+        PYTHONPATH=os.path.join(REPO, "tests"),
         SENTRY_DSN="https://key@127.0.0.1:9/1",
     )
     assert result.returncode == 0, result.stderr

@@ -14,47 +14,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sentry_sdk
-from joserfc import jwt
-from joserfc.jwk import OctKey
 from sentry_sdk.integrations.falcon import FalconIntegration
-from test_sentry_pipe import HEX32, Shop, ShopImpl, make_server, rpc_data, trace_data, xs
+from support.http import TOKEN_KEY, http_proxy, wsgi_client
+from support.jwt import bearer
+from support.sentry import HEX32, RaisingTransport, rpc_data, trace_data
+from support.shop import Shop, ShopImpl, make_server, xs
 
 from vgi_rpc import RpcError, RpcServer
 from vgi_rpc.hooks import iter_hooks
-from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
+from vgi_rpc.http import http_connect
 from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture
 
-JWT_SECRET = "a-test-only-hs256-secret-of-32-bytes!"
-TOKEN_KEY = b"k" * 32
 ROUTE = "/{protocol}/{method}"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def bearer(sub: str, **claims: Any) -> dict[str, str]:
-    token = jwt.encode(
-        {"alg": "HS256"}, {"sub": sub, "exp": int(time.time()) + 600, **claims}, OctKey.import_key(JWT_SECRET)
-    )
-    return {"Authorization": f"Bearer {token}"}
-
-
-@contextmanager
-def http_proxy(server: RpcServer, headers: dict[str, str] | None = None, **app_options: Any) -> Iterator[Any]:
-    """Serve *server* with waitress on 127.0.0.1 and yield a connected proxy."""
-    options: dict[str, Any] = {"token_key": TOKEN_KEY, "authenticate": jwt_authenticator(key=JWT_SECRET)}
-    options.update(app_options)
-    with (
-        start_http_server(server, **options) as handle,
-        http_connect(Shop, handle.base_url, headers=headers or bearer("anon")) as proxy,
-    ):
-        yield proxy
 
 
 def txns_for(cap: SentryCapture, method: str) -> list[dict[str, Any]]:
@@ -320,7 +297,7 @@ def test_serve_http_sentry_config_replaces_the_auto_attached_hook(tmp_path: Any)
             """
 import json, sys
 from vgi_rpc.testing import sentry_capture
-from test_sentry_pipe import Shop, ShopImpl
+from support.shop import Shop, ShopImpl
 from vgi_rpc import RpcServer
 from vgi_rpc.http import serve_http
 from vgi_rpc.sentry import SentryConfig
@@ -337,7 +314,7 @@ with open(sys.argv[1], "w") as f:
             str(out),
         ],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": os.path.join(REPO, "tests", "sentry")},
+        env={**os.environ, "PYTHONPATH": os.path.join(REPO, "tests")},
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -357,8 +334,6 @@ with open(sys.argv[1], "w") as f:
 
 def test_a_raising_transport_never_fails_an_http_call(sentry_capture: SentryCapture) -> None:
     """B5: over HTTP too (the WSGI transaction is sent inside the request), calls are unaffected."""
-    from test_sentry_isolation import RaisingTransport  # imported late: that module imports this one
-
     from vgi_rpc.testing import DEFAULT_DSN
 
     transport = RaisingTransport()
@@ -384,12 +359,10 @@ def test_redacted_values_stay_out_of_http_envelopes(sentry_capture: SentryCaptur
 
 def test_in_process_wsgi_without_a_socket(sentry_capture: SentryCapture) -> None:
     """S18 B1 S13: the same promises when the app runs under httpx's in-process WSGI transport (no server)."""
-    import httpx
-
     from vgi_rpc.http import make_wsgi_app
 
     app = make_wsgi_app(make_server(), token_key=TOKEN_KEY)
-    client = httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://testserver")
+    client = wsgi_client(app)
     with client, http_connect(Shop, "http://testserver", client=client) as proxy:
         assert proxy.add(a=1, b=1) == 2
         with pytest.raises(RpcError):

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import sentry_sdk
-from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import Transport
-from test_sentry_http import JWT_SECRET, TOKEN_KEY, bearer, http_proxy
-from test_sentry_pipe import Shop, call_with_auth, make_server
+from support.http import TOKEN_KEY, http_proxy
+from support.jwt import JWT_SECRET, bearer
+from support.sentry import RaisingTransport
+from support.shop import Shop, call_with_auth, make_server
 
 from vgi_rpc import AuthContext, RpcError, serve_pipe
 from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
@@ -136,24 +136,6 @@ def test_concurrent_pipe_calls_keep_their_own_data(sentry_capture: SentryCapture
 
 
 # -- B5: a broken or stuck transport never breaks a call ------------------------------------------
-
-
-class RaisingTransport(Transport):
-    """A real Transport whose every send fails while ``broken`` is set.
-
-    Tests clear ``broken`` before the SDK shuts down: the SDK's own ``close()`` (not
-    an RPC call) flushes session updates without guarding the transport.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempts = 0
-        self.broken = True
-
-    def capture_envelope(self, envelope: Envelope) -> None:
-        if self.broken:
-            self.attempts += 1
-            raise ConnectionError("sentry is down")
 
 
 def test_a_raising_transport_never_fails_a_call(sentry_capture: SentryCapture) -> None:

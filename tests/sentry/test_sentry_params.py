@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_sentry_pipe import Point, make_server, trace_data
+from support.sentry import trace_data
+from support.shop import Point, make_server
 
 from vgi_rpc import RpcError, serve_pipe
 from vgi_rpc.sentry import SentryConfig, _truncate_utf8, default_redactor, noop_redactor

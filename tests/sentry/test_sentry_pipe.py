@@ -4,156 +4,20 @@ Every test runs the real ``sentry_sdk`` (default integrations on: logging,
 threading, dedupe, ...) with the in-memory transport from ``vgi_rpc.testing``
 and a real ``serve_pipe`` server thread. No part of ``sentry_sdk`` is mocked.
 
-The ``Shop`` service defined here is shared by the other ``test_sentry_*`` modules.
+The ``Shop`` service lives in ``support/shop.py`` (shared by every ``test_sentry_*`` module).
 """
 
 from __future__ import annotations
 
-import io
-import re
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import pyarrow as pa
 import pytest
-import sentry_sdk
+from support.sentry import HEX32, rpc_data, trace_data
+from support.shop import call_with_auth, make_server, xs
 
-from vgi_rpc import AnnotatedBatch, AuthContext, RpcError, RpcServer, serve_pipe
-from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
-from vgi_rpc.streams import ExchangeState, OutputCollector, ProducerState, Stream
+from vgi_rpc import AuthContext, RpcError, serve_pipe
+from vgi_rpc.sentry import SentryConfig
 from vgi_rpc.testing import SentryCapture
-
-HEX32 = re.compile(r"^[0-9a-f]{32}$")
-COUNT_SCHEMA = pa.schema([pa.field("n", pa.int64())])
-X_SCHEMA = pa.schema([pa.field("x", pa.float64())])
-
-
-# -- the service under test (shared with the other test_sentry_* modules) -----------------------
-
-
-@dataclass
-class Countdown(ProducerState):
-    n: int
-    fail_at: int = -1
-
-    def produce(self, out: OutputCollector, ctx: Any) -> None:
-        if self.n == self.fail_at:
-            raise RuntimeError(f"producer failed at {self.n}")
-        if self.n <= 0:
-            out.finish()
-            return
-        out.emit_pydict({"n": [self.n]})
-        self.n -= 1
-
-
-@dataclass
-class Scale(ExchangeState):
-    factor: float
-
-    def exchange(self, input: AnnotatedBatch, out: OutputCollector, ctx: Any) -> None:
-        xs = input.batch.column("x").to_pylist()
-        if any(x < 0 for x in xs):
-            raise ArithmeticError("negative input")
-        out.emit_pydict({"x": [x * self.factor for x in xs]})
-
-
-@dataclass
-class Point:
-    x: int
-    y: int
-
-
-class Shop(Protocol):
-    def add(self, a: int, b: int) -> int: ...
-    def fail(self, message: str) -> int: ...
-    def deny(self) -> int: ...
-    def mark(self, marker: str, fail: bool) -> int: ...
-    def search(
-        self,
-        table: str,
-        predicate: str = "",
-        limit: int = 10,
-        ratio: float = 0.5,
-        exact: bool = False,
-        columns: list[str] | None = None,
-        ids: list[int] | None = None,
-        flags: list[bool] | None = None,
-        empty: list[int] | None = None,
-        options: dict[str, str] | None = None,
-        blob: bytes = b"",
-        point: Point | None = None,
-        api_token: str = "",
-        db_password: str = "",
-        fail: bool = False,
-    ) -> int: ...
-    def login(self, user: str, api_token: str, db_password: str) -> int: ...
-    def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]: ...
-    def scale(self, factor: float) -> Stream[Scale]: ...
-
-
-class ShopImpl:
-    def add(self, a: int, b: int) -> int:
-        return a + b
-
-    def fail(self, message: str) -> int:
-        raise ValueError(message)
-
-    def deny(self) -> int:
-        raise PermissionError("no entry")
-
-    def mark(self, marker: str, fail: bool) -> int:
-        # What an application might do inside a call: decorate the current scope.
-        sentry_sdk.set_tag("app.marker", marker)
-        sentry_sdk.set_user({"id": f"user-{marker}"})
-        sentry_sdk.set_context("app", {"marker": marker})
-        sentry_sdk.add_breadcrumb(message=f"crumb-{marker}")
-        if fail:
-            raise LookupError(f"failed {marker}")
-        return len(marker)
-
-    def search(self, table: str, **kwargs: Any) -> int:
-        if kwargs.get("fail"):
-            raise KeyError(f"no table {table}")
-        return 1
-
-    def login(self, user: str, api_token: str, db_password: str) -> int:
-        credentials = (api_token, db_password)  # a local holding the secrets, as real code would
-        raise PermissionError(f"login refused for {user} ({len(credentials)} credentials)")
-
-    def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]:
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        return Stream(COUNT_SCHEMA, Countdown(n, fail_at))
-
-    def scale(self, factor: float) -> Stream[Scale]:
-        if factor == 0:
-            raise ZeroDivisionError("factor must not be 0")
-        return Stream(X_SCHEMA, Scale(factor), input_schema=X_SCHEMA)
-
-
-def make_server(config: SentryConfig | None = None) -> RpcServer:
-    """A Shop server with the Sentry hook attached with *config*."""
-    return instrument_server_sentry(RpcServer(Shop, ShopImpl()), config)
-
-
-def xs(*values: float) -> AnnotatedBatch:
-    return AnnotatedBatch.from_pydict({"x": list(values)}, schema=X_SCHEMA)
-
-
-def trace_data(txn: dict[str, Any]) -> dict[str, Any]:
-    """The root span's data of a transaction event."""
-    data: dict[str, Any] = txn["contexts"]["trace"].get("data", {})
-    return data
-
-
-def rpc_data(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k.startswith("rpc.")}
-
-
-def call_with_auth(server: RpcServer, method: str, auth: AuthContext, **kwargs: Any) -> None:
-    """Run one unary call through the server's public request path with an authenticated caller."""
-    spec = server.lookup(method)
-    server.handle_unary(spec, kwargs, io.BytesIO(), auth=auth, transport="pipe")
 
 
 def test_unary_error_event_carries_rpc_context(sentry_capture: SentryCapture) -> None:

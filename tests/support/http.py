@@ -1,22 +1,31 @@
-"""Helpers shared by the ``test_http_*`` suites (import as ``from support.http import ...``).
+"""Helpers shared by the HTTP suites (``tests/http/``, and the Sentry and OTel ones over HTTP).
 
-Builds raw request bodies the way the official client does, reads error streams
-back, signs real JWTs with joserfc, and records dispatch-hook calls.
+* request/response bodies as the official client builds them: :func:`call_body`,
+  :func:`turn_body`, :func:`read_stream`, :func:`error_md`, :func:`token_of`
+  (for Falcon's test client or raw ``httpx``);
+* :class:`RecordingHook`: a dispatch hook that records every start/end pair;
+* :class:`Tracer` (rows say which process, stream and caller served them;
+  :func:`serve_tracer_main` runs it in a worker process) and :class:`Headed`
+  (a producer whose ``/init`` carries a :class:`Banner` header);
+* :func:`http_proxy`: a real waitress server on 127.0.0.1 (a free port) and a
+  connected ``http_connect`` proxy;
+* :func:`wsgi_client`: an ``httpx.Client`` that calls a WSGI app in-process
+  (``httpx.WSGITransport``, no socket), to pass to ``http_connect(client=...)``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import httpx
 import pyarrow as pa
-from joserfc import jwt
-from joserfc.jwk import OctKey
 
+from support.jwt import JWT_SECRET, bearer
 from support.services import COUNT_SCHEMA, Countdown
 from vgi_rpc import (
     AnnotatedBatch,
@@ -26,14 +35,15 @@ from vgi_rpc import (
     ExchangeState,
     OutputCollector,
     ProducerState,
+    RpcServer,
     Stream,
 )
+from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
 from vgi_rpc.streams import EMPTY_SCHEMA, empty_batch
 from vgi_rpc.wire import STREAM_STATE_KEY, metadata_dict, request_bytes
 
 ARROW = "application/vnd.apache.arrow.stream"
 BUDGET = "VGI-Accept-Max-Response-Bytes-Support"
-JWT_SECRET = "test-secret-for-hs256-0123456789abcdef"
 TOKEN_KEY = b"0123456789abcdef0123456789abcdef"
 
 
@@ -84,14 +94,6 @@ def token_of(body: Any) -> str | None:
     for _, md in read_stream(body)[1]:
         token = md.get(STREAM_STATE_KEY, token)
     return token
-
-
-def sign_jwt(sub: str | None, *, secret: str = JWT_SECRET, exp_in: float = 300, **claims: Any) -> str:
-    """A real HS256 JWT for *sub* (``None`` leaves ``sub`` out)."""
-    payload: dict[str, Any] = {"exp": int(time.time() + exp_in), **claims}
-    if sub is not None:
-        payload["sub"] = sub
-    return jwt.encode({"alg": "HS256"}, payload, OctKey.import_key(secret))
 
 
 @dataclass
@@ -250,3 +252,34 @@ class HeadedImpl:
             raise ValueError("n must be >= 0")
         state = Countdown(n=n)
         return Stream(output_schema=COUNT_SCHEMA, state=state, header=Banner(title=f"{n} rows", total=n))
+
+
+@contextmanager
+def http_proxy(
+    server: RpcServer,
+    headers: Mapping[str, str] | None = None,
+    *,
+    client_options: Mapping[str, Any] | None = None,
+    **app_options: Any,
+) -> Iterator[Any]:
+    """Serve *server* with waitress on 127.0.0.1 and yield a proxy for its protocol.
+
+    By default the app requires a JWT signed with :data:`JWT_SECRET` and seals
+    stream state with :data:`TOKEN_KEY` (override either through *app_options*,
+    which go to ``start_http_server``); the proxy sends *headers*, or a bearer
+    token for ``anon`` when none are given. *client_options* go to ``http_connect``.
+    """
+    options: dict[str, Any] = {"token_key": TOKEN_KEY, "authenticate": jwt_authenticator(key=JWT_SECRET)}
+    options.update(app_options)
+    with (
+        start_http_server(server, **options) as handle,
+        http_connect(
+            server.protocol, handle.base_url, headers=headers or bearer("anon"), **(client_options or {})
+        ) as proxy,
+    ):
+        yield proxy
+
+
+def wsgi_client(app: Callable[..., Any]) -> httpx.Client:
+    """An ``httpx.Client`` that calls the WSGI *app* in-process (base URL ``http://testserver``)."""
+    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://testserver")
