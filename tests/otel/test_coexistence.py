@@ -16,86 +16,35 @@ exception escape, so the Sentry hook is made to fail by a subclass of our own
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from joserfc import jwt
-from joserfc.jwk import OctKey
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
+from support.http import http_proxy
+from support.jwt import bearer
+from support.otel import Otel
+from support.sentry import trace_data
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcError, RpcServer, serve_pipe
 from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, iter_hooks
-from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
-from vgi_rpc.otel import OtelConfig, _OtelDispatchHook, instrument_server
+from vgi_rpc.otel import _OtelDispatchHook, instrument_server
 from vgi_rpc.sentry import SentryConfig, _SentryDispatchHook, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture
 
-JWT_SECRET = "coexistence-test-secret-0123456789ab"
-TOKEN_KEY = b"coexistence-token-key-0123456789"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 SENTRY_CONFIG = SentryConfig(enable_performance=True, custom_tags={"env": "coexist"})
+OTEL_ATTRIBUTES = {"env": "coexist"}
 
 ORDERS = ("sentry_then_otel", "otel_then_sentry")
 TRANSPORTS = ("pipe", "http")
 
 
 # --------------------------------------------------------------------------- OpenTelemetry side
-
-
-@dataclass
-class Otel:
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
-
-    def config(self) -> OtelConfig:
-        return OtelConfig(
-            tracer_provider=self.tracer_provider,
-            meter_provider=self.meter_provider,
-            custom_attributes={"env": "coexist"},
-        )
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-    def request_counts(self) -> dict[tuple[str, str], int]:
-        """``(method, status) -> count`` from ``rpc.server.requests``."""
-        data = self.reader.get_metrics_data()
-        counts: dict[tuple[str, str], int] = {}
-        if data is None:
-            return counts
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == "rpc.server.requests":
-                        for p in metric.data.data_points:
-                            key = (str(p.attributes["rpc.method"]), str(p.attributes["rpc.vgi_rpc.status"]))
-                            counts[key] = int(p.value)
-        return counts
-
-
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    yield Otel(exporter, reader, tracer_provider, meter_provider)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
 
 
 class RaisingProcessor(SpanProcessor):
@@ -159,9 +108,9 @@ def instrumented(order: str, otel: Otel) -> RpcServer:
     server = RpcServer(Calculator, CalculatorImpl())
     if order == "sentry_then_otel":
         instrument_server_sentry(server, SENTRY_CONFIG)
-        instrument_server(server, otel.config())
+        instrument_server(server, otel.config(custom_attributes=OTEL_ATTRIBUTES))
     else:
-        instrument_server(server, otel.config())
+        instrument_server(server, otel.config(custom_attributes=OTEL_ATTRIBUTES))
         instrument_server_sentry(server, SENTRY_CONFIG)
     # Either order gives the same chain: the Sentry hook is always outermost, so
     # whatever the OTel hook logs during a call lands in that call's Sentry scope.
@@ -170,10 +119,9 @@ def instrumented(order: str, otel: Otel) -> RpcServer:
     return server
 
 
-def _bearer() -> dict[str, str]:
-    claims = {"sub": "carol", "exp": int(time.time()) + 600, "preferred_username": "carol"}
-    token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(JWT_SECRET))
-    return {"Authorization": f"Bearer {token}"}
+def _headers() -> dict[str, str]:
+    """The HTTP caller: a JWT for carol and a W3C ``traceparent``."""
+    return {**bearer("carol", preferred_username="carol"), "traceparent": TRACEPARENT}
 
 
 @contextmanager
@@ -182,30 +130,18 @@ def connected(transport: str, server: RpcServer) -> Iterator[Any]:
         with serve_pipe(server) as proxy:
             yield proxy
         return
-    with (
-        start_http_server(
-            server, threads=2, token_key=TOKEN_KEY, authenticate=jwt_authenticator(key=JWT_SECRET)
-        ) as handle,
-        http_connect(
-            Calculator, handle.base_url, headers={**_bearer(), "traceparent": TRACEPARENT}, compression=None
-        ) as proxy,
-    ):
+    with http_proxy(server, _headers(), threads=2, client_options={"compression": None}) as proxy:
         yield proxy
 
 
 # --------------------------------------------------------------------------- what "full output" means
 
 
-def _trace_data(txn: Mapping[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = txn["contexts"]["trace"].get("data", {})
-    return data
-
-
 def assert_sentry_output(cap: SentryCapture, transport: str, method: str, failed: bool) -> None:
     """Sentry's full output for one call: its transaction (or child span) and, on failure, one event."""
     status = "internal_error" if failed else "ok"
-    (txn,) = [t for t in cap.transactions if _trace_data(t).get("rpc.method") == method]
-    assert _trace_data(txn)["rpc.system"] == "vgi_rpc"
+    (txn,) = [t for t in cap.transactions if trace_data(t).get("rpc.method") == method]
+    assert trace_data(txn)["rpc.system"] == "vgi_rpc"
     assert txn["tags"]["rpc.method"] == method
     assert txn["tags"]["env"] == "coexist"
     if transport == "pipe":  # the hook's own transaction
@@ -294,11 +230,11 @@ def test_streams_are_seen_by_both_hooks(
     with connected(transport, server) as proxy:
         assert [b.to_pydict()["i"] for b in proxy.countdown(n=2)] == [[1], [0]]
     spans = [s for s in otel.spans() if s.name == "vgi_rpc/countdown"]
-    txns = [t for t in sentry_capture.transactions if _trace_data(t).get("rpc.method") == "countdown"]
+    txns = [t for t in sentry_capture.transactions if trace_data(t).get("rpc.method") == "countdown"]
     assert len(spans) == len(txns) == (1 if transport == "pipe" else 3)
     otel_ids = {(s.attributes or {})["rpc.vgi_rpc.stream_id"] for s in spans}
     if transport == "pipe":
-        sentry_ids = {_trace_data(t)["rpc.stream_id"] for t in txns}
+        sentry_ids = {trace_data(t)["rpc.stream_id"] for t in txns}
     else:
         sentry_ids = {t["spans"][0]["data"]["rpc.stream_id"] for t in txns}
     assert len(otel_ids) == 1
@@ -381,7 +317,7 @@ def test_instrument_server_again_keeps_the_sentry_hook(
     """S7 (mirror): re-running instrument_server replaces only the OTel hook."""
     server = instrumented(order, otel)
     (sentry_hook,) = [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _SentryDispatchHook)]
-    instrument_server(server, otel.config())
+    instrument_server(server, otel.config(custom_attributes=OTEL_ATTRIBUTES))
     hooks = iter_hooks(server._dispatch_hook)
     assert [h for h in hooks if isinstance(h, _SentryDispatchHook)] == [sentry_hook]
     assert sum(isinstance(h, _OtelDispatchHook) for h in hooks) == 1
@@ -394,16 +330,12 @@ def test_instrument_server_again_keeps_the_sentry_hook(
 def test_make_wsgi_app_with_both_configs(sentry_capture: SentryCapture, otel: Otel) -> None:
     """S6 S29: sentry_config= and otel_config= together on an auto-attached server: one hook of each."""
     server = RpcServer(Calculator, CalculatorImpl())  # Sentry default auto-attached
-    with (
-        start_http_server(
-            server,
-            token_key=TOKEN_KEY,
-            authenticate=jwt_authenticator(key=JWT_SECRET),
-            sentry_config=SENTRY_CONFIG,
-            otel_config=otel.config(),
-        ) as handle,
-        http_connect(Calculator, handle.base_url, headers={**_bearer(), "traceparent": TRACEPARENT}) as proxy,
-    ):
+    with http_proxy(
+        server,
+        _headers(),
+        sentry_config=SENTRY_CONFIG,
+        otel_config=otel.config(custom_attributes=OTEL_ATTRIBUTES),
+    ) as proxy:
         assert sorted(type(h).__name__ for h in iter_hooks(server._dispatch_hook)) == [
             "_OtelDispatchHook",
             "_SentryDispatchHook",

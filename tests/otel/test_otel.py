@@ -21,11 +21,12 @@ from typing import Any, Protocol
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from support.http import TOKEN_KEY
+from support.jwt import JWT_SECRET, sign_jwt
+from support.otel import Otel
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AnnotatedBatch, AuthContext, RpcError, RpcServer, serve_pipe
@@ -41,66 +42,6 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN_ID = "b7ad6b7169203331"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"
-
-
-# --------------------------------------------------------------------------- the recorder
-
-
-@dataclasses.dataclass
-class Otel:
-    """Real SDK providers wired to in-memory exporters."""
-
-    exporter: InMemorySpanExporter
-    reader: InMemoryMetricReader
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
-
-    def config(self, **overrides: Any) -> OtelConfig:
-        return OtelConfig(
-            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **overrides
-        )
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-    def span(self) -> ReadableSpan:
-        spans = self.spans()
-        assert len(spans) == 1, [s.name for s in spans]
-        return spans[0]
-
-    def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        found: list[Any] = []
-        if data is None:
-            return found
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == name:
-                        found.extend(metric.data.data_points)
-        return found
-
-    def metric(self, name: str) -> Any:
-        data = self.reader.get_metrics_data()
-        assert data is not None
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == name:
-                        return metric, sm.scope
-        raise AssertionError(f"no metric {name}")
-
-
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    yield Otel(exporter, reader, tracer_provider, meter_provider)
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
 
 
 @pytest.fixture
@@ -611,18 +552,8 @@ def test_pipe_stream_init_failure_marks_the_span(otel: Otel, server: RpcServer) 
 
 # --------------------------------------------------------------------------- HTTP transport
 
-JWT_SECRET = b"otel-test-secret-0123456789abcdef"
-TOKEN_KEY = b"otel-test-token-key-0123456789ab"
-
-
 def _bearer(**claims: Any) -> str:
-    import time
-
-    from joserfc import jwt
-    from joserfc.jwk import OctKey
-
-    payload = {"sub": "alice", "exp": int(time.time()) + 600, **claims}
-    return "Bearer " + jwt.encode({"alg": "HS256"}, payload, OctKey.import_key(JWT_SECRET))
+    return "Bearer " + sign_jwt("alice", exp_in=600, **claims)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from support.services import (
     CalculatorImpl,
     TypesService,
     TypesServiceImpl,
+    xs,
 )
 
 from vgi_rpc import (
@@ -62,10 +63,6 @@ def calc() -> Iterator[Calc]:
     logs: list[LogMessage] = []
     with serve_pipe(server, on_log=logs.append) as proxy:
         yield Calc(proxy, impl, server, logs)
-
-
-def xs(*values: float) -> AnnotatedBatch:
-    return AnnotatedBatch.from_pydict({"x": list(values)})
 
 
 # --------------------------------------------------------------------------- RpcServer

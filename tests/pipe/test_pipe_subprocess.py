@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.services import Calculator, Color, Countdown, Point, Shape, TypesService
+from support.services import Calculator, Color, Countdown, Point, Shape, TypesService, xs
 
 from vgi_rpc import AnnotatedBatch, RpcError, Stream, connect
 from vgi_rpc.wire import LogMessage
@@ -53,10 +53,6 @@ def logs() -> list[LogMessage]:
 def types() -> Iterator[Any]:
     with connect(TypesService, worker_cmd("types")) as proxy:
         yield proxy
-
-
-def xs(*values: float) -> AnnotatedBatch:
-    return AnnotatedBatch.from_pydict({"x": list(values)})
 
 
 # --------------------------------------------------------------------------- unary

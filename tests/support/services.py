@@ -60,6 +60,7 @@ __all__ = [
     "TypesServiceImpl",
     "record",
     "stream_events",
+    "xs",
 ]
 
 
@@ -132,6 +133,11 @@ def _raise(error_type: str, message: str) -> None:
 COUNT_SCHEMA = pa.schema([pa.field("i", pa.int64(), nullable=False)])
 X_SCHEMA = pa.schema([pa.field("x", pa.float64())])
 Y_SCHEMA = pa.schema([pa.field("y", pa.float64())])
+
+
+def xs(*values: float) -> AnnotatedBatch:
+    """An input batch for ``Calculator.scale`` / ``fail_process``: column ``x``, type inferred."""
+    return AnnotatedBatch.from_pydict({"x": list(values)})
 
 
 @dataclass
