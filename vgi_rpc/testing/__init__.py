@@ -222,6 +222,52 @@ class SentryCapture:
         if self.events:
             raise AssertionError(f"expected no error events, but captured:\n{self.describe()}")
 
+    # -- what Sentry would store (Relay; extra ``relay``) ------------------------------
+
+    def ingested(self, item_type: str = "event", *, data_scrubbing: Any = None) -> list[dict[str, Any]]:
+        """Payloads of ``item_type`` as Sentry's ingestion (Relay's normaliser) would store them.
+
+        ``item_type`` is ``"event"`` or ``"transaction"``.  The payloads are in
+        Relay's shape (tags as ``[key, value]`` pairs, ``_meta`` listing every
+        change).  ``data_scrubbing=True`` also applies Sentry's default
+        server-side data scrubbing; a :class:`~vgi_rpc.testing.relay.DataScrubbing`
+        or an Advanced Data Scrubbing rules mapping applies those.  Needs the
+        ``relay`` extra; see :mod:`vgi_rpc.testing.relay` for the caveats.
+
+        Raises:
+            IngestionRejected: Relay would reject a payload outright (Relay's message).
+        """
+        __tracebackhide__ = True
+        from vgi_rpc.testing import relay
+
+        return relay.ingest(self._located(item_type), item_type, data_scrubbing)
+
+    def scrubbed(self, item_type: str = "event", scrubbing: Any = True) -> list[dict[str, Any]]:
+        """:meth:`ingested` after server-side data scrubbing (Sentry's defaults unless told otherwise)."""
+        __tracebackhide__ = True
+        return self.ingested(item_type, data_scrubbing=scrubbing)
+
+    def assert_ingestible(self, *, ignore: Any = None) -> None:
+        """Fail unless Relay would store every event and transaction exactly as sent.
+
+        The failure lists, per field, the item, the field path, what Relay does
+        (trimmed, invalid, dropped...) and Relay's remark.  ``ignore`` (field
+        paths) replaces :data:`vgi_rpc.testing.relay.DEFAULT_IGNORE`.  Also fails
+        when nothing checkable was captured.  Needs the ``relay`` extra.
+        """
+        __tracebackhide__ = True
+        from vgi_rpc.testing import relay
+
+        relay.assert_ingestible(self._located(None), ignore=ignore, describe=self.describe)
+
+    def _located(self, item_type: str | None) -> list[tuple[str, str, Any]]:
+        return [
+            (f"envelope {index}, {item['type']}", item["type"], item["payload"])
+            for index, envelope in enumerate(self.envelopes)
+            for item in envelope["items"]
+            if item_type is None or item["type"] == item_type
+        ]
+
     # -- diagnostics -----------------------------------------------------------------
 
     def describe(self) -> str:
