@@ -11,21 +11,3 @@ No test module imports another one: anything two modules need lives in ``support
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
-import pytest
-
-if TYPE_CHECKING:
-    from support.otel import Otel
-
-
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    """The real OpenTelemetry SDK with in-memory span and metric exporters, shut down after the test."""
-    from support.otel import Otel  # here, not at the top: only OTel tests pay for the SDK import
-
-    recorder = Otel.create()
-    yield recorder
-    recorder.shutdown()

@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
 from support.http import http_proxy
 from support.jwt import bearer
-from support.otel import Otel
+from support.otel import request_counts
 from support.sentry import trace_data
 from support.services import Calculator, CalculatorImpl
 
@@ -34,6 +33,7 @@ from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, iter_hooks
 from vgi_rpc.otel import _OtelDispatchHook, instrument_server
 from vgi_rpc.sentry import SentryConfig, _SentryDispatchHook, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture
+from vgi_rpc.testing.otel import OtelCapture
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -98,7 +98,7 @@ def _make_sentry_faulty(server: RpcServer, where: str) -> None:
 # --------------------------------------------------------------------------- the server, both ways
 
 
-def instrumented(order: str, otel: Otel) -> RpcServer:
+def instrumented(order: str, otel_capture: OtelCapture) -> RpcServer:
     """A Calculator server with both hooks, registered in *order*.
 
     Built while ``sentry_capture`` is active, so a default Sentry hook is
@@ -108,9 +108,9 @@ def instrumented(order: str, otel: Otel) -> RpcServer:
     server = RpcServer(Calculator, CalculatorImpl())
     if order == "sentry_then_otel":
         instrument_server_sentry(server, SENTRY_CONFIG)
-        instrument_server(server, otel.config(custom_attributes=OTEL_ATTRIBUTES))
+        instrument_server(server, otel_capture.config_with(custom_attributes=OTEL_ATTRIBUTES))
     else:
-        instrument_server(server, otel.config(custom_attributes=OTEL_ATTRIBUTES))
+        instrument_server(server, otel_capture.config_with(custom_attributes=OTEL_ATTRIBUTES))
         instrument_server_sentry(server, SENTRY_CONFIG)
     # Either order gives the same chain: the Sentry hook is always outermost, so
     # whatever the OTel hook logs during a call lands in that call's Sentry scope.
@@ -169,10 +169,10 @@ def assert_sentry_output(cap: SentryCapture, transport: str, method: str, failed
     assert event["transaction"] == f"rpc {method}"
 
 
-def assert_otel_output(otel: Otel, transport: str, method: str, failed: bool) -> None:
+def assert_otel_output(otel_capture: OtelCapture, transport: str, method: str, failed: bool) -> None:
     """OpenTelemetry's full output for one call: its span and its metric point."""
-    (span,) = [s for s in otel.spans() if s.name == f"vgi_rpc/{method}"]
-    attrs = dict(span.attributes or {})
+    (span,) = [s for s in otel_capture.spans if s.name == f"vgi_rpc/{method}"]
+    attrs = span.attributes
     assert attrs["rpc.system"] == "vgi_rpc"
     assert attrs["rpc.method"] == method
     assert attrs["rpc.vgi_rpc.transport"] == transport
@@ -182,14 +182,14 @@ def assert_otel_output(otel: Otel, transport: str, method: str, failed: bool) ->
         assert span.parent is not None
         assert format(span.parent.trace_id, "032x") == TRACE_ID
     if failed:
-        assert span.status.status_code is StatusCode.ERROR
+        assert span.status == "ERROR"
         (event,) = span.events
-        assert (event.attributes or {})["exception.type"] == "ValueError"
+        assert event.attributes["exception.type"] == "ValueError"
     else:
-        assert span.status.status_code is StatusCode.UNSET
+        assert span.status == "UNSET"
         assert span.events == ()
     status = "error" if failed else "ok"
-    assert otel.request_counts().get((method, status)) == 1
+    assert request_counts(otel_capture).get((method, status)) == 1
 
 
 def call(proxy: Any, failed: bool) -> str:
@@ -210,29 +210,29 @@ def call(proxy: Any, failed: bool) -> str:
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("failed", [False, True], ids=["success", "failure"])
 def test_both_hooks_produce_their_full_output(
-    sentry_capture: SentryCapture, otel: Otel, order: str, transport: str, failed: bool
+    sentry_capture: SentryCapture, otel_capture: OtelCapture, order: str, transport: str, failed: bool
 ) -> None:
     """S29: registered in either order, on either transport, each hook records everything it documents."""
-    server = instrumented(order, otel)
+    server = instrumented(order, otel_capture)
     with connected(transport, server) as proxy:
         method = call(proxy, failed)
     assert_sentry_output(sentry_capture, transport, method, failed)
-    assert_otel_output(otel, transport, method, failed)
+    assert_otel_output(otel_capture, transport, method, failed)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("order", ORDERS)
 def test_streams_are_seen_by_both_hooks(
-    sentry_capture: SentryCapture, otel: Otel, order: str, transport: str
+    sentry_capture: SentryCapture, otel_capture: OtelCapture, order: str, transport: str
 ) -> None:
     """S29 S14: a producer stream is one dispatch per HTTP turn (one on the pipe) for both hooks, same stream id."""
-    server = instrumented(order, otel)
+    server = instrumented(order, otel_capture)
     with connected(transport, server) as proxy:
         assert [b.to_pydict()["i"] for b in proxy.countdown(n=2)] == [[1], [0]]
-    spans = [s for s in otel.spans() if s.name == "vgi_rpc/countdown"]
+    spans = [s for s in otel_capture.spans if s.name == "vgi_rpc/countdown"]
     txns = [t for t in sentry_capture.transactions if trace_data(t).get("rpc.method") == "countdown"]
     assert len(spans) == len(txns) == (1 if transport == "pipe" else 3)
-    otel_ids = {(s.attributes or {})["rpc.vgi_rpc.stream_id"] for s in spans}
+    otel_ids = {s.attributes["rpc.vgi_rpc.stream_id"] for s in spans}
     if transport == "pipe":
         sentry_ids = {trace_data(t)["rpc.stream_id"] for t in txns}
     else:
@@ -247,7 +247,7 @@ def test_streams_are_seen_by_both_hooks(
 @pytest.mark.parametrize("failed", [False, True], ids=["success", "failure"])
 def test_otel_hook_failure_leaves_sentry_and_the_result_intact(
     sentry_capture: SentryCapture,
-    otel: Otel,
+    otel_capture: OtelCapture,
     order: str,
     transport: str,
     where: str,
@@ -255,16 +255,16 @@ def test_otel_hook_failure_leaves_sentry_and_the_result_intact(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """S30: OpenTelemetry raising on start or end changes neither the result nor Sentry's output."""
-    server = instrumented(order, otel)
-    otel.tracer_provider.add_span_processor(RaisingProcessor(where))
+    server = instrumented(order, otel_capture)
+    otel_capture.tracer_provider.add_span_processor(RaisingProcessor(where))
     with connected(transport, server) as proxy:
         method = call(proxy, failed)
     assert_sentry_output(sentry_capture, transport, method, failed)
     assert any(f"on_dispatch_{where}" in r.getMessage() for r in caplog.records if r.name == "vgi_rpc")
     if where == "end":  # the span was exported before the broken processor ran; metrics still recorded
-        assert_otel_output(otel, transport, method, failed)
+        assert_otel_output(otel_capture, transport, method, failed)
     else:
-        assert otel.spans() == []
+        assert otel_capture.spans == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -273,7 +273,7 @@ def test_otel_hook_failure_leaves_sentry_and_the_result_intact(
 @pytest.mark.parametrize("failed", [False, True], ids=["success", "failure"])
 def test_sentry_hook_failure_leaves_otel_and_the_result_intact(
     sentry_capture: SentryCapture,
-    otel: Otel,
+    otel_capture: OtelCapture,
     order: str,
     transport: str,
     where: str,
@@ -281,11 +281,11 @@ def test_sentry_hook_failure_leaves_otel_and_the_result_intact(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """S30: the Sentry hook raising on start or end changes neither the result nor OpenTelemetry's output."""
-    server = instrumented(order, otel)
+    server = instrumented(order, otel_capture)
     _make_sentry_faulty(server, where)
     with connected(transport, server) as proxy:
         method = call(proxy, failed)
-    assert_otel_output(otel, transport, method, failed)
+    assert_otel_output(otel_capture, transport, method, failed)
     assert any(f"on_dispatch_{where}" in r.getMessage() for r in caplog.records if r.name == "vgi_rpc")
     if where == "end":  # it raised after doing its work
         assert_sentry_output(sentry_capture, transport, method, failed)
@@ -295,10 +295,10 @@ def test_sentry_hook_failure_leaves_otel_and_the_result_intact(
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_explicit_sentry_instrumentation_after_both_keeps_the_otel_hook(
-    sentry_capture: SentryCapture, otel: Otel, order: str
+    sentry_capture: SentryCapture, otel_capture: OtelCapture, order: str
 ) -> None:
     """S5 S7: a later instrument_server_sentry replaces only the Sentry hook; the same OTel hook stays."""
-    server = instrumented(order, otel)
+    server = instrumented(order, otel_capture)
     (otel_hook,) = [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _OtelDispatchHook)]
     instrument_server_sentry(server, SentryConfig(custom_tags={"env": "explicit"}))
     hooks = iter_hooks(server._dispatch_hook)
@@ -307,34 +307,34 @@ def test_explicit_sentry_instrumentation_after_both_keeps_the_otel_hook(
     with connected("pipe", server) as proxy:
         call(proxy, failed=True)
     assert sentry_capture.event()["tags"]["env"] == "explicit"
-    assert_otel_output(otel, "pipe", "fail", failed=True)
+    assert_otel_output(otel_capture, "pipe", "fail", failed=True)
 
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_instrument_server_again_keeps_the_sentry_hook(
-    sentry_capture: SentryCapture, otel: Otel, order: str
+    sentry_capture: SentryCapture, otel_capture: OtelCapture, order: str
 ) -> None:
     """S7 (mirror): re-running instrument_server replaces only the OTel hook."""
-    server = instrumented(order, otel)
+    server = instrumented(order, otel_capture)
     (sentry_hook,) = [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _SentryDispatchHook)]
-    instrument_server(server, otel.config(custom_attributes=OTEL_ATTRIBUTES))
+    instrument_server(server, otel_capture.config_with(custom_attributes=OTEL_ATTRIBUTES))
     hooks = iter_hooks(server._dispatch_hook)
     assert [h for h in hooks if isinstance(h, _SentryDispatchHook)] == [sentry_hook]
     assert sum(isinstance(h, _OtelDispatchHook) for h in hooks) == 1
     with connected("pipe", server) as proxy:
         call(proxy, failed=True)
     assert_sentry_output(sentry_capture, "pipe", "fail", failed=True)
-    assert_otel_output(otel, "pipe", "fail", failed=True)
+    assert_otel_output(otel_capture, "pipe", "fail", failed=True)
 
 
-def test_make_wsgi_app_with_both_configs(sentry_capture: SentryCapture, otel: Otel) -> None:
+def test_make_wsgi_app_with_both_configs(sentry_capture: SentryCapture, otel_capture: OtelCapture) -> None:
     """S6 S29: sentry_config= and otel_config= together on an auto-attached server: one hook of each."""
     server = RpcServer(Calculator, CalculatorImpl())  # Sentry default auto-attached
     with http_proxy(
         server,
         _headers(),
         sentry_config=SENTRY_CONFIG,
-        otel_config=otel.config(custom_attributes=OTEL_ATTRIBUTES),
+        otel_config=otel_capture.config_with(custom_attributes=OTEL_ATTRIBUTES),
     ) as proxy:
         assert sorted(type(h).__name__ for h in iter_hooks(server._dispatch_hook)) == [
             "_OtelDispatchHook",
@@ -342,4 +342,4 @@ def test_make_wsgi_app_with_both_configs(sentry_capture: SentryCapture, otel: Ot
         ]
         method = call(proxy, failed=True)
     assert_sentry_output(sentry_capture, "http", method, failed=True)
-    assert_otel_output(otel, "http", method, failed=True)
+    assert_otel_output(otel_capture, "http", method, failed=True)

@@ -19,21 +19,33 @@ Fixtures:
     :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension` (only when
     syrupy is installed).
 
-``sentry_sdk`` is imported lazily, when a fixture is used, so merely having
-the plugin loaded costs nothing.
+``otel_capture``
+    A :class:`vgi_rpc.testing.otel.OtelCapture` for one test: real SDK
+    providers with in-memory exporters; instrument with
+    ``otel_capture.config``.  No global provider is set (see
+    :mod:`vgi_rpc.testing.otel`).  Needs the ``otel`` extra.
+
+When a test that used ``otel_capture`` fails, its report gets a **Captured
+OpenTelemetry spans** section: one line per finished span and metric point.
+
+``sentry_sdk`` and OpenTelemetry are imported lazily, when a fixture is used,
+so merely having the plugin loaded costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from vgi_rpc.testing import SentryCapture
+    from vgi_rpc.testing.otel import OtelCapture
 
 _MARKER = "sentry_options"
+OTEL_SECTION = "Captured OpenTelemetry spans"
+_SECTIONS = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,3 +77,37 @@ def _sentry_snapshot_fixture(snapshot: Any) -> Any:
     from vgi_rpc.testing.snapshots import SentryEnvelopeExtension
 
     return snapshot.use_extension(SentryEnvelopeExtension)
+
+
+@pytest.fixture(name="otel_capture")
+def _otel_capture_fixture(request: pytest.FixtureRequest) -> Iterator[OtelCapture]:
+    """Real OpenTelemetry SDK providers with in-memory exporters, for one test (``vgi_rpc.testing.otel``)."""
+    from vgi_rpc.testing.otel import otel_capture
+
+    with otel_capture() as cap:
+        report_on_failure(request.node, OTEL_SECTION, cap.describe)
+        yield cap
+
+
+def report_on_failure(item: pytest.Item, title: str, describe: Callable[[], str]) -> None:
+    """Add a report section *title* with ``describe()``'s text if *item* fails (each section once)."""
+    sections = item.stash.setdefault(_SECTIONS, [])
+    sections.append((title, describe))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Append the registered sections to the report of the first failing phase of a test."""
+    report = yield
+    sections = item.stash.get(_SECTIONS, None)
+    if sections and report.failed:
+        item.stash[_SECTIONS] = []  # once per test, on the first phase that failed
+        for title, describe in sections:
+            try:
+                text = describe()
+            except Exception as exc:  # a report must never fail because of what it reports
+                text = f"  (could not list what was captured: {exc!r})"
+            report.sections.append((title, text))
+    return report
