@@ -41,7 +41,7 @@ conformance: $(STAMP) $(PEER)/.installed
 
 bench: $(STAMP) $(PEER)/.installed
 	mkdir -p .benchmarks
-	$(BIN)/pytest benchmarks -q --benchmark-columns=median,iqr,rounds --benchmark-json=.benchmarks/pytest-benchmark.json
+	$(BIN)/pytest benchmarks -q --benchmark-columns=median,iqr,rounds --benchmark-json=.benchmarks/pytest-benchmark.json --ratios-json=.benchmarks/ratios.json
 	$(BIN)/python scripts/bench_peer.py --peer $(PEER)
 	$(BIN)/python scripts/bench_report.py
 

@@ -1,275 +1,41 @@
-"""Interleaved ratio measurement, the :class:`Ratio` record and the ratio table.
+"""The benchmarks' view of the public ratio harness (``vgi_rpc.testing.bench``).
 
-Why interleave: on a small, shared machine the speed of the CPU changes from
-second to second (other processes, frequency scaling, a GC pause).  Timing all
-baseline rounds and then all subject rounds turns that drift into a fake
-difference.  :class:`Interleaved` instead runs *one round of every variant* back
-to back (rotating which goes first, so neither always pays for the other's
-garbage), and a ratio is computed **per round**; the reported value is the
-median of those per-round ratios and the spread is their interquartile range.
-
-A "variant" is a callable ``run(n)`` that performs ``n`` operations; the loop
-lives inside it so the harness adds one timer read per ``n`` operations.  A
-variant that measures itself (e.g. a subprocess reporting ``-X importtime``)
-returns the total nanoseconds for its ``n`` operations instead of ``None``.
+The sampler, the :class:`Ratio` record, ratio files and the table are the
+kit's public code -- the same our users gate their own services with; this
+module re-exports them under the names the benchmarks have always used and
+adds the one project-specific bit, the table order of our ratio groups.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import platform
-import statistics
-import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-Variant = Callable[[int], object]
+from vgi_rpc.testing.bench import (
+    Interleaved,
+    Ratio,
+    Variant,
+    environment,
+    one_cpu,
+    quartiles,
+    render_table,
+    run_with_benchmark,
+    save_ratios,
+)
+from vgi_rpc.testing.bench import load_ratios as _load_ratios
 
-__all__ = ["Interleaved", "Ratio", "load_ratios", "one_cpu", "render_table", "save_ratios"]
-
-
-@contextlib.contextmanager
-def one_cpu() -> Iterator[int | None]:
-    """Run the calling thread -- and every thread it starts meanwhile -- on one CPU.
-
-    A ``serve_pipe`` round trip is two threads in lockstep.  Left to the
-    scheduler, they sometimes share a CPU and sometimes wake each other across
-    CPUs, which on the project's VM roughly doubles a round trip (about 170 us
-    vs 330 us) and sticks for a while, so two identical servers measured side by
-    side differed by 1.6x.  On one CPU the placement lottery is gone (identical
-    servers: 1.00x, IQR 0.96-1.06).  Yields the CPU, or ``None`` where affinity
-    cannot be set (non-Linux); the thread's previous affinity is restored.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        yield None
-        return
-    before = os.sched_getaffinity(0)
-    cpu = max(before)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield cpu
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-@dataclass
-class Ratio:
-    """One reported ratio: ``subject / baseline`` (or a rate ratio for the peer comparison).
-
-    Attributes:
-        key: Stable identifier (used by ``benchmarks/baseline.json``), e.g. ``dispatch.hook_slot.pipe``.
-        title: What is compared, for the table.
-        baseline: Label of the baseline variant.
-        subject: Label of the subject variant.
-        median: Median of the per-round ratios.
-        q1: First quartile of the per-round ratios.
-        q3: Third quartile of the per-round ratios.
-        baseline_value: Median of the baseline's per-round values (``unit``).
-        subject_value: Median of the subject's per-round values (``unit``).
-        unit: ``"ns/op"`` for times, ``"calls/s"`` for rates.
-        rounds: Number of paired rounds.
-        ops: Operations per variant per round.
-        target: The acceptance target from the issue, if there is one.
-        better: ``"lower"`` (a time ratio: the target is a maximum) or ``"higher"`` (a rate
-            ratio: the target is a minimum).
-        note: Free text shown under the table.
-        test: The pytest node id that measured it (``make bench-check`` re-runs it to confirm a failure).
-        clock: What was timed: ``"wall"`` (elapsed), ``"thread"`` (CPU time of the measuring
-            thread), ``"importtime"`` or ``"client wall"`` (see the benchmark).
-    """
-
-    key: str
-    title: str
-    baseline: str
-    subject: str
-    median: float
-    q1: float
-    q3: float
-    baseline_value: float
-    subject_value: float
-    unit: str = "ns/op"
-    rounds: int = 0
-    ops: int = 0
-    target: float | None = None
-    better: Literal["lower", "higher"] = "lower"
-    note: str = ""
-    test: str = ""
-    clock: str = "wall"
-
-    @property
-    def meets_target(self) -> bool | None:
-        """Whether the median meets the target (``None`` when there is no target)."""
-        if self.target is None:
-            return None
-        return self.median <= self.target if self.better == "lower" else self.median >= self.target
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data for the ratios file."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Ratio:
-        """Inverse of :meth:`to_json` (unknown keys are ignored)."""
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
-    """(q1, median, q3) of *values*; a single value is its own spread."""
-    if not values:
-        raise ValueError("no samples")
-    med = statistics.median(values)
-    if len(values) < 2:
-        return med, med, med
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, med, q3
-
-
-@dataclass
-class Interleaved:
-    """Times several variants round by round, interleaved, and derives ratios.
-
-    Args:
-        variants: Label -> ``run(n)``; the first one is the natural baseline.
-        ops: Operations per variant per round (each round times ``run(ops)`` once per variant).
-        between: Called after each round, untimed (e.g. to clear captured envelopes).
-        clock: The primary clock. ``"wall"`` (``perf_counter_ns``: elapsed time, what a
-            caller waits); ``"thread"`` (``thread_time_ns``: CPU time of the measuring
-            thread, blind to time it spends descheduled -- for single-threaded,
-            in-process work); ``"process"`` (``process_time_ns``: CPU time of every
-            thread of the process -- for a client and an in-process server thread
-            in lockstep, e.g. ``serve_pipe``).  CPU clocks make ratios far steadier
-            on a shared machine.  Wall time is always recorded too
-            (``ratio(..., clock="wall")``).
-    """
-
-    variants: Mapping[str, Variant]
-    ops: int
-    between: Callable[[], object] | None = None
-    clock: Literal["wall", "thread", "process"] = "wall"
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    wall: dict[str, list[float]] = field(default_factory=dict)
-    _round: int = 0
-
-    def __post_init__(self) -> None:
-        if len(self.variants) < 2:
-            raise ValueError("need a baseline and at least one subject")
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget all samples (e.g. after warm-up)."""
-        self.samples = {name: [] for name in self.variants}
-        self.wall = {name: [] for name in self.variants}
-
-    def round(self) -> None:
-        """Run one round: every variant once, starting with a different one each round."""
-        names = list(self.variants)
-        k = self._round % len(names)
-        self._round += 1
-        wall = time.perf_counter_ns
-        cpu = {"wall": wall, "thread": time.thread_time_ns, "process": time.process_time_ns}[self.clock]
-        ops = self.ops
-        for name in names[k:] + names[:k]:
-            run = self.variants[name]
-            start_cpu = cpu()
-            start = wall()
-            measured = run(ops)
-            elapsed: float = wall() - start
-            elapsed_cpu: float = cpu() - start_cpu
-            if isinstance(measured, int | float) and not isinstance(measured, bool):
-                elapsed = elapsed_cpu = measured
-            self.samples[name].append(elapsed_cpu / ops)
-            self.wall[name].append(elapsed / ops)
-        if self.between is not None:
-            self.between()
-
-    def run(self, rounds: int, *, warmup: int = 0) -> None:
-        """Warm up (samples discarded), then run *rounds* rounds."""
-        for _ in range(warmup):
-            self.round()
-        self.reset()
-        for _ in range(rounds):
-            self.round()
-
-    def ratio(
-        self,
-        key: str,
-        title: str,
-        baseline: str,
-        subject: str,
-        *,
-        target: float | None = None,
-        note: str = "",
-        clock: str | None = None,
-    ) -> Ratio:
-        """The ``subject / baseline`` time ratio over the rounds run so far.
-
-        ``clock="wall"`` uses the wall-clock samples; the default is the primary clock.
-        """
-        use_wall = clock == "wall" and self.clock != "wall"
-        samples = self.wall if use_wall else self.samples
-        base = samples[baseline]
-        subj = samples[subject]
-        if not base or len(base) != len(subj):
-            raise RuntimeError(f"no paired samples for {subject!r} vs {baseline!r}")
-        per_round = [s / b for s, b in zip(subj, base, strict=True)]
-        q1, med, q3 = quartiles(per_round)
-        return Ratio(
-            key=key,
-            title=title,
-            baseline=baseline,
-            subject=subject,
-            median=med,
-            q1=q1,
-            q3=q3,
-            baseline_value=statistics.median(base),
-            subject_value=statistics.median(subj),
-            rounds=len(per_round),
-            ops=self.ops,
-            target=target,
-            note=note,
-            clock="wall" if use_wall else self.clock,
-        )
-
-
-# ------------------------------------------------------------------------------------ files
-
-
-def environment() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    import os
-
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "machine": platform.machine(),
-        "system": platform.system(),
-        "cpus": os.cpu_count(),
-        "executable": sys.executable,
-    }
-
-
-def save_ratios(path: Path, ratios: Iterable[Ratio], *, profile: str, merge: bool = False) -> None:
-    """Write *ratios* to *path* (``{"ratios": {key: ...}}``); with *merge*, keep other keys already there."""
-    existing: dict[str, Any] = {}
-    if merge and path.exists():
-        existing = json.loads(path.read_text()).get("ratios", {})
-    for r in ratios:
-        existing[r.key] = r.to_json()
-    doc = {
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "profile": profile,
-        "environment": environment(),
-        "ratios": existing,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-
+__all__ = [
+    "GROUP_ORDER",
+    "Interleaved",
+    "Ratio",
+    "Variant",
+    "environment",
+    "load_ratios",
+    "one_cpu",
+    "quartiles",
+    "render_table",
+    "run_with_benchmark",
+    "save_ratios",
+]
 
 GROUP_ORDER = ("construction.", "dispatch.", "sentry.", "http.", "import.", "peer.")
 """Table order: by group, then by key."""
@@ -283,90 +49,6 @@ def _order(key: str) -> tuple[int, str]:
 
 
 def load_ratios(*paths: Path) -> dict[str, Ratio]:
-    """Ratios from one or more ratio files (later files win on equal keys), in table order.
-
-    Missing files are skipped.
-    """
-    out: dict[str, Ratio] = {}
-    for path in paths:
-        if not path.exists():
-            continue
-        doc = json.loads(path.read_text())
-        for key, data in doc.get("ratios", {}).items():
-            out[key] = Ratio.from_json(data)
+    """Ratios from one or more ratio files (later files win on equal keys), in table order."""
+    out = _load_ratios(*paths)
     return {key: out[key] for key in sorted(out, key=_order)}
-
-
-# ------------------------------------------------------------------------------------ table
-
-
-def _fmt_value(value: float, unit: str) -> str:
-    if unit == "ns/op":
-        if value >= 1e6:
-            return f"{value / 1e6:.2f} ms"
-        if value >= 1e3:
-            return f"{value / 1e3:.1f} us"
-        return f"{value:.0f} ns"
-    if unit == "calls/s":
-        return f"{value:,.0f}/s"
-    return f"{value:.3g} {unit}"
-
-
-def render_table(ratios: Iterable[Ratio], *, markdown: bool = False) -> str:
-    """A short table: one line per ratio, median and interquartile spread, target and verdict."""
-    rows: list[tuple[str, ...]] = []
-    notes: list[str] = []
-    for r in ratios:
-        verdict = {None: "", True: "ok", False: "MISSED"}[r.meets_target]
-        target = "" if r.target is None else f"{'<=' if r.better == 'lower' else '>='}{r.target:.2f}x"
-        rows.append(
-            (
-                r.key,
-                f"{r.subject} / {r.baseline}" if r.better == "lower" else f"{r.subject} vs {r.baseline}",
-                _fmt_value(r.subject_value, r.unit),
-                _fmt_value(r.baseline_value, r.unit),
-                f"{r.median:.3f}x",
-                f"{r.q1:.3f}-{r.q3:.3f}",
-                str(r.rounds),
-                r.clock,
-                f"{target} {verdict}".strip(),
-            )
-        )
-        if r.note:
-            notes.append(f"{r.key}: {r.note}")
-    header = (
-        "ratio",
-        "subject / baseline",
-        "subject",
-        "baseline",
-        "median",
-        "IQR",
-        "rounds",
-        "clock",
-        "target",
-    )
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    if notes:
-        lines.append("")
-        lines += [f"  * {n}" for n in notes]
-    return "\n".join(lines)
-
-
-def run_with_benchmark(benchmark: Any, sampler: Interleaved, *, rounds: int, warmup: int) -> None:
-    """Run *sampler* under pytest-benchmark: each benchmark round is one interleaved round.
-
-    pytest-benchmark's own statistics then describe one whole round (every
-    variant once); the ratios come from the sampler.  With
-    ``--benchmark-disable`` pytest-benchmark runs a single round.
-    """
-    for _ in range(warmup):
-        sampler.round()
-    sampler.reset()
-    benchmark.pedantic(sampler.round, rounds=rounds, iterations=1, warmup_rounds=0)

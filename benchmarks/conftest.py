@@ -1,11 +1,12 @@
-"""pytest wiring for the benchmarks: profile option, the ratio registry and the final table.
+"""pytest wiring for the benchmarks: the measuring profile and the ``gated`` marker.
 
-Options (``pytest benchmarks ...``):
+The ratio registry, the table at the end, ``--ratios-json`` and the gate
+(``--ratio-baseline``) come from the kit's public plugin
+(``vgi_rpc.testing.bench``, entry point ``vgi_rpc_bench``) -- the same our users
+run.  Options added here (``pytest benchmarks ...``):
 
 * ``--bench-profile quick|full`` -- ``quick`` (``make bench-check``) runs a third
   of the rounds; ``full`` (``make bench``) all of them.
-* ``--ratios-json PATH`` -- where the measured ratios are written
-  (default ``.benchmarks/ratios.json``; ``scripts/bench_check.py`` reads it).
 
 Tests marked ``gated`` measure the ratios ``make bench-check`` compares with
 ``benchmarks/baseline.json``.
@@ -16,20 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from benchmarks._harness import Ratio, render_table, save_ratios
+from vgi_rpc.testing.bench import Ratio, RatioBenchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-_RATIOS: list[Ratio] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vgi_rpc benchmarks")
     group.addoption("--bench-profile", choices=("quick", "full"), default="full")
-    group.addoption("--ratios-json", default=str(ROOT / ".benchmarks" / "ratios.json"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,24 +52,6 @@ def profile(pytestconfig: pytest.Config) -> Profile:
 
 
 @pytest.fixture
-def record_ratio(benchmark: Any, request: pytest.FixtureRequest) -> Callable[[Ratio], Ratio]:
-    """Register a ratio for the final table and the ratios file, and attach it to the benchmark's JSON."""
-
-    def record(ratio: Ratio) -> Ratio:
-        ratio.test = request.node.nodeid
-        _RATIOS.append(ratio)
-        benchmark.extra_info.setdefault("ratios", {})[ratio.key] = ratio.to_json()
-        return ratio
-
-    return record
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    if not _RATIOS:
-        return
-    path = Path(config.getoption("--ratios-json"))
-    save_ratios(path, _RATIOS, profile=config.getoption("--bench-profile"))
-    terminalreporter.write_sep("=", "vgi_rpc ratios (median of per-round ratios; IQR = spread)")
-    terminalreporter.write_line(render_table(_RATIOS))
-    terminalreporter.write_line(f"(written to {path})")
+def record_ratio(ratio_benchmark: RatioBenchmark) -> Callable[[Ratio], Ratio]:
+    """Register a ratio (``ratio_benchmark.record``: table, ratios file, gate, benchmark JSON)."""
+    return ratio_benchmark.record
