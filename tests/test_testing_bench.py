@@ -401,3 +401,28 @@ def test_a_failing_test_keeps_its_exit_status_and_ratios_json_is_written(pyteste
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", f"--ratios-json={out}")
     assert result.ret == 1
     assert set(load_ratios(out)) == {"svc.pay"}
+
+
+def test_docs_gate_section_runs_as_written(pytester: pytest.Pytester) -> None:
+    """docs/testing.md "Gate instrumentation overhead in CI": its module and both commands, in a fresh project."""
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "testing.md").read_text(encoding="utf-8")
+    section = docs.split("## Gate instrumentation overhead in CI", 1)[1].split("\n## ", 1)[0]
+    (module,) = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)
+    (commands,) = re.findall(r"^```sh\n(.*?)^```", section, flags=re.S | re.M)
+    (pytester.path / "benchmarks").mkdir()
+    (pytester.path / "benchmarks" / "test_overhead.py").write_text(module)
+    results = []
+    for line in commands.strip().splitlines():
+        argv = line.split()
+        assert argv[0] == "pytest"
+        results.append(pytester.runpytest_subprocess("-p", "no:cacheprovider", *argv[1:]))
+    update, gate = results
+    assert update.ret == 0, update.stdout.str()
+    stored = json.loads((pytester.path / "benchmarks" / "ratios.json").read_text())["ratios"]
+    assert set(stored) == {"orders.find.sentry", "orders.find.otel"}
+    assert gate.ret == 0, gate.stdout.str()
+    gate.stdout.fnmatch_lines(
+        ["== ratio gate: measured ratios vs benchmarks/ratios.json ==", "ratio gate: OK (2 *"]
+    )
