@@ -11,10 +11,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-from _services import Calculator, CalculatorImpl
 from opentelemetry import metrics, trace
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcServer, serve_pipe
 from vgi_rpc.otel import OtelConfig, instrument_server
@@ -60,12 +61,12 @@ def test_a_global_sdk_provider_set_by_the_app_receives_nothing_from_the_capture(
     script = textwrap.dedent(
         """
         import sys, warnings
-        sys.path.insert(0, "tests")
+        sys.path.insert(0, TESTS)
         from opentelemetry import metrics, trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        from _services import Calculator, CalculatorImpl
+        from support.services import Calculator, CalculatorImpl
         from vgi_rpc import RpcServer
         from vgi_rpc.otel import instrument_server
         from vgi_rpc.testing.otel import otel_capture
@@ -89,6 +90,7 @@ def test_a_global_sdk_provider_set_by_the_app_receives_nothing_from_the_capture(
         print([str(w.message) for w in caught])
         """
     )
+    script = script.replace("TESTS", repr(str(Path(__file__).resolve().parents[1])))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "the global OpenTelemetry providers changed during otel_capture()" in proc.stdout

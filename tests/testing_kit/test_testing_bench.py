@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import Calculator, CalculatorImpl
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcServer
 from vgi_rpc.testing.bench import (
@@ -407,7 +407,7 @@ def test_docs_gate_section_runs_as_written(pytester: pytest.Pytester) -> None:
     """docs/testing.md "Gate instrumentation overhead in CI": its module and both commands, in a fresh project."""
     import re
 
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "testing.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "testing.md").read_text(encoding="utf-8")
     section = docs.split("## Gate instrumentation overhead in CI", 1)[1].split("\n## ", 1)[0]
     (module,) = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)
     (commands,) = re.findall(r"^```sh\n(.*?)^```", section, flags=re.S | re.M)

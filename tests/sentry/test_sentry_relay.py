@@ -21,26 +21,19 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 import sentry_sdk
-from _services import Calculator, CalculatorImpl
-from joserfc import jwt
-from joserfc.jwk import OctKey
+from support.http import http_proxy
+from support.jwt import bearer
+from support.services import Calculator, CalculatorImpl, xs
 
-from vgi_rpc import AnnotatedBatch, RpcError, RpcServer, serve_pipe
-from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
+from vgi_rpc import RpcError, RpcServer, serve_pipe
 from vgi_rpc.sentry import SentryConfig, instrument_server_sentry, noop_redactor
 from vgi_rpc.testing import SentryCapture, sentry_capture
 from vgi_rpc.testing.relay import DEFAULT_IGNORE, TESTED_RELAY_VERSION, DataScrubbing, IngestionRejected
-
-JWT_SECRET = "relay-test-only-hs256-secret-32-bytes!!"
-TOKEN_KEY = b"r" * 32
 
 
 class Catalog(Protocol):
@@ -80,29 +73,6 @@ FULL = SentryConfig(
     claim_tags={"tenant": "auth.tenant"},
     custom_tags={"env": "test", "region": "eu-1"},
 )
-
-
-def bearer(sub: str, **claims: Any) -> dict[str, str]:
-    token = jwt.encode(
-        {"alg": "HS256"}, {"sub": sub, "exp": int(time.time()) + 600, **claims}, OctKey.import_key(JWT_SECRET)
-    )
-    return {"Authorization": f"Bearer {token}"}
-
-
-@contextmanager
-def http_proxy(server: RpcServer, protocol: Any, headers: dict[str, str]) -> Iterator[Any]:
-    """A real waitress server on 127.0.0.1 (JWT auth) and a connected client."""
-    with (
-        start_http_server(
-            server, token_key=TOKEN_KEY, authenticate=jwt_authenticator(key=JWT_SECRET)
-        ) as handle,
-        http_connect(protocol, handle.base_url, headers=headers) as proxy,
-    ):
-        yield proxy
-
-
-def xs(*values: float) -> AnnotatedBatch:
-    return AnnotatedBatch.from_pydict({"x": list(values)})
 
 
 # -- reading the documented fields out of either shape ------------------------------------------
@@ -172,11 +142,11 @@ def test_documented_fields_survive_ingestion_over_http(sentry_capture: SentryCap
     server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()), FULL)
     calc = instrument_server_sentry(RpcServer(Calculator, CalculatorImpl()), FULL)
     claims = {"preferred_username": "ada", "email": "ada@example.org", "name": "Ada L.", "tenant": "acme"}
-    with http_proxy(server, Catalog, bearer("sub-7", **claims)) as proxy:
+    with http_proxy(server, bearer("sub-7", **claims)) as proxy:
         assert proxy.search(table="orders", predicate="status = 'open'") == 15
         with pytest.raises(RpcError, match="no such table"):
             proxy.fail(table="missing", message="no such table")
-    with http_proxy(calc, Calculator, bearer("sub-8", **claims)) as proxy:
+    with http_proxy(calc, bearer("sub-8", **claims)) as proxy:
         assert [b.to_pydict()["i"] for b in proxy.countdown(n=2)] == [[1], [0]]
         session = proxy.scale(factor=2.0)
         assert session.exchange(xs(1.0)).to_pydict() == {"y": [2.0]}
@@ -262,7 +232,7 @@ def test_claim_tag_filter_drops_exactly_what_relay_marks_invalid() -> None:
     server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()), SentryConfig(claim_tags=claim_tags))
     with (
         sentry_capture() as cap,
-        http_proxy(server, Catalog, bearer("p", **CLAIM_VALUES)) as proxy,
+        http_proxy(server, bearer("p", **CLAIM_VALUES)) as proxy,
         pytest.raises(RpcError),
     ):
         proxy.fail(table="t", message="m")
@@ -500,7 +470,7 @@ def test_relay_version_is_the_pinned_one_and_its_import_side_effect_is_undone() 
     from importlib import metadata
 
     assert metadata.version("sentry-relay") == TESTED_RELAY_VERSION
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert f'relay = ["sentry-relay=={TESTED_RELAY_VERSION}"]' in pyproject
     script = textwrap.dedent(
         """
