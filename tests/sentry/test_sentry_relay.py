@@ -318,6 +318,31 @@ def test_tag_params_values_relay_would_change_are_sent_as_relay_stores_them(
     sentry_capture.assert_ingestible()
 
 
+def test_relays_limits_on_user_fields() -> None:
+    """B8 (a Relay fact): user.email is cut at 75 characters, user.id/username/name at 128 -- set by hand."""
+    with sentry_capture() as cap, sentry_sdk.new_scope() as scope:
+        scope.set_user({"id": "i" * 128, "username": "u" * 129, "email": "e" * 76, "name": "n" * 128})
+        sentry_sdk.capture_message("by hand")
+    with pytest.raises(AssertionError) as failure:
+        cap.assert_ingestible()
+    found = [line.split(": ")[1] for line in str(failure.value).splitlines() if "trimmed" in line]
+    assert sorted(found) == ["user.email", "user.username"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="user fields from JWT claims are sent unclipped; Relay cuts email at 75, username at 128 chars",
+)
+def test_long_jwt_claims_in_user_fields_survive_ingestion(sentry_capture: SentryCapture) -> None:
+    """B8 S9: user.username/email/name come from the caller's JWT, whose claims can be longer than Relay keeps."""
+    server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()))
+    claims = {"preferred_username": "u" * 129, "email": f"{'e' * 70}@example.org"}
+    with http_proxy(server, bearer("sub-9", **claims)) as proxy, pytest.raises(RpcError):
+        proxy.fail(table="t", message="m")
+    sentry_capture.assert_ingestible()
+
+
 # -- what server-side scrubbing does to a free-text param --------------------------------------
 
 PREDICATE = "name = 'Ada Lovelace' AND email = 'ada@example.org' AND card = '4111 1111 1111 1111'"
