@@ -57,9 +57,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import sentry_sdk
 
     from vgi_rpc.testing.fake_transport import InMemoryTransport, envelope_to_dict
+    from vgi_rpc.testing.relay import ScrubbingOption
 
 __all__ = ["DEFAULT_DSN", "InMemoryTransport", "SentryCapture", "envelope_to_dict", "sentry_capture"]
 
@@ -224,7 +227,9 @@ class SentryCapture:
 
     # -- what Sentry would store (Relay; extra ``relay``) ------------------------------
 
-    def ingested(self, item_type: str = "event", *, data_scrubbing: Any = None) -> list[dict[str, Any]]:
+    def ingested(
+        self, item_type: str = "event", *, data_scrubbing: ScrubbingOption = None
+    ) -> list[dict[str, Any]]:
         """Payloads of ``item_type`` as Sentry's ingestion (Relay's normaliser) would store them.
 
         ``item_type`` is ``"event"`` or ``"transaction"``.  The payloads are in
@@ -242,12 +247,12 @@ class SentryCapture:
 
         return relay.ingest(self._located(item_type), item_type, data_scrubbing)
 
-    def scrubbed(self, item_type: str = "event", scrubbing: Any = True) -> list[dict[str, Any]]:
+    def scrubbed(self, item_type: str = "event", scrubbing: ScrubbingOption = True) -> list[dict[str, Any]]:
         """:meth:`ingested` after server-side data scrubbing (Sentry's defaults unless told otherwise)."""
         __tracebackhide__ = True
         return self.ingested(item_type, data_scrubbing=scrubbing)
 
-    def assert_ingestible(self, *, ignore: Any = None) -> None:
+    def assert_ingestible(self, *, ignore: Iterable[str] | None = None) -> None:
         """Fail unless Relay would store every event and transaction exactly as sent.
 
         The failure lists, per field, the item, the field path, what Relay does
