@@ -40,6 +40,7 @@ from typing import Any, Protocol, TextIO
 
 import pyarrow as pa
 
+from vgi_rpc._extras import MissingExtraError, require
 from vgi_rpc.context import CallContext
 from vgi_rpc.errors import RpcError
 from vgi_rpc.server import RpcServer
@@ -302,7 +303,7 @@ def render_envelopes(envelopes: Sequence[Mapping[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns the exit status (0)."""
+    """Run the demo; returns the exit status (0; 2 when the ``http`` or ``sentry`` extra is missing)."""
     parser = argparse.ArgumentParser(prog="python -m vgi_rpc.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--json", metavar="PATH", help="also write the captured envelopes as JSON (- = stdout)"
@@ -314,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # logging integration would turn it into a second error event); show it plainly.
     logging.basicConfig(level=logging.WARNING, format="  [log] %(levelname)s %(name)s: %(message)s")
     dsn = os.environ.get("SENTRY_DSN") or None
+    try:
+        require("the demo (python -m vgi_rpc.demo)", "http", "sentry")
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
     from vgi_rpc.sentry import SentryConfig

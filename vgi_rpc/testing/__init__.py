@@ -326,6 +326,9 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
 
     Also available as the pytest fixture ``sentry_capture``.
     """
+    from vgi_rpc._extras import require
+
+    require("sentry_capture", "sentry")
     import sentry_sdk
     import sentry_sdk.scope as _sentry_scope
 

@@ -34,7 +34,11 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sentry_sdk.transport import Transport
+from vgi_rpc._extras import require
+
+require("vgi_rpc.testing.InMemoryTransport", "sentry")
+
+from sentry_sdk.transport import Transport  # noqa: E402
 
 if TYPE_CHECKING:
     from sentry_sdk.envelope import Envelope, Item

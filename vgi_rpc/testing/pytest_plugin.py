@@ -1,7 +1,7 @@
 """pytest plugin for vgi_rpc, registered through the ``pytest11`` entry point.
 
-Installing ``vgi_rpc`` is enough: pytest loads this module and the fixtures
-below are available in every test, with no ``conftest.py``.
+Installing ``vgi-rpc[sentry,testing]`` is enough: pytest loads this module and
+the fixtures below are available in every test, with no ``conftest.py``.
 
 Fixtures:
 
@@ -16,8 +16,9 @@ Fixtures:
 
 ``sentry_snapshot``
     syrupy's ``snapshot`` fixture using
-    :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension` (only when
-    syrupy is installed).
+    :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension`.  Needs syrupy
+    (the ``testing`` extra); without it, using the fixture fails with an
+    ``ImportError`` naming the extra.
 
 ``sentry_sdk`` is imported lazily, when a fixture is used, so merely having
 the plugin loaded costs nothing.
@@ -25,6 +26,7 @@ the plugin loaded costs nothing.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -59,9 +61,28 @@ def _sentry_capture_fixture(request: pytest.FixtureRequest) -> Iterator[SentryCa
         yield cap
 
 
-@pytest.fixture(name="sentry_snapshot")
-def _sentry_snapshot_fixture(snapshot: Any) -> Any:
-    """syrupy's ``snapshot`` with the Sentry envelope extension (normalised, in tests/snapshots/)."""
-    from vgi_rpc.testing.snapshots import SentryEnvelopeExtension
+def _syrupy_installed() -> bool:
+    try:
+        return importlib.util.find_spec("syrupy") is not None
+    except (ImportError, ValueError):
+        return False
 
-    return snapshot.use_extension(SentryEnvelopeExtension)
+
+if _syrupy_installed():
+
+    @pytest.fixture(name="sentry_snapshot")
+    def _sentry_snapshot_fixture(snapshot: Any) -> Any:
+        """syrupy's ``snapshot`` with the Sentry envelope extension (normalised, in tests/snapshots/)."""
+        from vgi_rpc.testing.snapshots import SentryEnvelopeExtension
+
+        return snapshot.use_extension(SentryEnvelopeExtension)
+
+else:
+
+    @pytest.fixture(name="sentry_snapshot")
+    def _sentry_snapshot_fixture() -> Any:
+        """Unavailable: syrupy is not installed (the ``testing`` extra brings it)."""
+        from vgi_rpc._extras import require
+
+        require("the sentry_snapshot fixture", "testing")
+        raise AssertionError("unreachable: syrupy is importable after all")  # pragma: no cover

@@ -1,5 +1,7 @@
 """Deterministic snapshots of Sentry envelopes (a syrupy extension).
 
+Needs syrupy: ``pip install 'vgi-rpc[sentry,testing]'``.
+
 :class:`SentryEnvelopeExtension` stores one pretty-printed JSON file per
 snapshot under ``snapshots/<test module>/<test name>.json`` next to the test
 module (``tests/snapshots/`` for a suite in ``tests/``), so each envelope is
@@ -82,7 +84,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syrupy.extensions.json import JSONSnapshotExtension
+from vgi_rpc._extras import require
+
+require("vgi_rpc.testing.snapshots", "testing")
+
+from syrupy.extensions.json import JSONSnapshotExtension  # noqa: E402
 
 if TYPE_CHECKING:
     from syrupy.location import PyTestLocation
