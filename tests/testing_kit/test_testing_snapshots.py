@@ -273,7 +273,10 @@ def test_snapshots_are_written_under_snapshots_dir_and_then_pass(pytester: pytes
     _project(pytester)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update").assert_outcomes(passed=2)
     written = sorted(p.relative_to(pytester.path).as_posix() for p in pytester.path.rglob("*.json"))
-    assert written == ["snapshots/test_snap/test_envelope.json", "snapshots/test_snap/test_payload.json"]
+    assert written == [
+        "snapshots/test_snap/test_envelope.sentry.json",
+        "snapshots/test_snap/test_payload.sentry.json",
+    ]
     assert json.loads((pytester.path / written[1]).read_text()) == {
         "event_id": "<event_id:1>",
         "level": "info",
@@ -294,7 +297,7 @@ def test_an_unused_snapshot_fails_a_plain_run(pytester: pytest.Pytester) -> None
     """CI must fail on an unused snapshot: syrupy does so by default (no extra flag needed)."""
     _project(pytester)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update").assert_outcomes(passed=2)
-    orphan = pytester.path / "snapshots" / "test_snap" / "test_removed_long_ago.json"
+    orphan = pytester.path / "snapshots" / "test_snap" / "test_removed_long_ago.sentry.json"
     orphan.write_text('{"event_id": "<event_id:1>"}\n')
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
@@ -311,7 +314,44 @@ def test_a_malformed_value_fails_even_when_updating(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*SnapshotFormatError*event_id = 'not-a-hex-id' is not 32 lower-case hex*"])
-    assert not (pytester.path / "snapshots" / "test_snap" / "test_payload.json").exists()
+    assert not (pytester.path / "snapshots" / "test_snap" / "test_payload.sentry.json").exists()
+
+
+_USER_FILES = {
+    # the user's own data in the snapshot folders: none of it is the extension's
+    "snapshots/other/keep.json": '{"mine": true}\n',
+    "snapshots/test_snap/fixture_data.json": '{"orders": []}\n',
+    "snapshots/test_snap/notes.txt": "mine\n",
+    "snapshots/keep.json": "[]\n",
+    "snapshots/test_snap/test_envelope.json": '{"an old-style name": "not ours any more"}\n',
+}
+
+
+def test_the_extension_owns_only_its_own_files(pytester: pytest.Pytester) -> None:
+    """A user's JSON under snapshots/ is never read, reported unused, or deleted by --snapshot-update."""
+    _project(pytester)
+    for relative, text in _USER_FILES.items():
+        path = pytester.path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for args in (["--snapshot-update"], [], ["--snapshot-update"], []):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        assert result.ret == 0, result.stdout.str()
+        result.assert_outcomes(passed=2)
+        output = result.stdout.str()
+        assert "unused" not in output and "Deleted" not in output, output
+        for relative, text in _USER_FILES.items():
+            assert (pytester.path / relative).read_text() == text, relative
+    # ... while a stale file of its own is still reported and removed.
+    stale = pytester.path / "snapshots" / "test_snap" / "test_gone.sentry.json"
+    stale.write_text("{}\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*1 snapshot unused*"])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update")
+    result.stdout.fnmatch_lines(["*Deleted*test_gone*"])
+    assert not stale.exists()
+    assert all((pytester.path / relative).exists() for relative in _USER_FILES)
 
 
 def test_meta_annotation_of_a_volatile_field_is_dropped() -> None:

@@ -3,9 +3,9 @@
 Needs syrupy: ``pip install 'vgi-rpc[sentry,testing]'``.
 
 :class:`SentryEnvelopeExtension` stores one pretty-printed JSON file per
-snapshot under ``snapshots/<test module>/<test name>.json`` next to the test
-module (``tests/snapshots/`` for a suite in ``tests/``), so each envelope is
-reviewed like code.  Use it through the ``sentry_snapshot`` fixture of the
+snapshot under ``snapshots/<test module>/<test name>.sentry.json`` next to the
+test module (``tests/snapshots/`` for a suite in ``tests/``), so each envelope
+is reviewed like code.  Use it through the ``sentry_snapshot`` fixture of the
 vgi_rpc pytest plugin::
 
     def test_error_event(sentry_capture, sentry_snapshot):
@@ -15,6 +15,9 @@ vgi_rpc pytest plugin::
 or with ``snapshot.use_extension(SentryEnvelopeExtension)``.  The data may be
 a :class:`~vgi_rpc.testing.SentryCapture` (all its envelopes), one envelope
 dict, an event payload, or a list of any of these.
+
+Only ``*.sentry.json`` files belong to the extension: anything else under
+``snapshots/`` is never read, reported unused or deleted.
 
 Before serialising, :func:`normalize` replaces volatile values with
 placeholders -- but only after checking each value's *format*: a malformed
@@ -88,12 +91,16 @@ from vgi_rpc._extras import require
 
 require("vgi_rpc.testing.snapshots", "testing")
 
+from syrupy.data import SnapshotCollections  # noqa: E402
 from syrupy.extensions.json import JSONSnapshotExtension  # noqa: E402
 
 if TYPE_CHECKING:
     from syrupy.location import PyTestLocation
 
-__all__ = ["SentryEnvelopeExtension", "SnapshotFormatError", "normalize"]
+__all__ = ["SNAPSHOT_SUFFIX", "SentryEnvelopeExtension", "SnapshotFormatError", "normalize"]
+
+#: The file name suffix of every snapshot this extension writes, reads and deletes.
+SNAPSHOT_SUFFIX = ".sentry.json"
 
 
 class SnapshotFormatError(AssertionError):
@@ -353,21 +360,34 @@ def normalize(data: Any) -> Any:
 
 
 class SentryEnvelopeExtension(JSONSnapshotExtension):
-    """syrupy extension: normalised Sentry envelopes as JSON files in ``snapshots/``.
+    """syrupy extension: normalised Sentry envelopes as ``*.sentry.json`` files in ``snapshots/``.
 
-    Snapshots live in ``snapshots/<test module>/<test name>.json`` beside the
-    test module (``snapshot_dirname``); ``pytest --snapshot-update``
+    Snapshots live in ``snapshots/<test module>/<test name>.sentry.json``
+    beside the test module (``snapshot_dirname``); ``pytest --snapshot-update``
     regenerates them.  A malformed volatile value fails the assertion with
     :class:`SnapshotFormatError` instead of being written.
+
+    The extension owns only files ending in :data:`SNAPSHOT_SUFFIX`: any other
+    file under ``snapshots/`` (your own JSON, another tool's data) is never
+    read, reported unused, or deleted by ``--snapshot-update``.
     """
 
     snapshot_dirname = "snapshots"
+    file_extension = SNAPSHOT_SUFFIX.removeprefix(".")
 
     @classmethod
     def dirname(cls, *, test_location: PyTestLocation) -> str:
         """``snapshots/<test module basename>/`` beside the test module."""
         test_dir = Path(test_location.filepath).parent
         return str(test_dir / cls.snapshot_dirname / test_location.basename)
+
+    def discover_snapshots(self, **kwargs: Any) -> SnapshotCollections:
+        """syrupy's discovery, keeping only ``*.sentry.json`` files (never a file of someone else's)."""
+        owned = SnapshotCollections()
+        for collection in super().discover_snapshots(**kwargs):
+            if str(collection.location).endswith(SNAPSHOT_SUFFIX):
+                owned.add(collection)
+        return owned
 
     def serialize(self, data: Any, *, exclude: Any = None, include: Any = None, matcher: Any = None) -> Any:
         """Normalise (see :func:`normalize`), then serialise as indented JSON."""
