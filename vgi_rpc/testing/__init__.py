@@ -19,7 +19,7 @@ The public face is :func:`sentry_capture`, available two ways:
 Inside, the real ``sentry_sdk`` is initialised with an
 :class:`~vgi_rpc.testing.fake_transport.InMemoryTransport`
 (``traces_sample_rate=1.0``, default integrations on, a fixed fake DSN on the
-reserved ``.invalid`` domain) against a *fresh* global, isolation and current
+reserved ``.invalid`` domain, a fixed ``release``) against a *fresh* global, isolation and current
 scope.  On exit the capture's client is flushed and closed, and the scopes and
 client that were active before are put back, so a test using it changes
 nothing for the next test -- and a client some earlier test installed with
@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -61,11 +62,25 @@ if TYPE_CHECKING:
 
     from vgi_rpc.testing.fake_transport import InMemoryTransport, envelope_to_dict
 
-__all__ = ["DEFAULT_DSN", "InMemoryTransport", "SentryCapture", "envelope_to_dict", "sentry_capture"]
+__all__ = [
+    "DEFAULT_DSN",
+    "DEFAULT_RELEASE",
+    "InMemoryTransport",
+    "SentryCapture",
+    "envelope_to_dict",
+    "sentry_capture",
+]
 
 #: The DSN a capture uses unless told otherwise.  ``.invalid`` is reserved
 #: (RFC 2606) and never resolves; the in-memory transport never connects anyway.
 DEFAULT_DSN = "https://public@sentry.invalid/1"
+
+#: The ``release`` a capture uses unless told otherwise.  Left unset, the SDK
+#: derives one from the machine -- ``SENTRY_RELEASE``, the git commit of the
+#: checkout, CI variables -- and sends session updates only where it finds one,
+#: so the same test would send different envelopes in a git checkout and in an
+#: unpacked package.
+DEFAULT_RELEASE = "sentry-capture"
 
 _FLUSH_TIMEOUT = 2.0
 
@@ -89,10 +104,13 @@ class SentryCapture:
     mutating them does not change the capture.
     """
 
-    def __init__(self, transport: InMemoryTransport) -> None:
+    def __init__(self, transport: InMemoryTransport, init_options: Mapping[str, Any] | None = None) -> None:
         """Wrap ``transport``; :func:`sentry_capture` builds this, you normally don't."""
         self.transport = transport
         self.client: sentry_sdk.Client | None = None
+        #: The ``sentry_sdk.init`` options the capture was *given* (marker, ini option,
+        #: ``sentry_options`` fixture, keyword arguments) -- not the capture's defaults.
+        self.init_options: Mapping[str, Any] = MappingProxyType(dict(init_options or {}))
         self._active = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -314,9 +332,10 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
     """Initialise the real Sentry SDK with an in-memory transport; yield a :class:`SentryCapture`.
 
     ``init_options`` go to ``sentry_sdk.init`` on top of these defaults:
-    ``dsn=DEFAULT_DSN``, ``traces_sample_rate=1.0`` (default integrations stay
-    on unless you pass ``default_integrations=False``).  ``transport`` may not
-    be passed: the capture's transport is the point.
+    ``dsn=DEFAULT_DSN``, ``traces_sample_rate=1.0``, ``release=DEFAULT_RELEASE``
+    (default integrations stay on unless you pass ``default_integrations=False``).
+    ``transport`` may not be passed: the capture's transport is the point.
+    Pass ``release=None`` to let the SDK derive a release from the machine.
 
     On exit (also on error) the capture's client is flushed and closed, and
     the previous global scope, isolation scope and current scope -- hence the
@@ -336,11 +355,11 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
 
     if "transport" in init_options:
         raise TypeError("sentry_capture() provides its own transport; do not pass 'transport'")
-    options: dict[str, Any] = {"dsn": DEFAULT_DSN, "traces_sample_rate": 1.0}
+    options: dict[str, Any] = {"dsn": DEFAULT_DSN, "traces_sample_rate": 1.0, "release": DEFAULT_RELEASE}
     options.update(init_options)
     transport = InMemoryTransport()
     options["transport"] = transport
-    cap = SentryCapture(transport)
+    cap = SentryCapture(transport, init_options)
 
     saved_global = _sentry_scope._global_scope
     iso_token = _sentry_scope._isolation_scope.set(None)

@@ -16,7 +16,9 @@ Fixtures:
 
 ``sentry_snapshot``
     syrupy's ``snapshot`` fixture using
-    :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension`.  Needs syrupy
+    :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension`; ``release`` and
+    ``environment`` are pinned verbatim when the test's ``sentry_capture`` was
+    given them.  Needs syrupy
     (the ``testing`` extra); without it, using the fixture fails with an
     ``ImportError`` naming the extra.
 
@@ -71,11 +73,15 @@ def _syrupy_installed() -> bool:
 if _syrupy_installed():
 
     @pytest.fixture(name="sentry_snapshot")
-    def _sentry_snapshot_fixture(snapshot: Any) -> Any:
-        """syrupy's ``snapshot`` with the Sentry envelope extension (normalised, in tests/snapshots/)."""
-        from vgi_rpc.testing.snapshots import SentryEnvelopeExtension
+    def _sentry_snapshot_fixture(request: pytest.FixtureRequest, snapshot: Any) -> Any:
+        """syrupy's ``snapshot`` with the Sentry envelope extension (``*.sentry.json`` in snapshots/)."""
+        from vgi_rpc.testing.snapshots import SentryEnvelopeExtension, kept_fields
 
-        return snapshot.use_extension(SentryEnvelopeExtension)
+        assertion = snapshot.use_extension(SentryEnvelopeExtension)
+        if "sentry_capture" in request.fixturenames:
+            cap: SentryCapture = request.getfixturevalue("sentry_capture")
+            assertion.extension.keep = kept_fields(cap.init_options)
+        return assertion
 
 else:
 
