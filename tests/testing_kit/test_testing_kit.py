@@ -236,7 +236,7 @@ def test_single_event_failure_lists_what_was_captured() -> None:
         assert "ZeroDivisionError: boom" in text
         assert "rpc.method='add'" in text
         assert "message='something else'" in text
-        assert "transaction 'rpc add' op=rpc.server" in text
+        assert "transaction 'rpc add' rpc.method='add' op=rpc.server" in text
         with pytest.raises(AssertionError, match=r"for method 'mul', found 0"):
             cap.event("mul")
         with pytest.raises(AssertionError, match=r"exactly one transaction for method 'mul'"):

@@ -294,37 +294,102 @@ def _method_of_transaction(txn: dict[str, Any]) -> Any:
     return data.get("rpc.method")
 
 
+_REPORT_TEXT = 160  # longest message/exception text on one report line
+
+
+def _clip(text: Any) -> str:
+    value = " ".join(str(text).split())
+    return value if len(value) <= _REPORT_TEXT else value[: _REPORT_TEXT - 3] + "..."
+
+
 def _describe_item(item: dict[str, Any]) -> str:
+    """One line for one envelope item: type, name, rpc.method, level, exception, status."""
     item_type = item["type"]
     payload = item["payload"]
     if not isinstance(payload, dict):
         size = len(payload) if isinstance(payload, bytes | str | list) else "?"
         return f"{item_type} ({size} bytes/entries)"
-    if item_type == "event":
-        parts = [f"level={payload.get('level')}"]
-        values = (payload.get("exception") or {}).get("values") or []
-        if values:
-            last = values[-1]
-            parts.append(f"exception={last.get('type')}: {last.get('value')}")
-        message = payload.get("message") or (payload.get("logentry") or {}).get("message")
-        if message:
-            parts.append(f"message={message!r}")
-        if payload.get("transaction"):
-            parts.append(f"transaction={payload['transaction']!r}")
-        method = _tag(payload, "rpc.method")
-        if method is not None:
-            parts.append(f"rpc.method={method!r}")
-        logger = payload.get("logger")
-        if logger:
-            parts.append(f"logger={logger}")
-        return "event " + " ".join(parts)
-    if item_type == "transaction":
-        trace = (payload.get("contexts") or {}).get("trace") or {}
-        return (
-            f"transaction {payload.get('transaction')!r} op={trace.get('op')} "
-            f"status={trace.get('status')} spans={len(payload.get('spans') or [])}"
+    describe = _ITEM_DESCRIBERS.get(item_type)
+    return f"{item_type} {describe(payload)}" if describe is not None else str(item_type)
+
+
+def _describe_event(payload: dict[str, Any]) -> str:
+    parts = [repr(payload["transaction"]) if payload.get("transaction") else "(no transaction)"]
+    method = _tag(payload, "rpc.method")
+    if method is not None:
+        parts.append(f"rpc.method={method!r}")
+    parts.append(f"level={payload.get('level')}")
+    values = (payload.get("exception") or {}).get("values") or []
+    if values:
+        last = values[-1]
+        parts.append(f"exception={last.get('type')}: {_clip(last.get('value'))}")
+    message = payload.get("message") or (payload.get("logentry") or {}).get("message")
+    if message:
+        parts.append(f"message={_clip(message)!r}")
+    if not payload.get("tags"):
+        parts.append("(no tags)")
+    logger = payload.get("logger")
+    if logger:
+        parts.append(f"logger={logger}")
+    return " ".join(parts)
+
+
+def _describe_transaction(payload: dict[str, Any]) -> str:
+    trace = (payload.get("contexts") or {}).get("trace") or {}
+    parts = [repr(payload.get("transaction"))]
+    method = _method_of_transaction(payload)
+    if method is not None:
+        parts.append(f"rpc.method={method!r}")
+    parts.append(f"op={trace.get('op')} status={trace.get('status')} spans={len(payload.get('spans') or [])}")
+    return " ".join(parts)
+
+
+def _describe_spans(payload: dict[str, Any]) -> str:
+    spans = payload.get("items", [payload])
+    names = []
+    for span in spans if isinstance(spans, list) else []:
+        attributes = span.get("attributes") or {}
+        method = (attributes.get("rpc.method") or {}).get("value")
+        status = span.get("status")
+        names.append(
+            f"{span.get('name') or span.get('description')!r}"
+            + (f" rpc.method={method!r}" if method is not None else "")
+            + (f" status={status}" if status is not None else "")
         )
-    return str(item_type)
+    return f"({len(names)}): " + ", ".join(names)
+
+
+def _describe_logs(payload: dict[str, Any]) -> str:
+    records = payload.get("items") or []
+    shown = [f"[{r.get('level')}] {_clip(r.get('body'))}" for r in records[:3] if isinstance(r, dict)]
+    more = f" (+{len(records) - 3} more)" if len(records) > 3 else ""
+    return f"({len(records)}): " + "; ".join(shown) + more
+
+
+def _describe_sessions(payload: dict[str, Any]) -> str:
+    totals: dict[str, int] = {}
+    for aggregate in payload.get("aggregates") or []:
+        for key, value in aggregate.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    return " ".join(f"{k}={v}" for k, v in sorted(totals.items())) or "(empty)"
+
+
+def _describe_client_report(payload: dict[str, Any]) -> str:
+    discarded = payload.get("discarded_events") or []
+    return "discarded: " + (
+        ", ".join(f"{d.get('category')}:{d.get('reason')} x{d.get('quantity')}" for d in discarded) or "none"
+    )
+
+
+_ITEM_DESCRIBERS = {
+    "event": _describe_event,
+    "transaction": _describe_transaction,
+    "span": _describe_spans,
+    "log": _describe_logs,
+    "sessions": _describe_sessions,
+    "client_report": _describe_client_report,
+}
 
 
 @contextlib.contextmanager

@@ -36,6 +36,11 @@ Fixtures:
     An option ``sentry_sdk.init`` does not know fails the test at setup with
     the SDK's own message (``TypeError: Unknown option 'x'``).
 
+    When a test that used it fails, the report gets a **Captured Sentry
+    envelopes** section (like pytest's "Captured log call"): one line per
+    envelope item -- type, transaction or event name, ``rpc.method``, level,
+    exception type and message, status.  Passing tests add nothing.
+
 ``sentry_snapshot``
     syrupy's ``snapshot`` fixture using
     :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension`; ``release`` and
@@ -52,7 +57,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -62,6 +67,9 @@ if TYPE_CHECKING:
 
 _MARKER = "sentry_options"
 _INI = "sentry_options"
+SECTION = "Captured Sentry envelopes"
+_CAPTURE = pytest.StashKey["SentryCapture"]()
+_REPORTED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -132,6 +140,7 @@ def _sentry_capture_fixture(
             raise TypeError(f"@pytest.mark.{_MARKER} takes keyword arguments only")
         options.update(marker.kwargs)
     with sentry_capture(**options) as cap:
+        request.node.stash[_CAPTURE] = cap
         yield cap
 
 
@@ -164,3 +173,25 @@ else:
 
         require("the sentry_snapshot fixture", "testing")
         raise AssertionError("unreachable: syrupy is importable after all")  # pragma: no cover
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test that used ``sentry_capture`` gets a "Captured Sentry envelopes" report section.
+
+    Added once per test, to the report of the first phase that failed (setup,
+    call or teardown); the section travels with the report, so ``-q``, ``-vv``
+    and pytest-xdist workers show it too.
+    """
+    report = yield
+    cap = item.stash.get(_CAPTURE, None)
+    if cap is not None and report.failed and not item.stash.get(_REPORTED, False):
+        item.stash[_REPORTED] = True
+        try:
+            text = cap.describe()
+        except Exception as exc:  # a report must never fail because of what it reports
+            text = f"  (could not list what was captured: {exc!r})"
+        report.sections.append((SECTION, text))
+    return report
