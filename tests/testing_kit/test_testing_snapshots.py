@@ -653,3 +653,20 @@ def test_the_same_http_calls_on_two_servers_normalise_identically() -> None:
     text = json.dumps(normalize(first))
     for volatile in (str(port_a), "python-httpx/0", "sentry.python.falcon", '"filename": "vgi_rpc/', '"vgi_rpc.'):
         assert volatile not in text, volatile
+
+
+def test_session_buckets_of_two_minutes_merge_into_one() -> None:
+    """A test that ran across a minute boundary sends two buckets; another run sends one."""
+    attrs = {"environment": "production", "release": "sentry-capture"}
+    two = {
+        "attrs": attrs,
+        "aggregates": [
+            {"started": "2026-12-01T20:17:00.000000Z", "exited": 2},
+            {"started": "2026-12-01T20:18:00.000000Z", "exited": 1, "errored": 1},
+        ],
+    }
+    one = {"attrs": attrs, "aggregates": [{"started": "2026-12-01T20:18:00.000000Z", "exited": 3, "errored": 1}]}
+    assert normalize(two) == normalize(one)
+    assert normalize(two)["aggregates"] == [{"errored": 1, "exited": 3, "started": "<timestamp>"}]
+    with pytest.raises(SnapshotFormatError, match=r"aggregates\.0\.started"):
+        normalize({"attrs": attrs, "aggregates": [{"started": "noon", "exited": 1}]})

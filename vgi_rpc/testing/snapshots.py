@@ -115,6 +115,9 @@ header                      format checked                    placeholder
 
 In every remaining string, memory addresses ``0x7f...`` become ``0x<addr>``
 and the port of any URL (``http://127.0.0.1:37205/...``) becomes ``<port>``.
+In a ``sessions`` payload, buckets that became equal once ``started`` is
+``<timestamp>`` are merged, their counts summed (the SDK buckets sessions by
+the minute, so a test running across a minute boundary would show two).
 
 **vgi_rpc's own frames.** Each run of consecutive stack frames inside the
 ``vgi_rpc`` package (module ``vgi_rpc`` or ``vgi_rpc.*``) becomes one
@@ -674,6 +677,32 @@ def _collapse_library_frames(node: Any, meta: Any = None, path: tuple[str, ...] 
             _collapse_library_frames(value, meta, (*path, str(key)))
 
 
+def _merge_session_aggregates(node: Any) -> Any:
+    """In place, after the walk: a ``sessions`` payload's buckets that became equal are summed.
+
+    The SDK buckets request sessions by the minute they started; once ``started``
+    is ``<timestamp>``, a test that ran across a minute boundary would otherwise
+    show two buckets where another run shows one.
+    """
+    if isinstance(node, list):
+        for value in node:
+            _merge_session_aggregates(value)
+    elif isinstance(node, dict):
+        aggregates = node.get("aggregates")
+        if "attrs" in node and isinstance(aggregates, list) and all(isinstance(a, dict) for a in aggregates):
+            merged: dict[str, dict[str, Any]] = {}
+            for bucket in aggregates:
+                counts = {k: v for k, v in bucket.items() if isinstance(v, int) and not isinstance(v, bool)}
+                key = repr(sorted((k, v) for k, v in bucket.items() if k not in counts))
+                into = merged.setdefault(key, {k: v for k, v in bucket.items() if k not in counts})
+                for name, count in counts.items():
+                    into[name] = into.get(name, 0) + count
+            node["aggregates"] = [dict(sorted(bucket.items())) for bucket in merged.values()]
+        for value in node.values():
+            _merge_session_aggregates(value)
+    return node
+
+
 def _as_data(data: Any) -> Any:
     from vgi_rpc.testing import SentryCapture
 
@@ -717,7 +746,8 @@ def normalize(data: Any, *, keep: Collection[str] = ()) -> Any:
         raise ValueError(f"normalize(keep=...) accepts {sorted(KEEPABLE)}, not {sorted(unknown)}")
     plain = copy.deepcopy(_as_data(data))
     _collapse_library_frames(plain)
-    return _Normalizer(frozenset(keep) | _explicit_fields(data)).walk(plain, ())
+    walked = _Normalizer(frozenset(keep) | _explicit_fields(data)).walk(plain, ())
+    return _merge_session_aggregates(walked)
 
 
 class SentryEnvelopeExtension(JSONSnapshotExtension):
