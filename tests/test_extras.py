@@ -1,11 +1,10 @@
 """A missing optional dependency fails with an ImportError that names the extra to install.
 
 Each case runs in a fresh interpreter in which the package really cannot be
-imported: an import blocker on ``sys.meta_path`` makes ``import falcon`` (or
-``sentry_sdk``, ``syrupy``, ``opentelemetry``...) fail exactly as it fails
-where the package is not installed (``ModuleNotFoundError`` with ``name`` set),
-and the modules are dropped from ``sys.modules`` first.  Nothing of Sentry is
-mocked: the blocked package is simply absent.  The acceptance suite
+imported (``_missing.run_without``: an import blocker on ``sys.meta_path``
+makes ``import falcon`` -- or ``sentry_sdk``, ``syrupy``, ``opentelemetry`` --
+fail exactly as it fails where the package is not installed).  Nothing of
+Sentry is mocked: the blocked package is simply absent.  The acceptance suite
 (``tests/test_user_project.py``) repeats the user-facing cases in a venv built
 from a non-editable install, where OpenTelemetry is absent for real.
 """
@@ -13,42 +12,15 @@ from a non-editable install, where OpenTelemetry is absent for real.
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from _missing import run_without
 
 from vgi_rpc._extras import EXTRAS, MissingExtraError, require
 
 pytest_plugins = ["pytester"]
-
-# Installed first in the child interpreter: the named top-level packages cannot be imported.
-BLOCKER = """
-import sys
-
-class _NotInstalled:
-    def __init__(self, names):
-        self.names = frozenset(names)
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        return None
-
-sys.meta_path.insert(0, _NotInstalled({blocked!r}))
-for _loaded in [m for m in sys.modules if m.split(".")[0] in {blocked!r}]:
-    del sys.modules[_loaded]
-"""
-
-
-def run_without(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter where the ``blocked`` packages are not importable."""
-    script = BLOCKER.format(blocked=blocked) + textwrap.dedent(code)
-    return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-
 
 CASES = [
     ("falcon", "import vgi_rpc.http", "vgi_rpc.http", "http"),
