@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 _CODE_PATH = re.compile(r"`((?:vgi_rpc|scripts|benchmarks)/[\w./-]+\.\w+)`")

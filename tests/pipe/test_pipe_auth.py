@@ -12,34 +12,13 @@ import inspect
 import sys
 import textwrap
 from pathlib import Path
-from typing import Protocol
 
 import pytest
+from support.accounts import ALICE, Accounts, AccountsImpl
 
-from vgi_rpc import AuthContext, CallContext, RpcError, RpcServer, connect, run_server, serve_pipe
+from vgi_rpc import RpcError, RpcServer, connect, run_server, serve_pipe
 from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture
-
-ALICE = AuthContext(
-    domain="pipe",
-    authenticated=True,
-    principal="user-7",
-    claims={"preferred_username": "alice", "email": "alice@example.com", "tenant": "acme"},
-)
-
-
-class Accounts(Protocol):
-    def whoami(self) -> str: ...
-    def close_account(self, reason: str) -> None: ...
-
-
-class AccountsImpl:
-    def whoami(self, ctx: CallContext) -> str:
-        auth = ctx.auth
-        return f"{auth.domain}:{auth.authenticated}:{auth.principal}:{auth.claims.get('tenant')}"
-
-    def close_account(self, reason: str) -> None:
-        raise PermissionError(f"cannot close: {reason}")
 
 
 def test_serve_pipe_calls_are_made_as_the_given_caller() -> None:
@@ -79,7 +58,7 @@ def test_an_anonymous_pipe_caller_has_no_user(sentry_capture: SentryCapture) -> 
 WORKER = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_pipe_auth import ALICE, Accounts, AccountsImpl
+from support.accounts import ALICE, Accounts, AccountsImpl
 from vgi_rpc import run_server
 
 run_server(Accounts, AccountsImpl(){auth})
@@ -91,7 +70,9 @@ run_server(Accounts, AccountsImpl(){auth})
 )
 def test_run_server_serves_connect_as_the_given_caller(tmp_path: Path, auth: str, expected: str) -> None:
     worker = tmp_path / "worker.py"
-    worker.write_text(textwrap.dedent(WORKER.format(tests=str(Path(__file__).parent), auth=auth)))
+    worker.write_text(
+        textwrap.dedent(WORKER.format(tests=str(Path(__file__).resolve().parents[1]), auth=auth))
+    )
     with connect(Accounts, [sys.executable, str(worker)]) as proxy:
         assert proxy.whoami() == expected
 

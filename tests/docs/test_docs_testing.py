@@ -21,7 +21,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 RUN = ("-p", "no:cacheprovider")
 _NAMED = re.compile(r"# ([\w/.-]+\.(?:py|ini|toml|cfg))\n")
 

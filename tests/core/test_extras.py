@@ -1,11 +1,11 @@
 """A missing optional dependency fails with an ImportError that names the extra to install.
 
 Each case runs in a fresh interpreter in which the package really cannot be
-imported (``_missing.run_without``: an import blocker on ``sys.meta_path``
+imported (``support.missing.run_without``: an import blocker on ``sys.meta_path``
 makes ``import falcon`` -- or ``sentry_sdk``, ``syrupy``, ``opentelemetry`` --
 fail exactly as it fails where the package is not installed).  Nothing of
 Sentry is mocked: the blocked package is simply absent.  The acceptance suite
-(``tests/test_user_project.py``) repeats the user-facing cases in a venv built
+(``tests/testing_kit/test_user_project.py``) repeats the user-facing cases in a venv built
 from a non-editable install, where OpenTelemetry is absent for real.
 """
 
@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _missing import run_without
+from support.missing import run_without
 
 from vgi_rpc._extras import EXTRAS, MissingExtraError, require
 
@@ -95,7 +95,7 @@ def test_extras_table_matches_pyproject() -> None:
     """Every extra require() names exists in pyproject.toml and lists a package for each module."""
     import tomllib
 
-    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     extras = pyproject["project"]["optional-dependencies"]
     distribution = {"sentry_sdk": "sentry-sdk", "opentelemetry": "opentelemetry-api"}
     for extra, modules in EXTRAS.items():

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _missing import run_without
+from support.missing import run_without
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
