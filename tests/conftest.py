@@ -11,3 +11,17 @@ No test module imports another one: anything two modules need lives in ``support
 """
 
 from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _subprocess_pytest_is_no_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``pytest -n``, a pytest a test starts (pytester, a user's venv) must not think it is a worker.
+
+    pytest-xdist marks its workers with ``PYTEST_XDIST_*`` environment variables,
+    which child processes inherit; syrupy reads them and then leaves unused-snapshot
+    reporting to a controller that does not exist.
+    """
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)

@@ -13,8 +13,12 @@ Run ``make demo`` (or ``python -m vgi_rpc.demo``). It
    behind :func:`~vgi_rpc.http.jwt_authenticator` (HS256, a key made for this run);
 3. calls it with :func:`~vgi_rpc.http.http_connect`, which speaks the same wire
    as the official vgi-rpc client, presenting a signed JWT;
-4. prints one row per envelope item Sentry received: type, transaction name,
-   status, tags, ``contexts.rpc``, user and the ``rpc.*`` span data; exits 0.
+4. prints the calls, each with the log records the server wrote while serving
+   it, then one row per envelope item Sentry received: type, transaction name,
+   status, tags, ``contexts.rpc``, user and the ``rpc.*`` span data, then one
+   line each on what surprises a first reader (why one stream call is several
+   transactions, what the ``sessions`` item is, why a failed call says
+   ``http.status_code=200`` and ``internal_error``); exits 0.
 
 ``--json PATH`` also writes the captured envelopes (plain JSON) to PATH (``-``:
 stdout, and the table goes to stderr).  ``--quiet`` prints only the table.
@@ -27,6 +31,7 @@ to the transport, not what the Sentry server accepted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -40,12 +45,13 @@ from typing import Any, Protocol, TextIO
 
 import pyarrow as pa
 
+from vgi_rpc._extras import MissingExtraError, require
 from vgi_rpc.context import CallContext
 from vgi_rpc.errors import RpcError
 from vgi_rpc.server import RpcServer
 from vgi_rpc.streams import AnnotatedBatch, ExchangeState, OutputCollector, ProducerState, Stream
 
-__all__ = ["DemoService", "DemoServiceImpl", "main", "render_envelopes"]
+__all__ = ["DemoService", "DemoServiceImpl", "compact_config", "explain", "main", "render_envelopes"]
 
 _COUNT = pa.schema([pa.field("n", pa.int64(), nullable=False)])
 _VALUES = pa.schema([pa.field("x", pa.float64(), nullable=False)])
@@ -193,24 +199,80 @@ def _token(key: bytes) -> str:
     return jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(key))
 
 
-def _calls(proxy: Any) -> list[tuple[str, str]]:
-    """Make the demo's calls; return (call, outcome) lines for the client-side summary."""
-    done: list[tuple[str, str]] = []
-    done.append(("add(a=2, b=3)", repr(proxy.add(a=2, b=3))))
-    done.append(('greet(name="Ada", api_token=...)', repr(proxy.greet(name="Ada", api_token="s3cr3t-t0ken"))))
-    counted = [row for batch in proxy.countdown(n=3) for row in batch.to_pydict()["n"]]
-    done.append(("countdown(n=3)", f"batches {counted}"))
-    with proxy.scale(factor=2.0) as session:
-        outs = [
-            session.exchange(AnnotatedBatch.from_pydict({"x": [float(i)]}, schema=_VALUES)) for i in (1, 2)
-        ]
-    done.append(("scale(factor=2.0), 2 exchanges", str([o.to_pydict()["x"] for o in outs])))
-    try:
-        proxy.divide(a=1.0, b=0.0)
-        done.append(("divide(a=1.0, b=0.0)", "returned?!"))
-    except RpcError as exc:
-        done.append(("divide(a=1.0, b=0.0)", f"raised RpcError(error_type={exc.error_type!r})"))
+class _LogRecorder(logging.Handler):
+    """Keeps the formatted log records, so each is printed under the call that produced it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@dataclass
+class _Call:
+    call: str
+    outcome: str
+    logs: list[str]
+
+
+def _calls(proxy: Any, logs: _LogRecorder) -> list[_Call]:
+    """Make the demo's calls; each with its outcome and the log lines the server wrote meanwhile.
+
+    The server logs a failed call before it answers, so a call's records are all
+    in by the time the client has the answer.
+    """
+    done: list[_Call] = []
+
+    def record(call: str, run: Any) -> None:
+        mark = len(logs.lines)
+        outcome = run()
+        done.append(_Call(call, outcome, logs.lines[mark:]))
+
+    def countdown() -> str:
+        return f"batches {[row for batch in proxy.countdown(n=3) for row in batch.to_pydict()['n']]}"
+
+    def scale() -> str:
+        with proxy.scale(factor=2.0) as session:
+            outs = [
+                session.exchange(AnnotatedBatch.from_pydict({"x": [float(i)]}, schema=_VALUES))
+                for i in (1, 2)
+            ]
+        return str([o.to_pydict()["x"] for o in outs])
+
+    def divide() -> str:
+        try:
+            return f"returned {proxy.divide(a=1.0, b=0.0)!r}?!"
+        except RpcError as exc:
+            return f"raised RpcError(error_type={exc.error_type!r})"
+
+    record("add(a=2, b=3)", lambda: repr(proxy.add(a=2, b=3)))
+    record(
+        'greet(name="Ada", api_token=...)', lambda: repr(proxy.greet(name="Ada", api_token="s3cr3t-t0ken"))
+    )
+    record("countdown(n=3)", countdown)
+    record("scale(factor=2.0), 2 exchanges", scale)
+    record("divide(a=1.0, b=0.0)", divide)
     return done
+
+
+def compact_config(config: Any) -> str:
+    """``SentryConfig(...)`` with only the fields that differ from their defaults."""
+    changed = []
+    for field in dataclasses.fields(config):
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:  # pragma: no cover - every SentryConfig field has a default
+            default = dataclasses.MISSING
+        value = getattr(config, field.name)
+        plain = dict(value) if isinstance(value, Mapping) else value
+        if plain != (dict(default) if isinstance(default, Mapping) else default):
+            changed.append(f"{field.name}={plain!r}")
+    return f"{type(config).__name__}({', '.join(changed)})"
 
 
 # ------------------------------------------------------------------------------ the table
@@ -298,11 +360,59 @@ def render_envelopes(envelopes: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def explain(envelopes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line each on what the table shows that surprises a first reader (only what is there)."""
+    items = [
+        (str(item.get("type")), item.get("payload"))
+        for envelope in envelopes
+        for item in envelope.get("items", [])
+        if isinstance(item.get("payload"), Mapping)
+    ]
+    notes: list[str] = []
+    turns: dict[str, list[str]] = {}
+    for item_type, payload in items:
+        if item_type == "transaction":
+            data = ((payload.get("contexts") or {}).get("trace") or {}).get("data") or {}
+            if data.get("rpc.stream_id"):
+                turns.setdefault(str(data["rpc.stream_id"]), []).append(str(payload.get("transaction")))
+    if turns:
+        counts = ", ".join(f"{names[0]} x{len(names)}" for names in turns.values())
+        notes.append(
+            f"{counts}: over HTTP a stream call is one request per turn (/init, then each /exchange), "
+            "so one transaction per turn; all turns of one call share one rpc.stream_id."
+        )
+    sessions = [payload for item_type, payload in items if item_type == "sessions"]
+    if sessions:
+        totals: dict[str, int] = {}
+        for payload in sessions:
+            for bucket in payload.get("aggregates") or []:
+                for key in ("exited", "errored", "crashed", "abnormal"):
+                    totals[key] = totals.get(key, 0) + int(bucket.get(key) or 0)
+        shown = ", ".join(f"{v} {k}" for k, v in totals.items() if v)
+        notes.append(
+            f"sessions: not a call but the SDK's release health, one session per HTTP request ({shown}; "
+            "errored = an error event was captured during it; the client's /health probe counts too)."
+        )
+    failed = [
+        payload
+        for item_type, payload in items
+        if item_type == "transaction"
+        and ((payload.get("contexts") or {}).get("trace") or {}).get("status") == "internal_error"
+        and _tags(payload).get("http.status_code") == "200"
+    ]
+    if failed:
+        notes.append(
+            f"{failed[0].get('transaction')}: http.status_code=200 because vgi-rpc answers a failed call with a "
+            "200 whose Arrow stream carries the error; status internal_error because the call itself failed."
+        )
+    return notes
+
+
 # ------------------------------------------------------------------------------ main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns the exit status (0)."""
+    """Run the demo; returns the exit status (0; 2 when the ``http`` or ``sentry`` extra is missing)."""
     parser = argparse.ArgumentParser(prog="python -m vgi_rpc.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--json", metavar="PATH", help="also write the captured envelopes as JSON (- = stdout)"
@@ -311,9 +421,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out: TextIO = sys.stderr if args.json == "-" else sys.stdout
     # The server logs a failed call at WARNING on "vgi_rpc" (never ERROR: Sentry's
-    # logging integration would turn it into a second error event); show it plainly.
-    logging.basicConfig(level=logging.WARNING, format="  [log] %(levelname)s %(name)s: %(message)s")
+    # logging integration would turn it into a second error event). Keep the records
+    # and print each under the call that produced it.
+    logs = _LogRecorder()
+    logs.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(logs)
     dsn = os.environ.get("SENTRY_DSN") or None
+    try:
+        require("the demo (python -m vgi_rpc.demo)", "http", "sentry")
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
     from vgi_rpc.sentry import SentryConfig
@@ -337,21 +455,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"Sentry: {'DSN ' + dsn if dsn else 'in-memory transport (set SENTRY_DSN to send)'}",
                     file=out,
                 )
-                print(f"config: {config!r}\n", file=out)
+                print(f"config: {compact_config(config)} (the rest: defaults)\n", file=out)
             with http_connect(
                 DemoService,
                 handle.base_url,
                 prefix="/vgi",
                 headers={"Authorization": f"Bearer {_token(key)}"},
             ) as proxy:
-                calls = _calls(proxy)
+                calls = _calls(proxy, logs)
         envelopes = recorder.envelopes
+    logging.getLogger().removeHandler(logs)
     if not args.quiet:
-        print("calls (client side):", file=out)
-        for call, outcome in calls:
-            print(f"  {call:<34} -> {outcome}", file=out)
+        print("calls (client side), each with the server's log records:", file=out)
+        for done in calls:
+            print(f"  {done.call:<34} -> {done.outcome}", file=out)
+            for line in done.logs:
+                print(f"      [log] {line}", file=out)
         print(f"\nwhat Sentry received ({len(envelopes)} envelopes):", file=out)
     print(render_envelopes(envelopes), file=out)
+    if not args.quiet:
+        notes = explain(envelopes)
+        if notes:
+            print("\nreading the table:", file=out)
+            for note in notes:
+                print(f"  * {note}", file=out)
     if args.json:
         text = json.dumps(envelopes, indent=2, sort_keys=True, default=str)
         if args.json == "-":

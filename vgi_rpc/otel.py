@@ -1,6 +1,8 @@
 """OpenTelemetry tracing and metrics for ``RpcServer`` dispatch.
 
-Requires ``pip install vgi-rpc[otel]`` (``opentelemetry-api`` and ``-sdk``).
+Requires the ``otel`` extra (``pip install 'vgi-rpc[otel]'``: ``opentelemetry-api``
+and ``-sdk``); without them, importing this module raises
+an ``ImportError`` that names the extra.
 ``import vgi_rpc`` never imports this module; importing it imports OpenTelemetry.
 
 Usage::
@@ -33,15 +35,19 @@ from importlib import metadata as _metadata
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
-from opentelemetry.metrics import Counter, Histogram, MeterProvider, get_meter_provider
-from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider, get_tracer_provider
+from vgi_rpc._extras import require
 
-from vgi_rpc.auth import AuthContext
-from vgi_rpc.hooks import DispatchInfo, register_dispatch_hook, strip_dispatch_hooks
+require("vgi_rpc.otel", "otel")  # a missing OpenTelemetry names the extra to install
+
+from opentelemetry import context as otel_context  # noqa: E402
+from opentelemetry import propagate, trace  # noqa: E402
+from opentelemetry.context import Context  # noqa: E402
+from opentelemetry.metrics import Counter, Histogram, MeterProvider, get_meter_provider  # noqa: E402
+from opentelemetry.propagators.textmap import Getter  # noqa: E402
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider, get_tracer_provider  # noqa: E402
+
+from vgi_rpc.auth import AuthContext  # noqa: E402
+from vgi_rpc.hooks import DispatchInfo, register_dispatch_hook, strip_dispatch_hooks  # noqa: E402
 
 if TYPE_CHECKING:
     from vgi_rpc.server import RpcServer

@@ -280,11 +280,17 @@ def _stream_turns(
     return error
 
 
-def run_server(target: type | RpcServer, impl: object | None = None) -> None:
+def run_server(
+    target: type | RpcServer, impl: object | None = None, *, auth: AuthContext = ANONYMOUS
+) -> None:
     """Serve one Protocol over this process's stdin/stdout until stdin closes.
 
     Only protocol bytes go to stdout: ``sys.stdout`` (and file descriptor 1) are
     redirected to stderr while serving, so a stray ``print`` cannot corrupt the wire.
+    ``auth`` is the caller every call is made as (``ctx.auth``, hooks' ``auth``):
+    a pipe has no authenticator of its own, so the process that starts the worker
+    (:func:`connect`) decides who is calling -- e.g. ``AuthContext(domain="pipe",
+    authenticated=True, principal="alice", claims={...})`` for a test.
     """
     server = as_server(target, impl)
     sys.stdout.flush()
@@ -294,7 +300,7 @@ def run_server(target: type | RpcServer, impl: object | None = None) -> None:
     sys.stdout = sys.stderr
     try:
         with os.fdopen(protocol_fd, "wb") as out:
-            serve_streams(server, sys.stdin.buffer, out)
+            serve_streams(server, sys.stdin.buffer, out, auth=auth)
     finally:
         sys.stdout = saved_stdout
 
@@ -523,13 +529,20 @@ class _PipeStream:
 
 @contextlib.contextmanager
 def serve_pipe(
-    target: type | RpcServer, impl: object | None = None, *, on_log: OnLog | None = None
+    target: type | RpcServer,
+    impl: object | None = None,
+    *,
+    on_log: OnLog | None = None,
+    auth: AuthContext = ANONYMOUS,
 ) -> Iterator[Any]:
     """Serve on a background thread over OS pipes and yield a typed proxy.
 
     ``with serve_pipe(Calculator, CalculatorImpl()) as proxy: proxy.add(a=1, b=2)``.
     Accepts a ready :class:`RpcServer` too (instrument it first). ``on_log``
     receives the server's log messages (:class:`vgi_rpc.wire.LogMessage`).
+    ``auth`` is the caller every call on this connection is made as (default:
+    anonymous); pass an :class:`~vgi_rpc.auth.AuthContext` to test what an
+    authenticated caller sees (``ctx.auth``, Sentry's ``user``/``auth.*`` tags).
     """
     server = as_server(target, impl)
     c2s_r, c2s_w = os.pipe()
@@ -539,7 +552,7 @@ def serve_pipe(
 
     def run() -> None:
         try:
-            serve_streams(server, server_in, server_out)
+            serve_streams(server, server_in, server_out, auth=auth)
         finally:
             with contextlib.suppress(OSError):
                 server_out.close()
@@ -562,6 +575,9 @@ def connect(
     protocol: type, cmd: Sequence[str], *, on_log: OnLog | None = None, env: Mapping[str, str] | None = None
 ) -> Iterator[Any]:
     """Spawn ``cmd`` (a worker calling :func:`run_server`) and yield a typed proxy to it.
+
+    Who the caller is, is the worker's decision: it serves anonymous calls unless
+    it calls ``run_server(..., auth=AuthContext(...))``.
 
     The worker's stderr is inherited. On exit stdin is closed and the worker is
     given 10 seconds to stop before it is killed.

@@ -103,3 +103,57 @@ def test_render_envelopes_handles_other_items() -> None:
     )
     assert "attachment" in table and "client_report" in table
     assert render_envelopes([]).endswith("(nothing reached the transport)")
+
+
+def test_each_log_record_is_printed_under_the_call_that_produced_it(
+    demo_run: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The server's WARNING for the failed divide follows the divide line, and nothing else logs."""
+    stdout, _ = demo_run
+    lines = stdout.splitlines()
+    (divide,) = [i for i, line in enumerate(lines) if line.strip().startswith("divide(a=1.0, b=0.0)")]
+    assert re.fullmatch(
+        r"\s+\[log\] WARNING vgi_rpc: DemoService\.divide raised ZeroDivisionError: float division by zero",
+        lines[divide + 1],
+    )
+    assert sum("[log]" in line for line in lines) == 1
+
+
+def test_the_config_is_printed_compactly(demo_run: tuple[str, list[dict[str, Any]]]) -> None:
+    """Only what differs from SentryConfig's defaults (docs/sentry.md lists them)."""
+    stdout, _ = demo_run
+    (line,) = [line for line in stdout.splitlines() if line.startswith("config: ")]
+    assert line == (
+        "config: SentryConfig(enable_performance=True, claim_tags={'tenant': 'auth.tenant'}, "
+        "record_params=True) (the rest: defaults)"
+    )
+
+
+def test_the_table_explains_itself_and_every_note_matches_the_envelopes(
+    demo_run: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """One line each: stream turns, the sessions item, a failed call's 200 + internal_error."""
+    stdout, envelopes = demo_run
+    notes = stdout.split("reading the table:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(notes) == 3 and all(n.startswith("  * ") for n in notes), notes
+    streams, sessions, failed = notes
+    # streams: one transaction per HTTP turn, all turns of a call with one stream_id (docs/http.md, S14)
+    by_stream: dict[str, list[str]] = {}
+    for txn in _payloads(envelopes, "transaction"):
+        stream_id = txn["contexts"]["trace"]["data"].get("rpc.stream_id")
+        if stream_id:
+            by_stream.setdefault(stream_id, []).append(txn["request"]["url"].rsplit("/", 1)[1])
+    assert sorted(by_stream.values()) == [["init", "exchange", "exchange"], ["init", "exchange", "exchange", "exchange"]]
+    assert streams.startswith("  * rpc countdown x4, rpc scale x3: over HTTP a stream call is one request per turn")
+    assert "share one rpc.stream_id" in streams
+    # sessions: one per HTTP request -- 10 RPC turns and the client's /health probe; divide errored
+    (aggregates,) = [p["aggregates"] for p in _payloads(envelopes, "sessions")]
+    assert sum(a.get("exited", 0) for a in aggregates) == 10
+    assert sum(a.get("errored", 0) for a in aggregates) == 1
+    assert "one session per HTTP request (10 exited, 1 errored;" in sessions
+    # the failed call: HTTP 200 (the error travels in the Arrow stream), status internal_error (docs/sentry.md)
+    divide = next(t for t in _payloads(envelopes, "transaction") if t["transaction"] == "rpc divide")
+    assert divide["tags"]["http.status_code"] == "200"
+    assert divide["contexts"]["trace"]["status"] == "internal_error"
+    assert failed.startswith("  * rpc divide: http.status_code=200 because")
+    assert "status internal_error because the call itself failed" in failed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import sentry_sdk
@@ -71,6 +71,24 @@ GOOD = [
     ("server.address", "build-host-7", "<server_name>"),
     ("release", "3ccdbbf", "<release>"),
     ("sentry.release", "3ccdbbf", "<release>"),
+    ("environment", "production", "<environment>"),
+    ("sentry.environment", "staging", "<environment>"),
+    ("sentry.sdk.name", "sentry.python.falcon", "sentry.python"),
+    ("sentry.sdk.name", "sentry.python", "sentry.python"),
+    ("SERVER_PORT", "37205", "<port>"),
+    ("server.port", 443, "<port>"),
+    ("client.port", 53122, "<port>"),
+    ("SERVER_NAME", "waitress.invalid", "<server_name>"),
+    ("SERVER_SOFTWARE", "gunicorn/23.0.0", "gunicorn/<version>"),
+    ("SERVER_SOFTWARE", "waitress", "waitress"),
+    ("user_agent.original", "python-httpx/0.28.1", "python-httpx/<version>"),
+    ("CONTENT_LENGTH", "560", "<size>"),
+    ("http.response.body.size", 0, "<size>"),
+    ("url.full", "http://127.0.0.1:39271/vgi/Orders/place", "http://127.0.0.1:<port>/vgi/Orders/place"),
+    ("url.full", "https://example.com/x", "https://example.com/x"),
+    ("os.name", "Linux", "<os>"),
+    ("os.version", "6.1.0-18-amd64", "<os_version>"),
+    ("process.runtime.description", "3.11.7 (main) [GCC 12.2.0]", "<runtime_version>"),
     ("modules", {"pyarrow": "26.0.1"}, "<modules>"),
     ("sys.argv", ["pytest", "-q"], "<argv>"),
 ]
@@ -113,6 +131,19 @@ BAD = [
     ("sentry.sdk.integrations", "logging", "a list of strings"),
     ("sdk", {"version": "2.0.0"}, "an sdk dict"),
     ("sdk", {"name": "sentry.python", "version": "dev"}, "X.Y.Z"),
+    ("sdk", {"name": "raven-python", "version": "6.0.0"}, "an SDK name"),
+    ("sentry.sdk.name", "python", "an SDK name"),
+    ("environment", None, "a string"),
+    ("SERVER_PORT", "0", r"a TCP port \(1-65535\)"),
+    ("SERVER_PORT", "70000", "a TCP port"),
+    ("SERVER_PORT", "http", "a TCP port"),
+    ("server.port", True, "a TCP port"),
+    ("SERVER_SOFTWARE", 3, "a product/version string"),
+    ("CONTENT_LENGTH", "-1", "a size in bytes"),
+    ("http.request.body.size", 1.5, "a size in bytes"),
+    ("url.full", "not a url", "a URL"),
+    ("url.full", "http://host:99999/", "a URL"),
+    ("os.version", 6, "a string"),
 ]
 
 
@@ -129,14 +160,242 @@ def test_rule_fails_on_a_malformed_value(key: str, value: Any, message: str) -> 
     assert isinstance(excinfo.value, AssertionError)  # a failed test, not an error
 
 
-def test_sdk_keeps_its_name_and_drops_what_follows_the_environment() -> None:
+def test_sdk_name_loses_its_integration_suffix_and_what_follows_the_environment_is_dropped() -> None:
+    """With falcon installed a pipe test reports sentry.python.falcon, without it sentry.python."""
     sdk = {
         "name": "sentry.python.falcon",
         "version": "2.75.0",
         "packages": [{"name": "pypi:sentry-sdk", "version": "2.75.0"}],
         "integrations": ["argv", "logging"],
     }
-    assert normalize({"sdk": sdk}) == {"sdk": {"name": "sentry.python.falcon", "version": "<sdk_version>"}}
+    assert normalize({"sdk": sdk}) == {"sdk": {"name": "sentry.python", "version": "<sdk_version>"}}
+    assert normalize({"sdk": {**sdk, "name": "sentry.python"}}) == normalize({"sdk": sdk})
+
+
+# -- HTTP: ports, software versions, sizes ------------------------------------------------------------
+
+REQUEST = {
+    "url": "http://127.0.0.1:39271/vgi/Orders/place?x=1",
+    "env": {"SERVER_NAME": "waitress.invalid", "SERVER_PORT": "39271"},
+    "headers": {
+        "Accept-Encoding": "gzip, deflate, br, zstd",
+        "Content-Length": "560",
+        "Host": "127.0.0.1:39271",
+        "User-Agent": "python-httpx/0.28.1",
+        "Sentry-Trace": f"{HEX32}-{HEX16}-1",
+        "Baggage": f"sentry-trace_id={HEX32},sentry-sample_rand=0.472895,sentry-environment=prod,"
+        "sentry-release=3ccdbbf,sentry-public_key=public,other=kept",
+        "X-Custom": "kept:1234",
+    },
+    "method": "POST",
+}
+
+
+def test_http_request_fields_lose_ports_versions_and_sizes() -> None:
+    out = normalize({"request": REQUEST, "trace_id": HEX32})
+    assert out == {
+        "request": {
+            "url": "http://127.0.0.1:<port>/vgi/Orders/place?x=1",
+            "env": {"SERVER_NAME": "<server_name>", "SERVER_PORT": "<port>"},
+            "headers": {
+                "Accept-Encoding": "<accept_encoding>",
+                "Baggage": "sentry-trace_id=<trace_id:1>,sentry-sample_rand=<sample_rand>,"
+                "sentry-environment=<environment>,sentry-release=<release>,sentry-public_key=public,other=kept",
+                "Content-Length": "<size>",
+                "Host": "127.0.0.1:<port>",
+                "Sentry-Trace": "<trace_id:1>-<span_id:1>-1",
+                "User-Agent": "python-httpx/<version>",
+                "X-Custom": "kept:1234",
+            },
+            "method": "POST",
+        },
+        "trace_id": "<trace_id:1>",  # the header's trace id is the same placeholder
+    }
+
+
+def test_header_rules_ignore_case_and_apply_only_to_headers() -> None:
+    assert normalize({"headers": {"host": "localhost:8000", "user-agent": "vgi-rpc/0.52.2 (x)"}}) == {
+        "headers": {"host": "localhost:<port>", "user-agent": "vgi-rpc/<version> (x)"}
+    }
+    assert normalize({"headers": {"Host": "example.com"}}) == {"headers": {"Host": "example.com"}}
+    assert normalize({"tags": {"host": "db:5432", "content-length": "7"}}) == {
+        "tags": {"host": "db:5432", "content-length": "7"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "message"),
+    [
+        ("Host", "a b:1", r"headers\.Host = 'a b:1' is not a host\[:port\]"),
+        ("Host", "h:123456", "host"),
+        ("Content-Length", "12 bytes", "a size in bytes"),
+        ("Accept-Encoding", "gzip;;", "a list of content codings"),
+        ("Sentry-Trace", "abc-def", "a sentry-trace header"),
+        ("Baggage", "no-equals-sign", "a baggage header"),
+        ("Baggage", "sentry-trace_id=short", "32 lower-case hex"),
+        ("User-Agent", None, "a product/version string"),
+    ],
+)
+def test_a_malformed_header_fails(header: str, value: Any, message: str) -> None:
+    with pytest.raises(SnapshotFormatError, match=message):
+        normalize({"request": {"headers": {header: value}}})
+
+
+def test_request_url_is_checked() -> None:
+    with pytest.raises(SnapshotFormatError, match=r"request\.url = '/relative' is not a URL"):
+        normalize({"request": {"url": "/relative"}})
+    assert normalize({"tags": {"url": "/relative"}}) == {"tags": {"url": "/relative"}}  # a user's tag
+
+
+def test_urls_in_any_string_lose_their_port() -> None:
+    text = "POST http://127.0.0.1:39271/vgi/x failed; retry https://[::1]:8443/y or ws://u:p@h:9/z at 12:30"
+    assert normalize({"message": text}) == {
+        "message": "POST http://127.0.0.1:<port>/vgi/x failed; retry https://[::1]:<port>/y or "
+        "ws://u:p@h:<port>/z at 12:30"
+    }
+
+
+# -- release and environment: replaced unless you set them -------------------------------------------
+
+
+def test_release_and_environment_are_kept_when_named() -> None:
+    data = {"release": "shop@1.2", "environment": "staging", "trace": {"environment": "staging"}}
+    assert normalize(data) == {
+        "environment": "<environment>",
+        "release": "<release>",
+        "trace": {"environment": "<environment>"},
+    }
+    assert normalize(data, keep={"release", "environment"}) == data
+    assert normalize(data, keep={"release"})["environment"] == "<environment>"
+    with pytest.raises(ValueError, match="accepts"):
+        normalize(data, keep={"server_name"})
+
+
+def test_a_capture_keeps_what_it_was_given() -> None:
+    with sentry_capture(environment="staging") as cap:
+        sentry_sdk.capture_message("m")
+    (event,) = normalize(cap.events)
+    assert event["environment"] == "<environment>"  # a list of payloads: nothing says it was explicit
+    (envelope,) = normalize(cap)
+    payload = envelope["items"][0]["payload"]
+    assert payload["environment"] == "staging"  # the capture itself: it was
+    assert payload["release"] == "<release>"  # the capture's default, not the user's
+    assert envelope["headers"]["trace"]["environment"] == "staging"
+    with sentry_capture(release="shop@1.2") as cap:
+        sentry_sdk.capture_message("m")
+    assert normalize(cap)[0]["items"][0]["payload"]["release"] == "shop@1.2"
+
+
+# -- vgi_rpc's own frames -----------------------------------------------------------------------------
+
+
+def _frame(module: str, function: str, **extra: Any) -> dict[str, Any]:
+    return {"module": module, "function": function, "filename": module.replace(".", "/") + ".py", **extra}
+
+
+def test_runs_of_vgi_rpc_frames_become_one_placeholder_each() -> None:
+    frames = [
+        _frame("vgi_rpc.server", "handle_unary", in_app=True),
+        _frame("vgi_rpc.server", "invoke", in_app=True),
+        _frame("shop.orders", "place", in_app=True, lineno=12),
+        _frame("vgi_rpc.streams", "run_turn"),
+        _frame("shop.orders", "produce", in_app=True),
+        _frame("vgi_rpc_contrib.x", "not_ours"),  # a package that merely starts with the name
+    ]
+    out = normalize({"exception": {"values": [{"stacktrace": {"frames": frames}}]}})
+    placeholder = {"function": "<vgi_rpc frames>", "in_app": False, "module": "vgi_rpc"}
+    assert out["exception"]["values"][0]["stacktrace"]["frames"] == [
+        placeholder,
+        {
+            "filename": "shop/orders.py",
+            "function": "place",
+            "in_app": True,
+            "lineno": "<lineno>",
+            "module": "shop.orders",
+        },
+        placeholder,
+        {"filename": "shop/orders.py", "function": "produce", "in_app": True, "module": "shop.orders"},
+        {"filename": "vgi_rpc_contrib/x.py", "function": "not_ours", "module": "vgi_rpc_contrib.x"},
+    ]
+
+
+def test_frames_without_a_module_are_recognised_by_file_name() -> None:
+    frames = [{"function": "f", "filename": "vgi_rpc/pipe.py"}, {"function": "g", "filename": "app.py"}]
+    out = normalize({"stacktrace": {"frames": frames}})
+    assert [f["function"] for f in out["stacktrace"]["frames"]] == ["<vgi_rpc frames>", "g"]
+
+
+def test_meta_notes_of_collapsed_frames_go_and_the_users_follow_their_frames() -> None:
+    """The SDK's note that our frame's local 'auth' was filtered goes; the user's note moves to index 1."""
+    auth_note = {"vars": {"auth": {"": {"rem": [["!config", "s"]]}}}}
+    user_note = {"vars": {"token": {"": {"rem": [["!config", "s"]]}}}}
+    event = {
+        "exception": {
+            "values": [
+                {
+                    "stacktrace": {
+                        "frames": [
+                            _frame("vgi_rpc.server", "handle_unary"),
+                            _frame("vgi_rpc.server", "invoke"),
+                            _frame("shop.orders", "place"),
+                        ]
+                    }
+                }
+            ]
+        },
+        "_meta": {
+            "exception": {"values": {"0": {"stacktrace": {"frames": {"0": auth_note, "2": user_note}}}}},
+            "request": {"data": {"": {"rem": [["!raw", "x"]]}}},
+        },
+    }
+    out = normalize([{"items": [{"payload": event}]}])  # at any depth, e.g. inside an envelope
+    meta = out[0]["items"][0]["payload"]["_meta"]
+    assert meta == {
+        "exception": {"values": {"0": {"stacktrace": {"frames": {"1": user_note}}}}},
+        "request": {"data": {"": {"rem": [["!raw", "x"]]}}},
+    }
+    only_ours = copy.deepcopy(event)
+    del only_ours["_meta"]["exception"]["values"]["0"]["stacktrace"]["frames"]["2"]
+    assert "exception" not in normalize(only_ours)["_meta"]  # no empty husk of the note is left
+
+
+def test_a_real_error_event_keeps_only_the_users_frames() -> None:
+    """A failed call over serve_pipe: the handler's frames stay, vgi_rpc's become one placeholder."""
+    from vgi_rpc import RpcError, RpcServer, serve_pipe
+    from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
+
+    with sentry_capture() as cap:
+        server = instrument_server_sentry(RpcServer(Shop, ShopImpl()), SentryConfig())
+        with serve_pipe(server) as proxy, pytest.raises(RpcError):
+            proxy.buy(sku="x")
+    assert any(f["module"].startswith("vgi_rpc.") for f in _frames(cap.event()))  # the raw event has ours
+    (event,) = [i["payload"] for e in normalize(cap) for i in e["items"] if i["type"] == "event"]
+    frames = _frames(event)
+    assert frames[0] == {"function": "<vgi_rpc frames>", "in_app": False, "module": "vgi_rpc"}
+    assert [(f["function"], f["module"]) for f in frames[1:]] == [
+        ("buy", __name__),
+        ("_check_stock", __name__),
+    ]
+    text = json.dumps(event)
+    assert '"filename": "vgi_rpc/' not in text and '"vgi_rpc.' not in text
+
+
+class Shop(Protocol):
+    def buy(self, sku: str) -> str: ...
+
+
+class ShopImpl:
+    def buy(self, sku: str) -> str:
+        return _check_stock(sku)
+
+
+def _check_stock(sku: str) -> str:
+    raise LookupError(f"no stock for {sku}")
+
+
+def _frames(event: dict[str, Any]) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = event["exception"]["values"][-1]["stacktrace"]["frames"]
+    return frames
 
 
 def test_ids_are_numbered_by_first_appearance_so_links_stay_pinned() -> None:
@@ -273,7 +532,10 @@ def test_snapshots_are_written_under_snapshots_dir_and_then_pass(pytester: pytes
     _project(pytester)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update").assert_outcomes(passed=2)
     written = sorted(p.relative_to(pytester.path).as_posix() for p in pytester.path.rglob("*.json"))
-    assert written == ["snapshots/test_snap/test_envelope.json", "snapshots/test_snap/test_payload.json"]
+    assert written == [
+        "snapshots/test_snap/test_envelope.sentry.json",
+        "snapshots/test_snap/test_payload.sentry.json",
+    ]
     assert json.loads((pytester.path / written[1]).read_text()) == {
         "event_id": "<event_id:1>",
         "level": "info",
@@ -294,7 +556,7 @@ def test_an_unused_snapshot_fails_a_plain_run(pytester: pytest.Pytester) -> None
     """CI must fail on an unused snapshot: syrupy does so by default (no extra flag needed)."""
     _project(pytester)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update").assert_outcomes(passed=2)
-    orphan = pytester.path / "snapshots" / "test_snap" / "test_removed_long_ago.json"
+    orphan = pytester.path / "snapshots" / "test_snap" / "test_removed_long_ago.sentry.json"
     orphan.write_text('{"event_id": "<event_id:1>"}\n')
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
@@ -311,7 +573,44 @@ def test_a_malformed_value_fails_even_when_updating(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*SnapshotFormatError*event_id = 'not-a-hex-id' is not 32 lower-case hex*"])
-    assert not (pytester.path / "snapshots" / "test_snap" / "test_payload.json").exists()
+    assert not (pytester.path / "snapshots" / "test_snap" / "test_payload.sentry.json").exists()
+
+
+_USER_FILES = {
+    # the user's own data in the snapshot folders: none of it is the extension's
+    "snapshots/other/keep.json": '{"mine": true}\n',
+    "snapshots/test_snap/fixture_data.json": '{"orders": []}\n',
+    "snapshots/test_snap/notes.txt": "mine\n",
+    "snapshots/keep.json": "[]\n",
+    "snapshots/test_snap/test_envelope.json": '{"an old-style name": "not ours any more"}\n',
+}
+
+
+def test_the_extension_owns_only_its_own_files(pytester: pytest.Pytester) -> None:
+    """A user's JSON under snapshots/ is never read, reported unused, or deleted by --snapshot-update."""
+    _project(pytester)
+    for relative, text in _USER_FILES.items():
+        path = pytester.path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for args in (["--snapshot-update"], [], ["--snapshot-update"], []):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        assert result.ret == 0, result.stdout.str()
+        result.assert_outcomes(passed=2)
+        output = result.stdout.str()
+        assert "unused" not in output and "Deleted" not in output, output
+        for relative, text in _USER_FILES.items():
+            assert (pytester.path / relative).read_text() == text, relative
+    # ... while a stale file of its own is still reported and removed.
+    stale = pytester.path / "snapshots" / "test_snap" / "test_gone.sentry.json"
+    stale.write_text("{}\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*1 snapshot unused*"])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--snapshot-update")
+    result.stdout.fnmatch_lines(["*Deleted*test_gone*"])
+    assert not stale.exists()
+    assert all((pytester.path / relative).exists() for relative in _USER_FILES)
 
 
 def test_meta_annotation_of_a_volatile_field_is_dropped() -> None:
@@ -326,3 +625,48 @@ def test_meta_annotation_of_a_volatile_field_is_dropped() -> None:
     }
     with pytest.raises(SnapshotFormatError, match="_meta annotation"):
         normalize({"_meta": {"extra": {"sys.argv": "not-a-dict"}}})
+
+
+def test_the_same_http_calls_on_two_servers_normalise_identically() -> None:
+    """Two real servers on two free ports, one success and one failure each: same snapshot data."""
+    from vgi_rpc import RpcError, RpcServer
+    from vgi_rpc.http import http_connect, start_http_server
+    from vgi_rpc.sentry import SentryConfig
+
+    def scenario() -> tuple[int, Any]:
+        with sentry_capture() as cap:
+            server = RpcServer(Shop, ShopImpl())
+            config = SentryConfig(enable_performance=True)
+            with (
+                pytest.warns(RuntimeWarning, match="no token_key"),
+                start_http_server(server, host="127.0.0.1", port=0, sentry_config=config) as handle,
+                http_connect(Shop, handle.base_url) as proxy,
+                pytest.raises(RpcError),
+            ):
+                proxy.buy(sku="x")
+        return handle.port, cap
+
+    (port_a, first), (port_b, second) = scenario(), scenario()
+    assert port_a != port_b
+    assert str(port_a) in json.dumps(first.envelopes)  # the raw data pins the port...
+    assert normalize(first) == normalize(second)  # ... the snapshot does not
+    text = json.dumps(normalize(first))
+    for volatile in (str(port_a), "python-httpx/0", "sentry.python.falcon", '"filename": "vgi_rpc/', '"vgi_rpc.'):
+        assert volatile not in text, volatile
+
+
+def test_session_buckets_of_two_minutes_merge_into_one() -> None:
+    """A test that ran across a minute boundary sends two buckets; another run sends one."""
+    attrs = {"environment": "production", "release": "sentry-capture"}
+    two = {
+        "attrs": attrs,
+        "aggregates": [
+            {"started": "2026-12-01T20:17:00.000000Z", "exited": 2},
+            {"started": "2026-12-01T20:18:00.000000Z", "exited": 1, "errored": 1},
+        ],
+    }
+    one = {"attrs": attrs, "aggregates": [{"started": "2026-12-01T20:18:00.000000Z", "exited": 3, "errored": 1}]}
+    assert normalize(two) == normalize(one)
+    assert normalize(two)["aggregates"] == [{"errored": 1, "exited": 3, "started": "<timestamp>"}]
+    with pytest.raises(SnapshotFormatError, match=r"aggregates\.0\.started"):
+        normalize({"attrs": attrs, "aggregates": [{"started": "noon", "exited": 1}]})

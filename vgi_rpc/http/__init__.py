@@ -18,11 +18,15 @@ expiry, so any worker sharing the key can serve any turn. See ``docs/http.md``.
 
 from __future__ import annotations
 
-from vgi_rpc.http._app import ResponseTooLargeError, VgiFalconApp, make_wsgi_app
-from vgi_rpc.http._auth import AuthenticationError, Authenticator, jwt_authenticator
-from vgi_rpc.http._client import http_connect
-from vgi_rpc.http._serve import HttpServerHandle, serve_http, start_http_server
-from vgi_rpc.http._tokens import TokenError, TokenSealer
+from vgi_rpc._extras import require
+
+require("vgi_rpc.http", "http")  # a missing falcon/httpx/... names the extra to install
+
+from vgi_rpc.http._app import ResponseTooLargeError, VgiFalconApp, make_wsgi_app  # noqa: E402
+from vgi_rpc.http._auth import AuthenticationError, Authenticator, jwt_authenticator  # noqa: E402
+from vgi_rpc.http._client import http_connect  # noqa: E402
+from vgi_rpc.http._serve import HttpServerHandle, serve_http, start_http_server  # noqa: E402
+from vgi_rpc.http._tokens import TokenError, TokenSealer  # noqa: E402
 
 __all__ = [
     "AuthenticationError",

@@ -112,10 +112,21 @@ def jwt_authenticator(
     """Build an ``authenticate`` callback that verifies ``Authorization: Bearer <JWT>`` with joserfc.
 
     Args:
-        key: The verification key: a shared secret (``str``/``bytes``) for HS256, an RSA
-            public key in PEM for RS256, a JWK ``dict``, a JWKS ``dict`` (``{"keys": [...]}``,
-            keys chosen by ``kid``), or a joserfc ``OctKey``/``RSAKey``/``KeySet``. Fetching a
-            JWKS over the network is left to the caller (pass the parsed document).
+        key: The verification key, one of:
+
+            * a shared secret for HS256, as ``bytes`` or ``str`` -- a ``str`` is
+              encoded as UTF-8, so ``key="s3cret"`` and ``key=b"s3cret"`` verify the
+              same tokens; the signer uses the same bytes
+              (``joserfc.jwk.OctKey.import_key(secret)``);
+            * an RSA *public* key in PEM (``str`` or ``bytes`` starting with
+              ``-----BEGIN``) for RS256/PS256;
+            * a JWK ``dict`` (``"kty": "RSA"`` or ``"oct"``) or a JWKS ``dict``
+              (``{"keys": [...]}``, the key chosen by the token's ``kid``);
+            * a joserfc ``OctKey``, ``RSAKey`` or ``KeySet``.
+
+            EC and OKP keys (ES256, EdDSA) are not supported; any other type raises
+            ``TypeError``. Fetching a JWKS over the network is left to the caller (pass
+            the parsed document).
         algorithms: Accepted ``alg`` values. Default: ``["HS256"]`` for a secret,
             ``["RS256"]`` otherwise. ``none`` is never accepted.
         issuer: If set, the ``iss`` claim must equal it.

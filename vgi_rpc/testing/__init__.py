@@ -19,7 +19,7 @@ The public face is :func:`sentry_capture`, available two ways:
 Inside, the real ``sentry_sdk`` is initialised with an
 :class:`~vgi_rpc.testing.fake_transport.InMemoryTransport`
 (``traces_sample_rate=1.0``, default integrations on, a fixed fake DSN on the
-reserved ``.invalid`` domain) against a *fresh* global, isolation and current
+reserved ``.invalid`` domain, a fixed ``release``) against a *fresh* global, isolation and current
 scope.  On exit the capture's client is flushed and closed, and the scopes and
 client that were active before are put back, so a test using it changes
 nothing for the next test -- and a client some earlier test installed with
@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,11 +65,25 @@ if TYPE_CHECKING:
     from vgi_rpc.testing.fake_transport import InMemoryTransport, envelope_to_dict
     from vgi_rpc.testing.relay import ScrubbingOption
 
-__all__ = ["DEFAULT_DSN", "InMemoryTransport", "SentryCapture", "envelope_to_dict", "sentry_capture"]
+__all__ = [
+    "DEFAULT_DSN",
+    "DEFAULT_RELEASE",
+    "InMemoryTransport",
+    "SentryCapture",
+    "envelope_to_dict",
+    "sentry_capture",
+]
 
 #: The DSN a capture uses unless told otherwise.  ``.invalid`` is reserved
 #: (RFC 2606) and never resolves; the in-memory transport never connects anyway.
 DEFAULT_DSN = "https://public@sentry.invalid/1"
+
+#: The ``release`` a capture uses unless told otherwise.  Left unset, the SDK
+#: derives one from the machine -- ``SENTRY_RELEASE``, the git commit of the
+#: checkout, CI variables -- and sends session updates only where it finds one,
+#: so the same test would send different envelopes in a git checkout and in an
+#: unpacked package.
+DEFAULT_RELEASE = "sentry-capture"
 
 _FLUSH_TIMEOUT = 2.0
 
@@ -92,10 +107,13 @@ class SentryCapture:
     mutating them does not change the capture.
     """
 
-    def __init__(self, transport: InMemoryTransport) -> None:
+    def __init__(self, transport: InMemoryTransport, init_options: Mapping[str, Any] | None = None) -> None:
         """Wrap ``transport``; :func:`sentry_capture` builds this, you normally don't."""
         self.transport = transport
         self.client: sentry_sdk.Client | None = None
+        #: The ``sentry_sdk.init`` options the capture was *given* (marker, ini option,
+        #: ``sentry_options`` fixture, keyword arguments) -- not the capture's defaults.
+        self.init_options: Mapping[str, Any] = MappingProxyType(dict(init_options or {}))
         self._active = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -327,37 +345,102 @@ def _method_of_transaction(txn: dict[str, Any]) -> Any:
     return data.get("rpc.method")
 
 
+_REPORT_TEXT = 160  # longest message/exception text on one report line
+
+
+def _clip(text: Any) -> str:
+    value = " ".join(str(text).split())
+    return value if len(value) <= _REPORT_TEXT else value[: _REPORT_TEXT - 3] + "..."
+
+
 def _describe_item(item: dict[str, Any]) -> str:
+    """One line for one envelope item: type, name, rpc.method, level, exception, status."""
     item_type = item["type"]
     payload = item["payload"]
     if not isinstance(payload, dict):
         size = len(payload) if isinstance(payload, bytes | str | list) else "?"
         return f"{item_type} ({size} bytes/entries)"
-    if item_type == "event":
-        parts = [f"level={payload.get('level')}"]
-        values = (payload.get("exception") or {}).get("values") or []
-        if values:
-            last = values[-1]
-            parts.append(f"exception={last.get('type')}: {last.get('value')}")
-        message = payload.get("message") or (payload.get("logentry") or {}).get("message")
-        if message:
-            parts.append(f"message={message!r}")
-        if payload.get("transaction"):
-            parts.append(f"transaction={payload['transaction']!r}")
-        method = _tag(payload, "rpc.method")
-        if method is not None:
-            parts.append(f"rpc.method={method!r}")
-        logger = payload.get("logger")
-        if logger:
-            parts.append(f"logger={logger}")
-        return "event " + " ".join(parts)
-    if item_type == "transaction":
-        trace = (payload.get("contexts") or {}).get("trace") or {}
-        return (
-            f"transaction {payload.get('transaction')!r} op={trace.get('op')} "
-            f"status={trace.get('status')} spans={len(payload.get('spans') or [])}"
+    describe = _ITEM_DESCRIBERS.get(item_type)
+    return f"{item_type} {describe(payload)}" if describe is not None else str(item_type)
+
+
+def _describe_event(payload: dict[str, Any]) -> str:
+    parts = [repr(payload["transaction"]) if payload.get("transaction") else "(no transaction)"]
+    method = _tag(payload, "rpc.method")
+    if method is not None:
+        parts.append(f"rpc.method={method!r}")
+    parts.append(f"level={payload.get('level')}")
+    values = (payload.get("exception") or {}).get("values") or []
+    if values:
+        last = values[-1]
+        parts.append(f"exception={last.get('type')}: {_clip(last.get('value'))}")
+    message = payload.get("message") or (payload.get("logentry") or {}).get("message")
+    if message:
+        parts.append(f"message={_clip(message)!r}")
+    if not payload.get("tags"):
+        parts.append("(no tags)")
+    logger = payload.get("logger")
+    if logger:
+        parts.append(f"logger={logger}")
+    return " ".join(parts)
+
+
+def _describe_transaction(payload: dict[str, Any]) -> str:
+    trace = (payload.get("contexts") or {}).get("trace") or {}
+    parts = [repr(payload.get("transaction"))]
+    method = _method_of_transaction(payload)
+    if method is not None:
+        parts.append(f"rpc.method={method!r}")
+    parts.append(f"op={trace.get('op')} status={trace.get('status')} spans={len(payload.get('spans') or [])}")
+    return " ".join(parts)
+
+
+def _describe_spans(payload: dict[str, Any]) -> str:
+    spans = payload.get("items", [payload])
+    names = []
+    for span in spans if isinstance(spans, list) else []:
+        attributes = span.get("attributes") or {}
+        method = (attributes.get("rpc.method") or {}).get("value")
+        status = span.get("status")
+        names.append(
+            f"{span.get('name') or span.get('description')!r}"
+            + (f" rpc.method={method!r}" if method is not None else "")
+            + (f" status={status}" if status is not None else "")
         )
-    return str(item_type)
+    return f"({len(names)}): " + ", ".join(names)
+
+
+def _describe_logs(payload: dict[str, Any]) -> str:
+    records = payload.get("items") or []
+    shown = [f"[{r.get('level')}] {_clip(r.get('body'))}" for r in records[:3] if isinstance(r, dict)]
+    more = f" (+{len(records) - 3} more)" if len(records) > 3 else ""
+    return f"({len(records)}): " + "; ".join(shown) + more
+
+
+def _describe_sessions(payload: dict[str, Any]) -> str:
+    totals: dict[str, int] = {}
+    for aggregate in payload.get("aggregates") or []:
+        for key, value in aggregate.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    return " ".join(f"{k}={v}" for k, v in sorted(totals.items())) or "(empty)"
+
+
+def _describe_client_report(payload: dict[str, Any]) -> str:
+    discarded = payload.get("discarded_events") or []
+    return "discarded: " + (
+        ", ".join(f"{d.get('category')}:{d.get('reason')} x{d.get('quantity')}" for d in discarded) or "none"
+    )
+
+
+_ITEM_DESCRIBERS = {
+    "event": _describe_event,
+    "transaction": _describe_transaction,
+    "span": _describe_spans,
+    "log": _describe_logs,
+    "sessions": _describe_sessions,
+    "client_report": _describe_client_report,
+}
 
 
 @contextlib.contextmanager
@@ -365,9 +448,10 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
     """Initialise the real Sentry SDK with an in-memory transport; yield a :class:`SentryCapture`.
 
     ``init_options`` go to ``sentry_sdk.init`` on top of these defaults:
-    ``dsn=DEFAULT_DSN``, ``traces_sample_rate=1.0`` (default integrations stay
-    on unless you pass ``default_integrations=False``).  ``transport`` may not
-    be passed: the capture's transport is the point.
+    ``dsn=DEFAULT_DSN``, ``traces_sample_rate=1.0``, ``release=DEFAULT_RELEASE``
+    (default integrations stay on unless you pass ``default_integrations=False``).
+    ``transport`` may not be passed: the capture's transport is the point.
+    Pass ``release=None`` to let the SDK derive a release from the machine.
 
     On exit (also on error) the capture's client is flushed and closed, and
     the previous global scope, isolation scope and current scope -- hence the
@@ -377,6 +461,9 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
 
     Also available as the pytest fixture ``sentry_capture``.
     """
+    from vgi_rpc._extras import require
+
+    require("sentry_capture", "sentry")
     import sentry_sdk
     import sentry_sdk.scope as _sentry_scope
 
@@ -384,11 +471,11 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
 
     if "transport" in init_options:
         raise TypeError("sentry_capture() provides its own transport; do not pass 'transport'")
-    options: dict[str, Any] = {"dsn": DEFAULT_DSN, "traces_sample_rate": 1.0}
+    options: dict[str, Any] = {"dsn": DEFAULT_DSN, "traces_sample_rate": 1.0, "release": DEFAULT_RELEASE}
     options.update(init_options)
     transport = InMemoryTransport()
     options["transport"] = transport
-    cap = SentryCapture(transport)
+    cap = SentryCapture(transport, init_options)
 
     saved_global = _sentry_scope._global_scope
     iso_token = _sentry_scope._isolation_scope.set(None)

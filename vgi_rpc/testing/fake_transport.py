@@ -6,8 +6,12 @@ SDK (scopes, integrations, sampling, ``before_send``, serialisation) runs
 unchanged; only the last step -- the HTTP request -- is replaced by an append
 to a list.  Nothing ever touches the network.
 
-Each envelope is converted to plain JSON data *at capture time* (so later
-mutation of SDK objects cannot change what was recorded) and stored as::
+When an envelope arrives, the transport only appends the SDK's ``Envelope``
+object to a list (the calling thread pays one append, as it pays one queue put
+with the SDK's HTTP transport).  The first read of any accessor converts what
+arrived since the last read, in the reading thread, into plain JSON data and
+into Sentry's wire bytes; from then on the recorded copy is independent of SDK
+objects.  Each envelope reads as::
 
     {"headers": {...envelope headers...},
      "items": [{"type": "event", "headers": {...}, "payload": {...}}, ...]}
@@ -17,10 +21,13 @@ profiles in binary form) is kept as ``bytes``.
 
 Caveats:
 
-* The transport is synchronous: an envelope is recorded in the thread that
-  produced it, while the SDK call is still running.  ``flush()`` therefore
+* The transport is synchronous: an envelope is recorded (appended) in the
+  thread that produced it, before the SDK call returns.  ``flush()`` therefore
   has nothing of its own to wait for; what it cannot do is wait for *your*
   threads -- join them before reading.
+* Conversion is deferred to the first read.  That records what was sent
+  because the SDK builds a new envelope (and new payload dicts) for every
+  send and does not touch it after handing it to the transport.
 * After :meth:`InMemoryTransport.kill` the transport records nothing more;
   envelopes arriving later are counted in :attr:`InMemoryTransport.dropped_after_kill`.
 * Events dropped by the SDK itself (sampling, ``before_send`` returning
@@ -34,7 +41,11 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sentry_sdk.transport import Transport
+from vgi_rpc._extras import require
+
+require("vgi_rpc.testing.InMemoryTransport", "sentry")
+
+from sentry_sdk.transport import Transport  # noqa: E402
 
 if TYPE_CHECKING:
     from sentry_sdk.envelope import Envelope, Item
@@ -114,11 +125,11 @@ class InMemoryTransport(Transport):
     synchronous); ``kill`` stops recording.  All accessors return copies, so
     reading while other threads capture is safe.
 
-    Recording costs the calling thread one list append: envelopes are turned
-    into plain data and bytes on first read, not when captured. A real
-    transport hands envelopes to a background worker the same way, so code
-    measured under this transport pays what it pays in production (the SDK's
-    own event preparation, which runs on the calling thread either way).
+    When envelopes are turned into data: see the module docstring (one
+    append when captured; parsed and serialised on the first read after).
+    Code measured under this transport therefore pays on its own thread what
+    it pays in production -- the SDK's event preparation -- and not the
+    parsing.
     """
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,285 @@
+"""Acceptance: the testing kit in a user's own project, installed the way a user installs it.
+
+One session builds a temporary venv and installs this checkout into it
+**non-editable**, ``pip install '<copy of the checkout>[http,sentry,testing]'``
+(a copy of ``pyproject.toml``, ``README.md`` and ``vgi_rpc/``, so the build
+leaves nothing in the checkout; pip's cache and wheelhouse are reused). In it,
+a user's project -- an order service with a failing method, served over
+``serve_pipe`` and ``start_http_server``, tests written only from README.md and
+docs/testing.md -- is run with that venv's pytest:
+
+* ``--snapshot-update`` once, then three plain runs: the pipe and HTTP snapshot
+  tests pass every time, each run on a new free port;
+* the snapshot files hold no frame of ``vgi_rpc``;
+* the user's own JSON files under ``tests/`` survive ``--snapshot-update`` and the
+  plain runs, byte for byte, and are never reported unused or deleted;
+* a failing test's output (``-q``) has the "Captured Sentry envelopes" section
+  naming the method;
+* the missing-extra messages name the extra: ``vgi_rpc.otel`` really is not
+  installed there; falcon, sentry_sdk and syrupy are made unimportable.
+
+Cost: one venv build (about half a minute from pip's cache), six pytest runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.missing import run_without
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class UserVenv:
+    python: str
+    project: Path
+
+    def pytest(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SENTRY_", "PYTHONPATH"))}
+        return subprocess.run(
+            [self.python, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            cwd=self.project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env=env,
+        )
+
+
+@pytest.fixture(scope="session")
+def user_venv(tmp_path_factory: pytest.TempPathFactory) -> UserVenv:
+    base = tmp_path_factory.mktemp("user-venv")
+    source = base / "vgi-rpc-src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "vgi_rpc", source / "vgi_rpc", ignore=shutil.ignore_patterns("__pycache__"))
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", f"{source}[http,sentry,testing]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    where = subprocess.run(
+        [python, "-c", "import vgi_rpc; print(vgi_rpc.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=base,
+    ).stdout.strip()
+    assert Path(where).is_relative_to(venv) and "site-packages" in where, (
+        where
+    )  # not editable, not the checkout
+    project = base / "shop"
+    for relative, text in PROJECT.items():
+        path = project / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return UserVenv(python, project)
+
+
+# -- the user's project, written from README.md and docs/testing.md ---------------------------------
+
+PROJECT = {
+    "pyproject.toml": """
+        [tool.pytest.ini_options]
+        testpaths = ["tests"]
+        """,
+    "shop/__init__.py": "",
+    "shop/orders.py": """
+        from typing import Protocol
+
+        from vgi_rpc import CallContext
+
+
+        class Orders(Protocol):
+            def place(self, sku: str, quantity: int) -> str: ...
+            def cancel(self, order_id: str) -> None: ...
+
+
+        class OrdersImpl:
+            def place(self, sku: str, quantity: int) -> str:
+                if quantity <= 0:
+                    raise ValueError(f"quantity must be positive, got {quantity}")
+                return f"{quantity} x {sku}"
+
+            def cancel(self, order_id: str, ctx: CallContext) -> None:
+                raise PermissionError(f"{ctx.auth.principal} may not cancel {order_id}")
+        """,
+    "tests/test_orders_pipe.py": """
+        import pytest
+
+        from vgi_rpc import AuthContext, RpcError, RpcServer, serve_pipe
+        from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
+
+        from shop.orders import Orders, OrdersImpl
+
+        ALICE = AuthContext(domain="pipe", authenticated=True, principal="user-7", claims={"preferred_username": "alice"})
+
+
+        def test_cancel_over_the_pipe(sentry_capture, sentry_snapshot):
+            server = instrument_server_sentry(RpcServer(Orders, OrdersImpl()), SentryConfig(enable_performance=True))
+            with serve_pipe(server, auth=ALICE) as orders:
+                with pytest.raises(RpcError):
+                    orders.cancel(order_id="o-1")
+            event = sentry_capture.event(method="cancel")
+            assert event["user"] == {"id": "user-7", "username": "alice"}
+            assert sentry_capture.envelopes == sentry_snapshot
+        """,
+    "tests/test_orders_http.py": """
+        import pytest
+
+        from vgi_rpc import RpcError, RpcServer
+        from vgi_rpc.http import http_connect, start_http_server
+        from vgi_rpc.sentry import SentryConfig
+
+        from shop.orders import Orders, OrdersImpl
+
+
+        def test_place_over_http(sentry_capture, sentry_snapshot):
+            server = RpcServer(Orders, OrdersImpl())
+            config = SentryConfig(enable_performance=True, record_params=True)
+            with start_http_server(server, prefix="/vgi", token_key=b"stream-token-key-for-tests-only!", sentry_config=config) as http:
+                with open("ports.txt", "a") as ports:
+                    ports.write(f"{http.port}\\n")
+                with http_connect(Orders, http.base_url, prefix="/vgi") as orders:
+                    assert orders.place(sku="A-1", quantity=2) == "2 x A-1"
+                    with pytest.raises(RpcError):
+                        orders.place(sku="A-1", quantity=0)
+            assert len(sentry_capture.events_for("place")) == 1
+            assert sentry_capture.envelopes == sentry_snapshot
+        """,
+    # the user's own data, where the kit keeps its snapshots and beside them
+    "tests/snapshots/other/keep.json": '{"mine": true}\n',
+    "tests/snapshots/test_orders_http/fixture.json": '{"orders": []}\n',
+    "tests/data/orders.json": '[{"sku": "A-1"}]\n',
+}
+
+USER_FILES = [name for name in PROJECT if name.endswith(".json")]
+
+REPORT_TEST = """
+import pytest
+
+from vgi_rpc import RpcError, RpcServer, serve_pipe
+from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
+
+from shop.orders import Orders, OrdersImpl
+
+
+def test_cancel_reports_the_wrong_tag(sentry_capture):
+    server = instrument_server_sentry(RpcServer(Orders, OrdersImpl()), SentryConfig())
+    with serve_pipe(server) as orders, pytest.raises(RpcError):
+        orders.cancel(order_id="o-2")
+    assert sentry_capture.events[0]["tags"]["rpc.method"] == "refund"
+"""
+
+
+def _frames(node: object) -> list[dict[str, object]]:
+    if isinstance(node, dict):
+        found = list(node["frames"]) if isinstance(node.get("frames"), list) else []
+        return found + [f for value in node.values() for f in _frames(value)]
+    if isinstance(node, list):
+        return [f for value in node for f in _frames(value)]
+    return []
+
+
+def test_snapshots_hold_on_every_run_and_own_only_their_files(user_venv: UserVenv) -> None:
+    before = {name: (user_venv.project / name).read_bytes() for name in USER_FILES}
+    runs = [user_venv.pytest("--snapshot-update")] + [user_venv.pytest() for _ in range(3)]
+    for index, run in enumerate(runs):
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, f"run {index}:\n{output}"
+        assert re.search(r"\b2 passed\b", output), output
+        assert "unused" not in output and "Deleted" not in output, output
+    assert "2 snapshots generated" in runs[0].stdout
+    assert all("2 snapshots passed" in run.stdout for run in runs[1:])
+    ports = (user_venv.project / "ports.txt").read_text().split()
+    assert len(ports) == 4 and len(set(ports)) == 4, ports  # a new port on every run
+
+    snapshots = sorted((user_venv.project / "tests" / "snapshots").rglob("*.sentry.json"))
+    assert [p.relative_to(user_venv.project).as_posix() for p in snapshots] == [
+        "tests/snapshots/test_orders_http/test_place_over_http.sentry.json",
+        "tests/snapshots/test_orders_pipe/test_cancel_over_the_pipe.sentry.json",
+    ]
+    for path in snapshots:
+        text = path.read_text()
+        frames = _frames(json.loads(text))
+        assert frames, path.name  # each holds an error event's stack
+        assert not [f for f in frames if str(f.get("module", "")).startswith("vgi_rpc.")], path.name
+        # no file of the package either ("vgi_rpc/<method>" is the documented span name, not a frame)
+        assert '"filename": "vgi_rpc/' not in text and "/vgi_rpc/" not in text, path.name
+        assert [f["function"] for f in frames] in (
+            ["<vgi_rpc frames>", "place"],
+            ["<vgi_rpc frames>", "cancel"],
+        )
+        for port in ports:
+            assert f":{port}" not in text and f'"{port}"' not in text
+    pipe = json.loads(snapshots[1].read_text())
+    sdk_names = {i["payload"]["sdk"]["name"] for e in pipe for i in e["items"] if "sdk" in i["payload"]}
+    assert sdk_names == {"sentry.python"}  # falcon is installed here: the suffix is gone
+
+    after = {name: (user_venv.project / name).read_bytes() for name in USER_FILES}
+    assert after == before
+
+
+def test_a_failing_test_shows_the_captured_envelopes(user_venv: UserVenv) -> None:
+    (user_venv.project / "tests" / "test_report.py").write_text(REPORT_TEST, encoding="utf-8")
+    try:
+        run = user_venv.pytest("-q", "tests/test_report.py")
+    finally:
+        (user_venv.project / "tests" / "test_report.py").unlink()
+    assert run.returncode == 1, run.stdout + run.stderr
+    section = run.stdout.split("Captured Sentry envelopes", 1)[1]
+    assert (
+        "event 'rpc cancel' rpc.method='cancel' level=error exception=PermissionError: None may not cancel o-2"
+        in section
+    )
+    assert "1 failed" in run.stdout
+
+
+MISSING = [
+    ((), "import vgi_rpc.otel", "pip install 'vgi-rpc[otel]'"),  # really not installed in this venv
+    (("falcon",), "import vgi_rpc.http", "pip install 'vgi-rpc[http]'"),
+    (
+        ("sentry_sdk",),
+        "from vgi_rpc.testing import sentry_capture\nsentry_capture().__enter__()",
+        "pip install 'vgi-rpc[sentry]'",
+    ),
+    (("syrupy",), "import vgi_rpc.testing.snapshots", "pip install 'vgi-rpc[testing]'"),
+    (
+        ("sentry_sdk",),
+        "import runpy\nrunpy.run_module('vgi_rpc.demo', run_name='__main__')",
+        "pip install 'vgi-rpc[http,sentry]'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("blocked", "code", "message"),
+    MISSING,
+    ids=[m[2].split("[")[1][:-2] + "-" + m[1].split()[1] for m in MISSING],
+)
+def test_a_missing_extra_is_named(
+    user_venv: UserVenv, blocked: tuple[str, ...], code: str, message: str
+) -> None:
+    run = run_without(blocked, code, python=user_venv.python, cwd=str(user_venv.project))
+    assert run.returncode != 0
+    last = (run.stderr.strip().splitlines() or [""])[-1]  # what the user reads first: the last line
+    assert message in last, run.stderr
+    assert "needs the" in last
