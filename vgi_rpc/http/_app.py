@@ -250,7 +250,7 @@ class _Rpc:
             raise TypeError(f"authenticate() returned {type(auth).__name__}, expected AuthContext")
         return auth
 
-    def _body(self, req: falcon.Request) -> bytes:
+    def _body(self, req: falcon.Request) -> bytes | bytearray:
         ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
         if ctype != ARROW_CONTENT_TYPE:
             raise BodyError(

@@ -58,7 +58,7 @@ class Turns:
 
     # ------------------------------------------------------------------ request decoding
 
-    def _request(self, spec: MethodSpec, body: bytes) -> dict[str, Any]:
+    def _request(self, spec: MethodSpec, body: bytes | bytearray) -> dict[str, Any]:
         """Decode a unary or ``/init`` request body into kwargs (ProtocolError on any problem)."""
         try:
             request = read_request(body)
@@ -80,7 +80,7 @@ class Turns:
     # ------------------------------------------------------------------ unary
 
     def unary(
-        self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
+        self, spec: MethodSpec, body: bytes | bytearray, auth: AuthContext, headers: Mapping[str, str]
     ) -> TurnResult:
         """Run one unary call."""
         kwargs = self._request(spec, body)
@@ -93,7 +93,7 @@ class Turns:
     # ------------------------------------------------------------------ streams
 
     def init(
-        self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
+        self, spec: MethodSpec, body: bytes | bytearray, auth: AuthContext, headers: Mapping[str, str]
     ) -> TurnResult:
         """Open a stream; for producers, run the first turn."""
         kwargs = self._request(spec, body)
@@ -154,7 +154,7 @@ class Turns:
         return head + self._respond(schema, items[init_logs:], request_id, None, token, on_data=False), False
 
     def exchange(
-        self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
+        self, spec: MethodSpec, body: bytes | bytearray, auth: AuthContext, headers: Mapping[str, str]
     ) -> TurnResult:
         """Run one continuation turn (producer tick, exchange input, or cancel)."""
         batch, meta = _read_single_batch(body)
@@ -275,7 +275,7 @@ def _header_batch(stream: Stream[Any]) -> pa.RecordBatch | None:
     return batch
 
 
-def _read_single_batch(body: bytes) -> tuple[pa.RecordBatch, dict[str, str]]:
+def _read_single_batch(body: bytes | bytearray) -> tuple[pa.RecordBatch, dict[str, str]]:
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(body))
         batch, raw = reader.read_next_batch_with_custom_metadata()
