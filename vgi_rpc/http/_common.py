@@ -8,7 +8,7 @@ import zlib
 
 import zstandard
 
-from vgi_rpc.errors import ProtocolError
+from vgi_rpc.errors import ProtocolError, clip
 
 ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 BUDGET_HEADER = "VGI-Accept-Max-Response-Bytes"
@@ -62,7 +62,7 @@ def decode_body(data: bytes, coding: str | None, limit: int | None) -> bytes | b
     if token in ("gzip", "x-gzip"):
         return _gunzip(data, _IpcBody(limit))
     raise BodyError(
-        f"unsupported Content-Encoding {coding!r}; this server accepts "
+        f"unsupported Content-Encoding {clip(coding or '')!r}; this server accepts "
         f"{', '.join(SUPPORTED_ENCODINGS)} or an uncompressed body",
         error_kind="unsupported_media_type",
         status=415,
