@@ -219,3 +219,36 @@ def test_a_long_path_is_clipped_in_a_404() -> None:
     assert r.status_code == 404
     message = error_md(r.content)["vgi_rpc.log_message"]
     assert len(message) < ECHO_LIMIT + 200
+
+
+# --------------------------------------------------------------------------- a proxy's error page
+
+
+def test_a_gateway_error_page_is_a_clean_transport_error() -> None:
+    """What a call in flight on a worker that died gets from nginx: a 502 HTML page.
+
+    The client names the status and says the answer did not come from a vgi-rpc server,
+    instead of failing to parse it as Arrow.
+    """
+    page = b"<html><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, content=page, headers={"Content-Type": "text/html"})
+
+    from vgi_rpc import RpcError
+    from vgi_rpc.http import http_connect
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(gateway)) as raw,
+        http_connect(Calculator, "http://127.0.0.1:9", client=raw, compression=None) as calc,
+    ):
+        with pytest.raises(RpcError) as caught:
+            calc.add(a=1, b=2)
+        with pytest.raises(RpcError) as in_stream:
+            list(calc.countdown(n=2))
+    for exc in (caught.value, in_stream.value):
+        assert exc.error_type == "HttpError"
+        assert exc.error_kind == "transport"
+        assert exc.error_code == "502"
+        assert exc.error_message.startswith("HTTP 502 Bad Gateway from POST http://127.0.0.1:9/Calculator/")
+        assert "text/html" in exc.error_message
