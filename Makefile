@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEER_PY ?= $(shell pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13
 PEER := .venv-peer
 
-.PHONY: demo test lint typecheck unit conformance peer-venv bench bench-check bench-peer clean
+.PHONY: demo test lint typecheck unit conformance peer-venv bench bench-check bench-peer deploy-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check vgi_rpc tests $(wildcard benchmarks scripts)
+	$(BIN)/ruff check vgi_rpc tests $(wildcard benchmarks scripts deploy)
 	$(BIN)/ruff format --check vgi_rpc
 
 typecheck: $(STAMP)
@@ -50,6 +50,11 @@ bench-check: $(STAMP)
 
 bench-peer: $(STAMP) $(PEER)/.installed
 	$(BIN)/python scripts/bench_peer.py --peer $(PEER)
+
+# Our app under gunicorn (gthread workers) behind nginx on loopback; nginx comes from
+# the Debian package (apt-get install when missing). See docs/http.md "Running several workers".
+deploy-check: $(STAMP)
+	$(BIN)/python scripts/deploy_check.py --nginx "$$(bash scripts/ensure_nginx.sh)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info
