@@ -1,4 +1,4 @@
-"""A ``serve_http`` worker process for tests that measure the server itself.
+"""A ``serve_http`` worker process for the HTTP tests that measure the server itself.
 
 ``LimitsWorker(*args)`` runs ``tests/workers/http_limits_worker.py`` (default
 configuration unless *args* say otherwise), reads the port it announces, and gives
@@ -13,7 +13,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-WORKER = Path(__file__).resolve().parent / "workers" / "http_limits_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "http_limits_worker.py"
 
 
 class LimitsWorker:

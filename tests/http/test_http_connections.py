@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pyarrow as pa
 import pytest
-from _services import Calculator, CalculatorImpl
-from http_helpers import ARROW, call_body
-from worker_process import LimitsWorker
+from support.http import ARROW, call_body
+from support.services import Calculator, CalculatorImpl
+from support.worker_process import LimitsWorker
 
 from vgi_rpc.http import start_http_server
 from vgi_rpc.http._serve import CONNECTIONS_PER_THREAD, default_connection_limit

@@ -21,15 +21,15 @@ import falcon.testing
 import httpx
 import pyarrow as pa
 import pytest
-from _services import Calculator, CalculatorImpl
-from http_helpers import ARROW, RecordingHook, call_body, error_md, read_stream
+from support.http import ARROW, RecordingHook, call_body, error_md, read_stream
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcServer, register_dispatch_hook
 from vgi_rpc.errors import ECHO_LIMIT, MESSAGE_LIMIT
 from vgi_rpc.http import make_wsgi_app, start_http_server
 from vgi_rpc.wire import metadata_dict, request_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PEER = ROOT / ".venv-peer" / "bin"
 HEADER = "VGI-Accept-Max-Response-Bytes"
 BAD_BUDGETS = [

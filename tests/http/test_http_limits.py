@@ -17,8 +17,8 @@ import httpx
 import pyarrow as pa
 import pytest
 import zstandard
-from http_helpers import ARROW, error_md, read_stream
-from worker_process import LimitsWorker
+from support.http import ARROW, error_md, read_stream
+from support.worker_process import LimitsWorker
 
 from vgi_rpc.wire import request_bytes
 
