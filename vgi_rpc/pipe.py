@@ -37,6 +37,7 @@ from vgi_rpc.server import MethodSpec, RpcServer, as_server, protocol_names
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,
+    PROTOCOL_KEY,
     PROTOCOL_KEYS,
     LogMessage,
     OnLog,
@@ -130,7 +131,16 @@ def serve_streams(
         maybe_orphan = False
         spec: MethodSpec | None = None
         try:
-            spec = server.lookup(request.method, request.metadata.get("vgi_rpc.protocol"))
+            protocol = request.metadata.get(PROTOCOL_KEY)
+            if not protocol:
+                # On a pipe the metadata is the only thing that names the protocol (over
+                # HTTP the URL does), so a request without it is unroutable.
+                raise ProtocolError(
+                    f"request carries no {PROTOCOL_KEY} metadata: a pipe request must name its "
+                    f"protocol ({server.protocol_name!r} here)",
+                    error_kind="protocol_not_specified",
+                )
+            spec = server.lookup(request.method, protocol)
             server.check_version(request.metadata)
             kwargs = server.decode_kwargs(spec, request.batch)
         except ProtocolError as exc:
