@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# The official adversarial classes run under the peer venv's pytest (`make adversarial`),
+# with their own rootdir (tests/adversarial/pytest.ini); our suite does not collect them.
+collect_ignore = ["adversarial"]
+
 if TYPE_CHECKING:
     from support.otel import Otel
 
