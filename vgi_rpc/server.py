@@ -295,14 +295,14 @@ class RpcServer:
         """The method named *method*; :class:`ProtocolError` (404 kind) when unknown."""
         if protocol is not None and protocol != self.protocol_name:
             raise ProtocolError(
-                f"protocol {protocol!r} is not served here (this server serves {self.protocol_name!r})",
+                f"protocol {clip(protocol)!r} is not served here (this server serves {self.protocol_name!r})",
                 error_kind="protocol_not_supported",
                 status=404,
             )
         spec = self.methods.get(method)
         if spec is None:
             raise ProtocolError(
-                f"unknown method {method!r} on {self.protocol_name}",
+                f"unknown method {clip(method)!r} on {self.protocol_name}",
                 error_kind="method_not_implemented",
                 status=404,
             )
@@ -314,7 +314,7 @@ class RpcServer:
         ours = self.protocol_version
         if theirs and ours and theirs.split(".")[:2] != ours.split(".")[:2]:
             raise ProtocolError(
-                f"protocol version mismatch: client {theirs}, server {ours}",
+                f"protocol version mismatch: client {clip(theirs)}, server {ours}",
                 error_kind="protocol_version_mismatch",
             )
 

@@ -179,10 +179,19 @@ def test_a_1_mib_method_name_is_clipped_over_http() -> None:
             f"{h.base_url}/Calculator/add", content=body, headers={"Content-Type": ARROW}, timeout=30
         )
     assert r.status_code == 400
-    assert len(r.content) < 16 * 1024, f"{len(r.content)} bytes of error for a 1 MiB method name"
+    assert len(r.content) < 4 * 1024, f"{len(r.content)} bytes of error for a 1 MiB method name"
     message = error_md(r.content)["vgi_rpc.log_message"]
-    assert len(message) <= MESSAGE_LIMIT + len("ProtocolError: ")
-    assert "chars]" in message
+    assert f"names '{'m' * ECHO_LIMIT}...[{MiB} chars]'" in message
+
+
+def test_a_protocol_error_message_is_bounded() -> None:
+    """Whatever a message holds, a ProtocolError carries at most MESSAGE_LIMIT characters."""
+    from vgi_rpc.errors import ProtocolError
+
+    exc = ProtocolError("head " + "x" * 100_000 + " tail")
+    assert len(str(exc)) == MESSAGE_LIMIT
+    assert str(exc).startswith("head x") and str(exc).endswith("x tail")
+    assert "...[100010 chars]..." in str(exc)
 
 
 def test_a_1_mib_method_name_is_clipped_on_the_pipe() -> None:
@@ -191,9 +200,9 @@ def test_a_1_mib_method_name_is_clipped_on_the_pipe() -> None:
     RpcServer(Calculator, CalculatorImpl()).serve(
         io.BytesIO(request_bytes(huge, pa.RecordBatch.from_pydict({"a": [1]}), protocol="Calculator")), out
     )
-    assert len(out.getvalue()) < 16 * 1024, f"{len(out.getvalue())} bytes of error for a 1 MiB method name"
+    assert len(out.getvalue()) < 4 * 1024, f"{len(out.getvalue())} bytes of error for a 1 MiB method name"
     message = error_md(out.getvalue())["vgi_rpc.log_message"]
-    assert f"{'m' * ECHO_LIMIT}...[{MiB} chars]" in message or len(message) <= MESSAGE_LIMIT + 20
+    assert f"unknown method '{'m' * ECHO_LIMIT}...[{MiB} chars]'" in message
 
 
 @pytest.mark.parametrize(

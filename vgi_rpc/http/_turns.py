@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from vgi_rpc._types import dataclass_to_ipc
 from vgi_rpc.auth import AuthContext
-from vgi_rpc.errors import ProtocolError
+from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.http._state import StatePayloadError, pack_stream, unpack_stream
 from vgi_rpc.http._tokens import TokenSealer
 from vgi_rpc.server import MethodSpec, RpcServer
@@ -66,12 +66,12 @@ class Turns:
             raise ProtocolError("request body is empty: expected an Arrow IPC stream") from None
         if request.method != spec.name:
             raise ProtocolError(
-                f"the URL names method {spec.name!r} but the request metadata names {request.method!r}"
+                f"the URL names method {spec.name!r} but the request metadata names {clip(request.method)!r}"
             )
         wire_protocol = request.metadata.get(PROTOCOL_KEY)
         if wire_protocol and wire_protocol != self.server.protocol_name:
             raise ProtocolError(
-                f"the request metadata names protocol {wire_protocol!r} but this URL serves "
+                f"the request metadata names protocol {clip(wire_protocol)!r} but this URL serves "
                 f"{self.server.protocol_name!r}"
             )
         self.server.check_version(request.metadata)
