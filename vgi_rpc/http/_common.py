@@ -8,6 +8,7 @@ import zlib
 
 import zstandard
 
+from vgi_rpc._ipc_framing import message_body_length, prefix_length
 from vgi_rpc.errors import ProtocolError, clip
 
 ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
@@ -133,7 +134,7 @@ class _IpcBody:
             if self.meta is not None:
                 start, end = self.meta
                 self.meta = None
-                length = _body_length(memoryview(buf)[start:end])
+                length = message_body_length(memoryview(buf)[start:end])
                 if length is None:  # not a Message flatbuffer: Arrow will say so
                     self.keep = -1
                     return
@@ -141,13 +142,8 @@ class _IpcBody:
                 self._declare(self.scan + 8)  # the message, then the next length prefix
                 continue
             pos = self.scan
-            (head,) = _U32.unpack_from(buf, pos)
-            if head == 0xFFFFFFFF:
-                (size,) = _I32.unpack_from(buf, pos + 4)
-                start = pos + 8
-            else:  # pre-1.0 framing: the length without the continuation marker
-                size = head if head < 0x80000000 else -1
-                start = pos + 4
+            size, prefix = prefix_length(buf, pos)
+            start = pos + prefix
             if size <= 0:  # end of stream (0) or a negative length Arrow refuses
                 self.keep = -1
                 return
@@ -160,29 +156,6 @@ class _IpcBody:
 
 
 _U32 = struct.Struct("<I")
-_I32 = struct.Struct("<i")
-_U16 = struct.Struct("<H")
-_I64 = struct.Struct("<q")
-
-
-def _body_length(meta: memoryview) -> int | None:
-    """``Message.bodyLength`` (flatbuffer field 3) of one IPC message's metadata, or None if malformed."""
-    try:
-        (table,) = _U32.unpack_from(meta, 0)
-        (back,) = _I32.unpack_from(meta, table)
-        vtable = table - back
-        if vtable < 0:
-            return None
-        (vsize,) = _U16.unpack_from(meta, vtable)
-        if vsize < 12:
-            return 0 if vsize >= 4 else None  # the field is absent: its default
-        (field,) = _U16.unpack_from(meta, vtable + 10)
-        if not field:
-            return 0
-        (length,) = _I64.unpack_from(meta, table + field)
-    except struct.error:
-        return None
-    return length if length >= 0 else None
 
 
 def _unzstd(data: bytes, body: _IpcBody) -> bytearray:
