@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEER_PY ?= $(shell pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13
 PEER := .venv-peer
 
-.PHONY: demo test lint typecheck unit conformance peer-venv bench bench-check bench-peer clean
+.PHONY: demo test lint typecheck unit conformance peer-venv bench bench-check bench-peer deploy-check adversarial clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check vgi_rpc tests $(wildcard benchmarks scripts)
+	$(BIN)/ruff check vgi_rpc tests $(wildcard benchmarks scripts deploy)
 	$(BIN)/ruff format --check vgi_rpc
 
 typecheck: $(STAMP)
@@ -36,6 +36,15 @@ $(PEER)/.installed:
 
 peer-venv: $(PEER)/.installed
 
+# The official adversarial request-contract classes (vgi-rpc 0.52.2), unchanged, run by the
+# peer venv's pytest against our HTTP server and pipe worker (fixtures in tests/adversarial).
+$(PEER)/.pytest: $(PEER)/.installed
+	$(PEER)/bin/pip install -q "pytest>=8" "pytest-timeout>=2.3"
+	touch $(PEER)/.pytest
+
+adversarial: $(STAMP) $(PEER)/.pytest
+	cd tests/adversarial && VGI_OUR_PYTHON="$(CURDIR)/$(BIN)/python" "$(CURDIR)/$(PEER)/bin/pytest" -q
+
 conformance: $(STAMP) $(PEER)/.installed
 	$(BIN)/python scripts/conformance.py --peer $(PEER)
 
@@ -50,6 +59,11 @@ bench-check: $(STAMP)
 
 bench-peer: $(STAMP) $(PEER)/.installed
 	$(BIN)/python scripts/bench_peer.py --peer $(PEER)
+
+# Our app under gunicorn (gthread workers) behind nginx on loopback; nginx comes from
+# the Debian package (apt-get install when missing). See docs/http.md "Running several workers".
+deploy-check: $(STAMP)
+	$(BIN)/python scripts/deploy_check.py --nginx "$$(bash scripts/ensure_nginx.sh)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import pytest
 
+# The official adversarial classes run under the peer venv's pytest (`make adversarial`),
+# with their own rootdir (tests/adversarial/pytest.ini); our suite does not collect them.
+collect_ignore = ["adversarial"]
+
 
 @pytest.fixture(autouse=True)
 def _subprocess_pytest_is_no_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
-__all__ = ["ProtocolError", "RpcError"]
+__all__ = ["ECHO_LIMIT", "MESSAGE_LIMIT", "ProtocolError", "RpcError", "clip"]
+
+ECHO_LIMIT = 256
+"""Most characters of one client-supplied value (a method name, path, header...) an error repeats."""
+
+MESSAGE_LIMIT = 4096
+"""Most characters of a :class:`ProtocolError` message (longer ones keep their start and end)."""
+
+
+def clip(value: str, limit: int = ECHO_LIMIT) -> str:
+    """*value* cut to *limit* characters, marked with how long it really was.
+
+    Error messages that quote what a client sent go through this, so a 1 MiB method
+    name cannot turn into a 2 MB error response: ``clip("x" * 300)`` is 256 ``x``
+    followed by ``...[300 chars]``.
+    """
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}...[{len(value)} chars]"
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    marker = f"...[{len(message)} chars]..."
+    room = MESSAGE_LIMIT - len(marker)
+    tail = room // 4
+    return f"{message[: room - tail]}{marker}{message[-tail:]}"
 
 
 class RpcError(Exception):
@@ -42,7 +69,9 @@ class ProtocolError(Exception):
     """A request or response broke the wire protocol (bad IPC, missing metadata...).
 
     Raised by the server for malformed requests (sent back to the client as an
-    error stream) and by clients for malformed responses.
+    error stream) and by clients for malformed responses. The message is at most
+    :data:`MESSAGE_LIMIT` characters: a longer one keeps its start and its end
+    around a ``...[<n> chars]...`` marker (*n* is the original length).
 
     Attributes:
         error_kind: Machine-readable kind, e.g. ``"bad_request"``,
@@ -51,6 +80,6 @@ class ProtocolError(Exception):
     """
 
     def __init__(self, message: str, *, error_kind: str = "bad_request", status: int = 400) -> None:
-        super().__init__(message)
+        super().__init__(_bounded(message))
         self.error_kind = error_kind
         self.status = status

@@ -24,11 +24,12 @@ import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
 
+from vgi_rpc._pipe_io import NotArrowError, PipeIO, PipeReader, PipeTimeout, PipeWriter
 from vgi_rpc._types import IPC_WRITE_OPTIONS, dataclass_batch, dataclass_from_batch
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.client import RpcProxy, StreamSession
@@ -37,6 +38,7 @@ from vgi_rpc.server import MethodSpec, RpcServer, as_server, protocol_names
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,
+    PROTOCOL_KEY,
     PROTOCOL_KEYS,
     LogMessage,
     OnLog,
@@ -45,10 +47,13 @@ from vgi_rpc.wire import (
     metadata_dict,
     new_request_id,
     read_request,
-    write_request,
+    request_bytes,
 )
 
-__all__ = ["LogMessage", "connect", "run_server", "serve_pipe", "serve_streams"]
+__all__ = ["DEFAULT_TIMEOUT", "LogMessage", "connect", "run_server", "serve_pipe", "serve_streams"]
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds :func:`connect` and :func:`serve_pipe` give each call (each stream turn) by default."""
 
 _logger = logging.getLogger("vgi_rpc")
 
@@ -130,7 +135,16 @@ def serve_streams(
         maybe_orphan = False
         spec: MethodSpec | None = None
         try:
-            spec = server.lookup(request.method, request.metadata.get("vgi_rpc.protocol"))
+            protocol = request.metadata.get(PROTOCOL_KEY)
+            if not protocol:
+                # On a pipe the metadata is the only thing that names the protocol (over
+                # HTTP the URL does), so a request without it is unroutable.
+                raise ProtocolError(
+                    f"request carries no {PROTOCOL_KEY} metadata: a pipe request must name its "
+                    f"protocol ({server.protocol_name!r} here)",
+                    error_kind="protocol_not_specified",
+                )
+            spec = server.lookup(request.method, protocol)
             server.check_version(request.metadata)
             kwargs = server.decode_kwargs(spec, request.batch)
         except ProtocolError as exc:
@@ -309,16 +323,39 @@ def run_server(
 
 
 class _PipeClient:
-    """Client side of the pipe framing (one call at a time; a lock serialises threads)."""
+    """Client side of the pipe framing (one call at a time; a lock serialises threads).
+
+    Every call (every stream turn) gets *timeout* seconds for its writes and reads.
+    When they run out, or the other end writes bytes that are not Arrow IPC, the
+    connection cannot be trusted to be in step any more: *give_up* is called (it
+    kills the worker process, or closes the pipes) and every later call fails at once.
+    """
 
     def __init__(
-        self, reader: IO[bytes], writer: IO[bytes], protocol: str, version: str | None, on_log: OnLog | None
+        self,
+        reader_fd: int,
+        writer_fd: int,
+        protocol: str,
+        version: str | None,
+        on_log: OnLog | None,
+        *,
+        timeout: float | None,
+        give_up: Callable[[], None],
+        owns_fds: bool = False,
+        give_up_means: str = "the worker was killed",
     ) -> None:
-        self.reader = reader
-        self.writer = writer
+        if timeout is not None and not timeout > 0:
+            raise ValueError("timeout must be positive, or None for no limit")
+        self.io = PipeIO()
+        self.reader = PipeReader(reader_fd, self.io, owns_fd=owns_fds)
+        self.writer = PipeWriter(writer_fd, self.io, owns_fd=owns_fds)
         self.protocol = protocol
         self.version = version
         self.on_log = on_log
+        self.timeout = timeout
+        self._give_up = give_up
+        self.give_up_means = give_up_means
+        self.broken: str | None = None
         self.lock = threading.RLock()
         # weak: a session dropped unfinished must still be collected (its __del__ finishes it)
         self.open_session: weakref.ref[_PipeStream] | None = None
@@ -327,23 +364,54 @@ class _PipeClient:
         """Take the connection. Another thread waits; this thread, if it still holds an open
         stream session, gets an error instead of interleaving a call into that stream."""
         self.lock.acquire()
+        if self.broken is not None:
+            self.lock.release()
+            raise RpcError(
+                "TransportError", f"the pipe connection is closed: {self.broken}", error_kind="transport"
+            )
         if self.open_session is not None and self.open_session() is not None:
             self.lock.release()
             raise RuntimeError(
                 "a stream call is still open on this connection: exhaust, close() or cancel() it first"
             )
+        self.io.arm(self.timeout)
+
+    def failed(self, what: str, exc: BaseException) -> RpcError:
+        """The RpcError for a pipe failure during *what*; after a timeout or garbage, give up."""
+        if isinstance(exc, PipeTimeout | NotArrowError) and self.broken is None:
+            consequence = self.give_up_means
+            if isinstance(exc, PipeTimeout):
+                self.broken = f"{what} got no answer within {self.timeout:g} s ({consequence})"
+                error = RpcError(
+                    "TransportError",
+                    f"pipe transport timed out: {self.broken}",
+                    error_kind="transport",
+                    error_code="DEADLINE_EXCEEDED",
+                )
+            else:
+                self.broken = f"during {what}, {exc} ({consequence})"
+                error = RpcError(
+                    "TransportError", f"pipe transport failed: {self.broken}", error_kind="transport"
+                )
+            with contextlib.suppress(Exception):
+                self._give_up()
+            return error
+        return _transport_error(what, exc)
 
     def _send_request(self, spec: MethodSpec, request: pa.RecordBatch) -> None:
-        write_request(self.writer, spec.name, request, protocol=self.protocol, protocol_version=self.version)
+        # built in Arrow's own buffer, then one write: not a Python call per IPC piece
+        self.writer.write(
+            request_bytes(spec.name, request, protocol=self.protocol, protocol_version=self.version)
+        )
         self.writer.flush()
 
     def call_unary(self, spec: MethodSpec, request: pa.RecordBatch) -> pa.RecordBatch:
         self._acquire()
         try:
             self._send_request(spec, request)
-            batches = _read_whole(pa.ipc.open_stream(self.reader), self.on_log)
+            batches = _read_whole(pa.ipc.open_stream(pa.py_buffer(self.reader.read_stream())), self.on_log)
         except _TRANSPORT_ERRORS as exc:
-            raise _transport_error(f"call to {spec.name!r}", exc) from exc
+            raise self.failed(f"call to {spec.name!r}", exc) from exc
         finally:
             self.lock.release()
         if not batches:
@@ -357,12 +425,12 @@ class _PipeClient:
         except BaseException as exc:
             self.lock.release()
             if isinstance(exc, _TRANSPORT_ERRORS):
-                raise _transport_error(f"stream call to {spec.name!r}", exc) from exc
+                raise self.failed(f"stream call to {spec.name!r}", exc) from exc
             raise
         try:
             session = _PipeStream(self, spec)
         except _TRANSPORT_ERRORS as exc:  # (the session gave the connection back)
-            raise _transport_error(f"stream call to {spec.name!r}", exc) from exc
+            raise self.failed(f"stream call to {spec.name!r}", exc) from exc
         if not session._done:
             self.open_session = weakref.ref(session)
         return session
@@ -414,7 +482,8 @@ class _PipeStream:
 
     def _read_header(self, header_type: Any) -> None:
         try:
-            rows = _read_whole(pa.ipc.open_stream(self._client.reader), self._client.on_log)
+            stream = pa.py_buffer(self._client.reader.read_stream())
+            rows = _read_whole(pa.ipc.open_stream(stream), self._client.on_log)
         except BaseException:
             self._finish(read_output=False)
             raise
@@ -434,13 +503,14 @@ class _PipeStream:
         if self._in is not None and not batch.schema.equals(self._in_schema):
             # one pipe input stream has one schema: later batches must fit the first one's
             batch = cast_input(batch, self._in_schema)
+        self._client.io.arm(self._client.timeout)  # each turn gets the whole timeout
         try:
             writer = self._input(batch.schema)
             writer.write_batch(batch, custom_metadata=dict(metadata) if metadata else None)
             self._client.writer.flush()
         except _TRANSPORT_ERRORS as exc:
             self._abandon()
-            raise _transport_error(f"stream {self._spec.name!r}", exc) from exc
+            raise self._client.failed(f"a turn of stream {self._spec.name!r}", exc) from exc
 
     def _next_output(self) -> tuple[pa.RecordBatch, dict[str, str]] | None:
         """The next data batch, or None at the end of the output stream."""
@@ -456,7 +526,7 @@ class _PipeStream:
             raise
         except _TRANSPORT_ERRORS as exc:
             self._abandon()
-            raise _transport_error(f"stream {self._spec.name!r}", exc) from exc
+            raise self._client.failed(f"a turn of stream {self._spec.name!r}", exc) from exc
 
     def _abandon(self) -> None:
         """The pipe broke mid-stream: give the connection back without further I/O."""
@@ -470,16 +540,22 @@ class _PipeStream:
         if self._done:
             return
         self._done = True
+        client = self._client
         try:
+            if client.broken is not None:
+                return  # the connection was given up: nothing to say to the other end
+            client.io.arm(client.timeout)
             if self._in is None:
-                self._in = pa.ipc.new_stream(self._client.writer, EMPTY_SCHEMA, options=IPC_WRITE_OPTIONS)
+                self._in = pa.ipc.new_stream(client.writer, EMPTY_SCHEMA, options=IPC_WRITE_OPTIONS)
             self._in.close()
-            self._client.writer.flush()
+            client.writer.flush()
             if not read_output:
                 return  # the call failed before its output stream: nothing more will come
             if self._out is None:
-                self._out = pa.ipc.open_stream(self._client.reader)
+                self._out = pa.ipc.open_stream(client.reader)
             _drain(self._out)
+        except (PipeTimeout, NotArrowError) as exc:
+            client.failed(f"the end of stream {self._spec.name!r}", exc)  # gives the connection up
         except (OSError, pa.ArrowInvalid):
             _logger.debug("pipe stream finish failed", exc_info=True)
         finally:
@@ -534,6 +610,7 @@ def serve_pipe(
     *,
     on_log: OnLog | None = None,
     auth: AuthContext = ANONYMOUS,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Iterator[Any]:
     """Serve on a background thread over OS pipes and yield a typed proxy.
 
@@ -543,12 +620,17 @@ def serve_pipe(
     ``auth`` is the caller every call on this connection is made as (default:
     anonymous); pass an :class:`~vgi_rpc.auth.AuthContext` to test what an
     authenticated caller sees (``ctx.auth``, Sentry's ``user``/``auth.*`` tags).
+
+    *timeout* (default :data:`DEFAULT_TIMEOUT`, 60 s; ``None`` for no limit) bounds
+    each call, and each turn of a stream: past it the call raises ``RpcError`` with
+    ``error_kind="transport"`` and ``error_code="DEADLINE_EXCEEDED"``, the pipes are
+    closed (the server thread ends once the implementation returns) and every later
+    call on the proxy fails at once.
     """
     server = as_server(target, impl)
     c2s_r, c2s_w = os.pipe()
     s2c_r, s2c_w = os.pipe()
     server_in, server_out = os.fdopen(c2s_r, "rb"), os.fdopen(s2c_w, "wb")
-    client_in, client_out = os.fdopen(s2c_r, "rb"), os.fdopen(c2s_w, "wb")
 
     def run() -> None:
         try:
@@ -560,19 +642,41 @@ def serve_pipe(
 
     thread = threading.Thread(target=run, name=f"vgi_rpc-pipe-{server.protocol_name}", daemon=True)
     thread.start()
-    client = _PipeClient(client_in, client_out, server.protocol_name, server.protocol_version, on_log)
+    client: _PipeClient | None = None
+
+    def hang_up() -> None:
+        assert client is not None
+        client.writer.close()
+        client.reader.close()
+
+    client = _PipeClient(
+        s2c_r,
+        c2s_w,
+        server.protocol_name,
+        server.protocol_version,
+        on_log,
+        timeout=timeout,
+        give_up=hang_up,
+        owns_fds=True,
+        give_up_means="the pipes were closed",
+    )
     try:
         yield RpcProxy(server.protocol, client)
     finally:
-        with contextlib.suppress(OSError):
-            client_out.close()
-        thread.join(timeout=10)
-        client_in.close()
+        client.writer.close()
+        if client.broken is None:
+            thread.join(timeout=10)
+        client.reader.close()
 
 
 @contextlib.contextmanager
 def connect(
-    protocol: type, cmd: Sequence[str], *, on_log: OnLog | None = None, env: Mapping[str, str] | None = None
+    protocol: type,
+    cmd: Sequence[str],
+    *,
+    on_log: OnLog | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Iterator[Any]:
     """Spawn ``cmd`` (a worker calling :func:`run_server`) and yield a typed proxy to it.
 
@@ -581,6 +685,14 @@ def connect(
 
     The worker's stderr is inherited. On exit stdin is closed and the worker is
     given 10 seconds to stop before it is killed.
+
+    *timeout* (default :data:`DEFAULT_TIMEOUT`, 60 s; ``None`` for no limit) bounds
+    each call, and each turn of a stream, writes and reads alike. A worker that
+    neither answers nor exits in that time is killed and the call raises
+    ``RpcError("TransportError", ...)`` with ``error_kind="transport"`` and
+    ``error_code="DEADLINE_EXCEEDED"``. A worker that writes bytes that are not Arrow
+    IPC to its stdout (a stray ``print``) is killed at once, and the error quotes
+    the bytes. Either way every later call on the proxy fails at once.
     """
     proc = subprocess.Popen(
         list(cmd),
@@ -590,7 +702,15 @@ def connect(
     )
     assert proc.stdin is not None and proc.stdout is not None
     name, version = protocol_names(protocol)
-    client = _PipeClient(proc.stdout, proc.stdin, name, version, on_log)
+    client = _PipeClient(
+        proc.stdout.fileno(),
+        proc.stdin.fileno(),
+        name,
+        version,
+        on_log,
+        timeout=timeout,
+        give_up=proc.kill,
+    )
     try:
         yield RpcProxy(protocol, client)
     finally:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from vgi_rpc._types import Codec, UnsupportedTypeError, codec_for, dataclass_schema
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.context import CallContext
-from vgi_rpc.errors import ProtocolError
+from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, DispatchInfo, _safe_end, _safe_start
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
 from vgi_rpc.wire import ResponseWriter, error_metadata, log_metadata, new_request_id
@@ -171,6 +171,40 @@ def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl:
     )
 
 
+def _check_param_fields(spec: MethodSpec, schema: pa.Schema) -> None:
+    """Field order and nullability of a request's parameters, as the official server checks them.
+
+    Fields must come in the Protocol's order (a parameter with a default may be left
+    out). A request that states nullability -- any field marked non-nullable -- may
+    mark nullable only ``T | None`` parameters; a non-nullable field is always fine
+    (it can never carry the null an ``Optional`` allows; the official Protocol even
+    declares one, ``Annotated[int, ArrowType(pa.int32(), nullable=False)] | None``).
+    A request whose fields are all nullable states nothing (it is what Arrow writers
+    produce by default: ``pa.RecordBatch.from_pydict``...), so only its values are
+    checked: a null for a parameter that is not ``Optional`` is refused later.
+    Types are checked (and safely cast) later too.
+    """
+    names = schema.names
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ProtocolError(
+            f"{spec.name}: parameter(s) {clip(', '.join(map(repr, twice)))} sent more than once"
+        )
+    present = set(names)
+    declared = [p for p in spec.params if p.name in present]
+    stated = not all(field.nullable for field in schema)
+    for index, (field, param) in enumerate(zip(schema, declared, strict=True)):
+        if field.name != param.name:
+            raise ProtocolError(
+                f"{spec.name}() parameter schema field {index} expected name {param.name!r}, got {field.name!r}"
+            )
+        if stated and field.nullable and not param.codec.nullable:
+            raise ProtocolError(
+                f"{spec.name}() parameter {field.name!r} expected nullable={param.codec.nullable}, "
+                f"but the request batch carried nullable={field.nullable}"
+            )
+
+
 def _client_only(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("client-side method table: there is no implementation to call")
 
@@ -261,14 +295,14 @@ class RpcServer:
         """The method named *method*; :class:`ProtocolError` (404 kind) when unknown."""
         if protocol is not None and protocol != self.protocol_name:
             raise ProtocolError(
-                f"protocol {protocol!r} is not served here (this server serves {self.protocol_name!r})",
+                f"protocol {clip(protocol)!r} is not served here (this server serves {self.protocol_name!r})",
                 error_kind="protocol_not_supported",
                 status=404,
             )
         spec = self.methods.get(method)
         if spec is None:
             raise ProtocolError(
-                f"unknown method {method!r} on {self.protocol_name}",
+                f"unknown method {clip(method)!r} on {self.protocol_name}",
                 error_kind="method_not_implemented",
                 status=404,
             )
@@ -280,7 +314,7 @@ class RpcServer:
         ours = self.protocol_version
         if theirs and ours and theirs.split(".")[:2] != ours.split(".")[:2]:
             raise ProtocolError(
-                f"protocol version mismatch: client {theirs}, server {ours}",
+                f"protocol version mismatch: client {clip(theirs)}, server {ours}",
                 error_kind="protocol_version_mismatch",
             )
 
@@ -290,7 +324,9 @@ class RpcServer:
         known = {p.name for p in spec.params}
         extra = [n for n in names if n not in known]
         if extra:
-            raise ProtocolError(f"{spec.name}: unexpected parameter(s) {', '.join(map(repr, extra))}")
+            raise ProtocolError(f"{spec.name}: unexpected parameter(s) {clip(', '.join(map(repr, extra)))}")
+        if not batch.schema.equals(spec.params_schema):
+            _check_param_fields(spec, batch.schema)
         if batch.num_rows != 1 and not (batch.num_rows == 0 and not names):
             raise ProtocolError(f"{spec.name}: request batch must have exactly 1 row, got {batch.num_rows}")
         kwargs: dict[str, Any] = {}

@@ -21,6 +21,7 @@ import pyarrow as pa
 from typing_extensions import TypeVar  # PEP 696 defaults: Stream[S] and Stream[S, H] on 3.11
 
 from vgi_rpc.context import CallContext, normalize_level
+from vgi_rpc.errors import clip
 
 __all__ = [
     "EMPTY_SCHEMA",
@@ -71,12 +72,15 @@ def cast_input(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """
     if batch.schema.names != schema.names:
         raise TypeError(
-            f"exchange input columns {batch.schema.names} do not match the stream's input columns {schema.names}"
+            f"exchange input columns {clip(str(batch.schema.names))} do not match the stream's input columns "
+            f"{schema.names}"
         )
     try:
         return batch.cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise TypeError(f"exchange input schema {batch.schema} cannot be cast to {schema}: {exc}") from None
+        raise TypeError(
+            f"exchange input schema {clip(str(batch.schema))} cannot be cast to {schema}: {clip(str(exc))}"
+        ) from None
 
 
 class OutputCollector:

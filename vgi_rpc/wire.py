@@ -24,7 +24,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from vgi_rpc._types import IPC_WRITE_OPTIONS
-from vgi_rpc.errors import ProtocolError, RpcError
+from vgi_rpc.errors import ProtocolError, RpcError, clip
 from vgi_rpc.streams import EMPTY_SCHEMA, empty_batch
 
 __all__ = [
@@ -143,8 +143,9 @@ def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
         raise ProtocolError(f"request batch has no {METHOD_KEY} metadata", error_kind="missing_method")
     version = meta.get(REQUEST_VERSION_KEY)
     if version != REQUEST_VERSION:
+        shown = None if version is None else clip(version)
         raise ProtocolError(
-            f"unsupported request version {version!r} (this server speaks {REQUEST_VERSION_KEY}="
+            f"unsupported request version {shown!r} (this server speaks {REQUEST_VERSION_KEY}="
             f"{REQUEST_VERSION})",
             error_kind="version_mismatch",
         )

@@ -32,7 +32,8 @@ from vgi_rpc.pipe import serve_streams
 from vgi_rpc.wire import read_response
 
 WORKER = Path(__file__).resolve().parents[1] / "workers" / "service_worker.py"
-REQUEST_MD = {"vgi_rpc.method": "add", "vgi_rpc.request_version": "1"}
+REQUEST_MD = {"vgi_rpc.method": "add", "vgi_rpc.request_version": "1", "vgi_rpc.protocol": "Calculator"}
+TYPES = TypesService.protocol_name
 
 
 # --------------------------------------------------------------------------- raw plumbing
@@ -44,15 +45,24 @@ def request_bytes(
     metadata: Mapping[str, str] | None = None,
     *,
     batches: int = 1,
+    protocol: str = "Calculator",
 ) -> bytes:
-    """One request IPC stream built by hand: schema, *batches* batches, EOS."""
+    """One request IPC stream built by hand: schema, *batches* batches, EOS.
+
+    Without *metadata*: ``vgi_rpc.method`` *method*, request version 1 and
+    ``vgi_rpc.protocol`` *protocol* (a pipe request must name its protocol).
+    """
     if columns is None:
         columns = {"a": pa.array([1]), "b": pa.array([2])}
     if columns:
         batch = pa.RecordBatch.from_pydict(dict(columns))
     else:
         batch = pa.RecordBatch.from_arrays([], schema=pa.schema([]))
-    md = dict(metadata) if metadata is not None else {**REQUEST_MD, "vgi_rpc.method": method}
+    md = (
+        dict(metadata)
+        if metadata is not None
+        else {**REQUEST_MD, "vgi_rpc.method": method, "vgi_rpc.protocol": protocol}
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         for _ in range(batches):
@@ -296,10 +306,10 @@ def test_compatible_container_types_are_cast() -> None:
     c = new_conn(RpcServer(TypesService, TypesServiceImpl()))
     try:
         values = pa.array([[1, None, 3]], pa.list_(pa.int32()))
-        response = c.call(request_bytes("echo_list_int", {"value": values}))
+        response = c.call(request_bytes("echo_list_int", {"value": values}, protocol=TYPES))
         assert response[0][0].to_pydict() == {"result": [[1, None, 3]]}
         mapping = pa.array([[("k", 1)]], pa.map_(pa.large_string(), pa.int8()))
-        response = c.call(request_bytes("echo_dict_str_int", {"value": mapping}))
+        response = c.call(request_bytes("echo_dict_str_int", {"value": mapping}, protocol=TYPES))
         assert response[0][0].column(0).to_pylist() == [[("k", 1)]]
     finally:
         c.close()
@@ -319,7 +329,7 @@ class VersionedImpl:
 def test_protocol_version_mismatch_is_named() -> None:
     c = new_conn(RpcServer(Versioned, VersionedImpl()))
     try:
-        base = {"vgi_rpc.method": "ping", "vgi_rpc.request_version": "1"}
+        base = {"vgi_rpc.method": "ping", "vgi_rpc.request_version": "1", "vgi_rpc.protocol": "Versioned"}
         empty: dict[str, pa.Array] = {}
         md = assert_error(
             c.call(request_bytes(columns=empty, metadata={**base, "vgi_rpc.protocol_version": "3.0.0"})),
@@ -369,12 +379,12 @@ def test_bad_values_for_rich_types_are_named(case: str) -> None:
     method, columns, fragments = TYPED[case]
     c = new_conn(RpcServer(TypesService, TypesServiceImpl()))
     try:
-        assert_error(c.call(request_bytes(method, columns)), method, *fragments)
+        assert_error(c.call(request_bytes(method, columns, protocol=TYPES)), method, *fragments)
         # the same connection still decodes good values (an enum as plain utf8 too)
-        good = c.call(request_bytes("echo_color", {"value": pa.array([Color.RED.name])}))
+        good = c.call(request_bytes("echo_color", {"value": pa.array([Color.RED.name])}, protocol=TYPES))
         assert good[0][0].column(0).to_pylist() == ["RED"]
         blob = codec_for(Point).encode(Point(1.0, 2.0))
-        good = c.call(request_bytes("echo_point", {"value": pa.array([blob])}))
+        good = c.call(request_bytes("echo_point", {"value": pa.array([blob])}, protocol=TYPES))
         assert codec_for(Point).decode(good[0][0].column(0)[0].as_py()) == Point(1.0, 2.0)
     finally:
         c.close()

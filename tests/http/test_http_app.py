@@ -402,13 +402,14 @@ def test_the_wsgi_safety_net_answers_even_if_falcon_itself_fails(monkeypatch: py
 
 
 def test_response_over_the_client_budget_becomes_an_error(client: falcon.testing.TestClient) -> None:
-    body = call_body("greet", {"name": "x" * 3000, "greeting": "Hi", "punctuation": "!"})
-    r = post(client, "/Calculator/greet", body, VGI_Accept_Max_Response_Bytes="1000")
+    # 65536 is the smallest budget a request may ask for (the reference server's floor)
+    body = call_body("greet", {"name": "x" * 70_000, "greeting": "Hi", "punctuation": "!"})
+    r = post(client, "/Calculator/greet", body, VGI_Accept_Max_Response_Bytes="65536")
     assert r.status_code == 200
     assert r.headers["X-VGI-RPC-Error"] == "true"
     md = error_md(r.content)
     assert md["vgi_rpc.log_message"].startswith("ResponseTooLargeError: response of")
-    assert len(r.content) <= 1000
+    assert len(r.content) <= 65536
 
 
 def test_make_wsgi_app_takes_protocol_and_implementation() -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import falcon
 
 from vgi_rpc.auth import ANONYMOUS, AuthContext
-from vgi_rpc.errors import ProtocolError
+from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.http._auth import AuthenticationError, Authenticator
 from vgi_rpc.http._common import (
     ARROW_CONTENT_TYPE,
@@ -191,17 +191,19 @@ class _Rpc:
         self, req: falcon.Request, resp: falcon.Response, protocol: str, method: str, turn: str
     ) -> None:
         server = self.server
+        budget: int | None = None
         try:
             auth = self._auth(req)
+            budget = _budget(req.get_header(BUDGET_HEADER))
             spec = server.lookup(method, protocol)
             if turn == "call":
                 if spec.method_type == "stream":
                     raise ProtocolError(
-                        f"{method} is a stream method: POST {req.path}/init to open it, then /exchange"
+                        f"{method} is a stream method: POST {clip(req.path)}/init to open it, then /exchange"
                     )
             elif spec.method_type == "unary":
                 raise ProtocolError(
-                    f"{method} is a unary method: POST {req.path.rsplit('/', 1)[0]} instead of /{turn}"
+                    f"{method} is a unary method: POST {clip(req.path.rsplit('/', 1)[0])} instead of /{turn}"
                 )
             body = self._body(req)
             headers = _headers_of(req.env)
@@ -222,7 +224,9 @@ class _Rpc:
         except ProtocolError as exc:
             if exc.status == 415:
                 resp.set_header(ENCODINGS_HEADER, _ENCODINGS_VALUE)
-            self._send(req, resp, exc.status, error_stream_bytes(exc, server_id=server.server_id), True)
+            self._send(
+                req, resp, exc.status, error_stream_bytes(exc, server_id=server.server_id), True, budget
+            )
             return
         except Exception as exc:
             # A bug in the transport or the server core (the implementation's own
@@ -231,9 +235,9 @@ class _Rpc:
             _logger.error(
                 "vgi_rpc.http: internal error serving %s (request %s)", req.path, request_id, exc_info=True
             )
-            self._send(req, resp, 500, _internal_error_body(server, exc, request_id), True)
+            self._send(req, resp, 500, _internal_error_body(server, exc, request_id), True, budget)
             return
-        self._send(req, resp, 200, data, failed)
+        self._send(req, resp, 200, data, failed, budget)
 
     def _auth(self, req: falcon.Request) -> AuthContext:
         if self.authenticate is None:
@@ -250,11 +254,11 @@ class _Rpc:
             raise TypeError(f"authenticate() returned {type(auth).__name__}, expected AuthContext")
         return auth
 
-    def _body(self, req: falcon.Request) -> bytes:
+    def _body(self, req: falcon.Request) -> bytes | bytearray:
         ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
         if ctype != ARROW_CONTENT_TYPE:
             raise BodyError(
-                f"Content-Type must be {ARROW_CONTENT_TYPE} (got {req.content_type or 'none'})",
+                f"Content-Type must be {ARROW_CONTENT_TYPE} (got {clip(req.content_type or 'none')})",
                 error_kind="unsupported_media_type",
                 status=415,
             )
@@ -281,9 +285,14 @@ class _Rpc:
         return decode_body(data, coding, self.max_decoded)
 
     def _send(
-        self, req: falcon.Request, resp: falcon.Response, status: int, data: bytes, error: bool
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        status: int,
+        data: bytes,
+        error: bool,
+        budget: int | None,
     ) -> None:
-        budget = _budget(req.get_header(BUDGET_HEADER))
         coding = pick_coding(req.get_header("Accept-Encoding")) if self.compress else None
         if coding is not None and len(data) >= _COMPRESS_MIN:
             data = encode_body(data, coding)
@@ -323,14 +332,29 @@ def _read_all(req: falcon.Request, length: int | None, limit: int | None) -> byt
     return b"".join(parts)
 
 
+MIN_RESPONSE_BUDGET = 1 << 16
+"""Smallest ``VGI-Accept-Max-Response-Bytes`` a request may carry (the reference server's floor)."""
+MAX_RESPONSE_BUDGET = (1 << 53) - 1
+
+
 def _budget(value: str | None) -> int | None:
-    if not value:
+    """The request's response budget; a malformed one is a 400, as the reference server answers.
+
+    One canonical positive decimal (no sign, spaces, leading zeros or repeated header),
+    from 64 KiB to 2**53 - 1.
+    """
+    if value is None:
         return None
-    try:
-        n = int(value)
-    except ValueError:
-        return None
-    return n if n > 0 else None
+    if not (value.isascii() and value.isdigit() and value[0] != "0"):
+        raise ProtocolError(
+            f"{BUDGET_HEADER} must be one canonical positive decimal integer, got {clip(value)!r}"
+        )
+    n = int(value) if len(value) <= 17 else MAX_RESPONSE_BUDGET + 1
+    if n < MIN_RESPONSE_BUDGET:
+        raise ProtocolError(f"{BUDGET_HEADER} must be at least {MIN_RESPONSE_BUDGET}, got {n}")
+    if n > MAX_RESPONSE_BUDGET:
+        raise ProtocolError(f"{BUDGET_HEADER} exceeds {MAX_RESPONSE_BUDGET}")
+    return n
 
 
 def _http_error_handler(server: RpcServer) -> Callable[..., None]:
@@ -340,10 +364,10 @@ def _http_error_handler(server: RpcServer) -> Callable[..., None]:
         status = ex.status_code
         detail = ex.description or ex.title or "HTTP error"
         if status == 404:
-            detail = f"no vgi-rpc route for {req.method} {req.path}"
+            detail = f"no vgi-rpc route for {req.method} {clip(req.path)}"
             kind = "method_not_implemented"
         elif status == 405:
-            detail = f"{req.method} is not allowed on {req.path}"
+            detail = f"{req.method} is not allowed on {clip(req.path)}"
             kind = "method_not_allowed"
         else:
             kind = "bad_request"

@@ -111,6 +111,17 @@ class _HttpTransport:
                 f"HTTP 413: the server refused a {len(content)}-byte request body",
                 error_code="413",
             )
+        if resp.status_code != 200 and not _is_arrow(resp):
+            # Not the vgi-rpc server talking: a proxy or gateway (say nginx's 502 when
+            # the worker serving the call died). Say so instead of failing to parse it.
+            raise RpcError(
+                "HttpError",
+                f"HTTP {resp.status_code} {resp.reason_phrase} from POST {url} with a "
+                f"{resp.headers.get('content-type') or 'untyped'} body, not an Arrow IPC stream "
+                "(answered by a proxy or gateway?)",
+                error_kind="transport",
+                error_code=str(resp.status_code),
+            )
         return resp.content
 
     def read(self, content: bytes | pa.BufferReader, status_hint: str) -> pa.ipc.RecordBatchStreamReader:
@@ -160,6 +171,11 @@ def _choose(advertised: str | None, want: str) -> str | None:
         if c in offered:
             return c
     return None
+
+
+def _is_arrow(resp: httpx.Response) -> bool:
+    ctype = str(resp.headers.get("content-type", ""))
+    return ctype.split(";", 1)[0].strip().lower() == ARROW_CONTENT_TYPE
 
 
 def _unauthorized(resp: httpx.Response) -> RpcError:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import struct
 import zlib
 
 import zstandard
 
-from vgi_rpc.errors import ProtocolError
+from vgi_rpc._ipc_framing import message_body_length, prefix_length
+from vgi_rpc.errors import ProtocolError, clip
 
 ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 BUDGET_HEADER = "VGI-Accept-Max-Response-Bytes"
@@ -17,7 +19,6 @@ MAX_REQUEST_HEADER = "VGI-Max-Request-Bytes"
 EXTERNALIZATION_HEADER = "VGI-Externalization-Enabled"
 ERROR_HEADER = "X-VGI-RPC-Error"
 
-_ZSTD_STEP = 4096
 SUPPORTED_ENCODINGS = ("zstd", "gzip")
 """Request codings the server decodes, in the server's order of preference."""
 
@@ -28,8 +29,27 @@ class BodyError(ProtocolError):
     """A request body that cannot be read: 400, 413 or 415."""
 
 
-def decode_body(data: bytes, coding: str | None, limit: int | None) -> bytes:
+DECODE_CHUNK = 1 << 20
+"""Most decoded bytes one decompression step produces; the memory a body may overshoot its limit by."""
+
+ZSTD_MAX_WINDOW = 1 << 23
+"""Largest zstd window (8 MiB, what level 19 uses) a request may need; larger frames are refused (400)."""
+
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_BLOCK_MAX = 1 << 17
+_GZIP_INPUT_STEP = 1 << 16
+_CONTENTSIZE_UNKNOWN = {-1, (1 << 64) - 1}
+
+
+def decode_body(data: bytes, coding: str | None, limit: int | None) -> bytes | bytearray:
     """Undo ``Content-Encoding`` *coding* on *data*, refusing output larger than *limit*.
+
+    Decoding streams into one buffer: each step produces at most :data:`DECODE_CHUNK`
+    bytes and the limit is checked after every step. Only the bytes that belong to
+    the body's Arrow IPC stream are kept (its messages declare their own lengths);
+    what a body decodes to past the stream's end (or past a message that could not
+    fit in *limit*) is counted against *limit* and dropped, so a decompression bomb
+    costs one chunk of memory, not *limit*.
 
     Raises :class:`BodyError` with status 415 for a coding we do not speak, 400 for a
     body that does not decode (corrupt or truncated), 413 when the decoded body would
@@ -39,64 +59,174 @@ def decode_body(data: bytes, coding: str | None, limit: int | None) -> bytes:
     if token in ("", "identity"):
         return data
     if token == "zstd":
-        return _unzstd(data, limit)
+        return _unzstd(data, _IpcBody(limit))
     if token in ("gzip", "x-gzip"):
-        return _gunzip(data, limit)
+        return _gunzip(data, _IpcBody(limit))
     raise BodyError(
-        f"unsupported Content-Encoding {coding!r}; this server accepts {', '.join(SUPPORTED_ENCODINGS)} "
-        "or an uncompressed body",
+        f"unsupported Content-Encoding {clip(coding or '')!r}; this server accepts "
+        f"{', '.join(SUPPORTED_ENCODINGS)} or an uncompressed body",
         error_kind="unsupported_media_type",
         status=415,
     )
 
 
-def _too_large(limit: int) -> BodyError:
+def _too_large(limit: int, detail: str = "") -> BodyError:
     return BodyError(
-        f"decompressed request body exceeds the server's limit of {limit} bytes",
+        f"decompressed request body exceeds the server's limit of {limit} bytes{detail}",
         error_kind="request_too_large",
         status=413,
     )
 
 
-def _unzstd(data: bytes, limit: int | None) -> bytes:
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+class _IpcBody:
+    """The decoded body being built: keeps its Arrow IPC stream's bytes, counts all of them.
+
+    An IPC stream is a sequence of messages, each ``0xFFFFFFFF``, an int32 metadata
+    length ``L``, ``L`` bytes of flatbuffer metadata (whose ``bodyLength`` gives the
+    size of the body that follows), until a zero length (end of stream). Reading those
+    lengths as the bytes arrive tells how far the stream can reach: a message that
+    would end past the limit is refused at once, and bytes after the stream's end are
+    only counted. Whatever this framing walk cannot make sense of is kept up to that
+    point, so Arrow itself reports the problem on exactly the bytes it would have read.
+    """
+
+    __slots__ = ("buf", "keep", "limit", "meta", "scan", "total")
+
+    def __init__(self, limit: int | None) -> None:
+        self.buf = bytearray()
+        self.limit = limit
+        self.total = 0  # decoded bytes seen, kept or not
+        self.scan = 0  # where the next message starts
+        self.meta: tuple[int, int] | None = None  # (start, end) of metadata awaiting its bodyLength
+        self.keep = 8  # keep decoded bytes up to this offset (None-like: -1 once the stream is over)
+
+    def add(self, chunk: bytes | memoryview) -> None:
+        """Take one decoded chunk (raises the 413 as soon as the total passes the limit)."""
+        n = len(chunk)
+        if not n:
+            return
+        self.total += n
+        if self.limit is not None and self.total > self.limit:
+            raise _too_large(self.limit)
+        taken = 0
+        while taken < n:
+            room = self.keep - len(self.buf)
+            if room <= 0:
+                return  # past the end of the stream: counted, not kept
+            if not taken and room >= n:
+                self.buf += chunk
+                taken = n
+            else:
+                piece = memoryview(chunk)[taken : taken + room]
+                self.buf += piece
+                taken += len(piece)
+            self._walk()
+
+    def _declare(self, end: int) -> None:
+        # A message reaching past the limit can never be read: keep nothing more. The
+        # verdict still follows the decoded size (413 once it passes the limit, else
+        # Arrow's 400 on what was kept), as for any body.
+        self.keep = end if self.limit is None or end <= self.limit else -1
+
+    def _walk(self) -> None:
+        buf = self.buf
+        while self.keep >= 0 and len(buf) >= self.keep:
+            if self.meta is not None:
+                start, end = self.meta
+                self.meta = None
+                length = message_body_length(memoryview(buf)[start:end])
+                if length is None:  # not a Message flatbuffer: Arrow will say so
+                    self.keep = -1
+                    return
+                self.scan = end + length
+                self._declare(self.scan + 8)  # the message, then the next length prefix
+                continue
+            pos = self.scan
+            size, prefix = prefix_length(buf, pos)
+            start = pos + prefix
+            if size <= 0:  # end of stream (0) or a negative length Arrow refuses
+                self.keep = -1
+                return
+            self.meta = (start, start + size)
+            self._declare(start + size)
+
+    def result(self) -> bytearray:
+        """The kept bytes: the whole body, or its IPC stream when the body went on past it."""
+        return self.buf
+
+
+_U32 = struct.Struct("<I")
+
+
+def _unzstd(data: bytes, body: _IpcBody) -> bytearray:
+    """Decode every zstd frame in *data*, a bounded group of blocks per step."""
+    view = memoryview(data)
+    size = len(view)
+    pos = 0
+    decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
     try:
-        if limit is None:
-            out = dobj.decompress(data)
-        else:
-            # decompressobj has no output cap: feed small input slices and check as we go,
-            # so a decompression bomb is stopped within a bounded overshoot (zstd expands
-            # at most ~32k-fold, so a 4 KiB slice yields at most ~128 MiB).
-            buf = bytearray()
-            view = memoryview(data)
-            for start in range(0, len(view), _ZSTD_STEP):
-                buf += dobj.decompress(view[start : start + _ZSTD_STEP])
-                if len(buf) > limit:
-                    raise _too_large(limit)
-                if dobj.eof:
-                    break
-            out = bytes(buf)
+        while pos < size:
+            if size - pos >= 8 and (_U32.unpack_from(view, pos)[0] & 0xFFFFFFF0) == 0x184D2A50:
+                pos += 8 + _U32.unpack_from(view, pos + 4)[0]  # a skippable frame
+                continue
+            declared = zstandard.get_frame_parameters(view[pos : pos + 18]).content_size
+            if (
+                declared not in _CONTENTSIZE_UNKNOWN
+                and body.limit is not None
+                and body.total + declared > body.limit
+            ):
+                raise _too_large(body.limit, f" (the zstd frame declares {declared} bytes)")
+            frame = decompressor.decompressobj()
+            step = pos
+            cut = pos + zstandard.frame_header_size(view[pos : pos + 18])
+            checksum = 4 if view[pos + 4] & 0x04 else 0
+            produced = 0
+            last = False
+            while not last and cut + 3 <= size:
+                (head,) = _U32.unpack_from(bytes(view[cut : cut + 3]) + b"\0")
+                last, kind, length = bool(head & 1), (head >> 1) & 3, head >> 3
+                cut += 3 + (1 if kind == 1 else length)
+                produced += length if kind in (0, 1) else _ZSTD_BLOCK_MAX
+                if last:
+                    cut += checksum
+                if produced >= DECODE_CHUNK or last:
+                    body.add(frame.decompress(view[step : min(cut, size)]))
+                    step, produced = min(cut, size), 0
+            if step < size and not frame.eof:  # the input ended inside the frame
+                body.add(frame.decompress(view[step:size]))
+            if not frame.eof:
+                raise BodyError("request body is truncated zstd (the frame never ends)")
+            pos = min(cut, size) - len(frame.unused_data)
     except zstandard.ZstdError as exc:
         raise BodyError(f"request body is not valid zstd: {exc}") from None
-    if not dobj.eof:
-        raise BodyError("request body is truncated zstd (the frame never ends)")
-    return out
+    return body.result()
 
 
-def _gunzip(data: bytes, limit: int | None) -> bytes:
-    dobj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+def _gunzip(data: bytes, body: _IpcBody) -> bytearray:
+    """Decode every gzip member in *data*, at most :data:`DECODE_CHUNK` bytes per step."""
+    view = memoryview(data)
+    pos = 0
     try:
-        if limit is None:
-            out = dobj.decompress(data)
-        else:
-            out = dobj.decompress(data, limit + 1)
-            if len(out) > limit:
-                raise _too_large(limit)
+        while True:
+            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not member.eof:
+                if member.unconsumed_tail:
+                    piece: bytes | memoryview = member.unconsumed_tail
+                elif pos < len(view):
+                    piece = view[pos : pos + _GZIP_INPUT_STEP]
+                    pos += len(piece)
+                else:  # no input left: only output held back by the previous step's cap
+                    rest = member.decompress(b"", DECODE_CHUNK)
+                    if not rest:
+                        raise BodyError("request body is truncated gzip (the stream never ends)")
+                    body.add(rest)
+                    continue
+                body.add(member.decompress(piece, DECODE_CHUNK))
+            pos -= len(member.unused_data)
+            if pos >= len(view):
+                return body.result()
     except zlib.error as exc:
         raise BodyError(f"request body is not valid gzip: {exc}") from None
-    if not dobj.eof:
-        raise BodyError("request body is truncated gzip (the stream never ends)")
-    return out
 
 
 def encode_body(data: bytes, coding: str, level: int = 1) -> bytes:

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from vgi_rpc._types import dataclass_to_ipc
 from vgi_rpc.auth import AuthContext
-from vgi_rpc.errors import ProtocolError
+from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.http._state import StatePayloadError, pack_stream, unpack_stream
 from vgi_rpc.http._tokens import TokenSealer
 from vgi_rpc.server import MethodSpec, RpcServer
@@ -58,7 +58,7 @@ class Turns:
 
     # ------------------------------------------------------------------ request decoding
 
-    def _request(self, spec: MethodSpec, body: bytes) -> dict[str, Any]:
+    def _request(self, spec: MethodSpec, body: bytes | bytearray) -> dict[str, Any]:
         """Decode a unary or ``/init`` request body into kwargs (ProtocolError on any problem)."""
         try:
             request = read_request(body)
@@ -66,12 +66,12 @@ class Turns:
             raise ProtocolError("request body is empty: expected an Arrow IPC stream") from None
         if request.method != spec.name:
             raise ProtocolError(
-                f"the URL names method {spec.name!r} but the request metadata names {request.method!r}"
+                f"the URL names method {spec.name!r} but the request metadata names {clip(request.method)!r}"
             )
         wire_protocol = request.metadata.get(PROTOCOL_KEY)
         if wire_protocol and wire_protocol != self.server.protocol_name:
             raise ProtocolError(
-                f"the request metadata names protocol {wire_protocol!r} but this URL serves "
+                f"the request metadata names protocol {clip(wire_protocol)!r} but this URL serves "
                 f"{self.server.protocol_name!r}"
             )
         self.server.check_version(request.metadata)
@@ -80,7 +80,7 @@ class Turns:
     # ------------------------------------------------------------------ unary
 
     def unary(
-        self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
+        self, spec: MethodSpec, body: bytes | bytearray, auth: AuthContext, headers: Mapping[str, str]
     ) -> TurnResult:
         """Run one unary call."""
         kwargs = self._request(spec, body)
@@ -93,7 +93,7 @@ class Turns:
     # ------------------------------------------------------------------ streams
 
     def init(
-        self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
+        self, spec: MethodSpec, body: bytes | bytearray, auth: AuthContext, headers: Mapping[str, str]
     ) -> TurnResult:
         """Open a stream; for producers, run the first turn."""
         kwargs = self._request(spec, body)
@@ -154,7 +154,7 @@ class Turns:
         return head + self._respond(schema, items[init_logs:], request_id, None, token, on_data=False), False
 
     def exchange(
-        self, spec: MethodSpec, body: bytes, auth: AuthContext, headers: Mapping[str, str]
+        self, spec: MethodSpec, body: bytes | bytearray, auth: AuthContext, headers: Mapping[str, str]
     ) -> TurnResult:
         """Run one continuation turn (producer tick, exchange input, or cancel)."""
         batch, meta = _read_single_batch(body)
@@ -275,7 +275,7 @@ def _header_batch(stream: Stream[Any]) -> pa.RecordBatch | None:
     return batch
 
 
-def _read_single_batch(body: bytes) -> tuple[pa.RecordBatch, dict[str, str]]:
+def _read_single_batch(body: bytes | bytearray) -> tuple[pa.RecordBatch, dict[str, str]]:
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(body))
         batch, raw = reader.read_next_batch_with_custom_metadata()
