@@ -37,7 +37,7 @@ __all__ = [
     "save_ratios",
 ]
 
-GROUP_ORDER = ("construction.", "dispatch.", "sentry.", "http.", "import.", "peer.")
+GROUP_ORDER = ("construction.", "dispatch.", "floor.", "sentry.", "http.", "import.", "peer.")
 """Table order: by group, then by key."""
 
 
