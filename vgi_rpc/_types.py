@@ -18,6 +18,11 @@ dataclass              binary holding a whole IPC stream (schema, 1 row, EOS);
                        nested dataclasses inside it are ``struct``
 Annotated[T, ArrowType(t)]  t
 =====================  ==================================================
+
+The same module holds the rules for a request column whose Arrow type differs
+from the declared one (:func:`_coerce`): a cast within one kind of value (integer
+widths, an integer for a float, utf8/large_utf8...) is accepted, anything else is a
+``ProtocolError`` naming the parameter.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from collections.abc import Callable
 from typing import Any, get_args, get_origin
 
 import pyarrow as pa
+
+from vgi_rpc.errors import ProtocolError
 
 __all__ = ["ArrowType", "Codec", "UnsupportedTypeError", "codec_for", "dataclass_schema"]
 
@@ -389,3 +396,63 @@ def dataclass_to_ipc(value: Any) -> bytes:
 def dataclass_from_ipc(cls: Any, data: bytes) -> Any:
     """Inverse of :func:`dataclass_to_ipc`."""
     return codec_for(cls).decode(data)
+
+
+# --------------------------------------------------------------------------- request coercion
+
+_KINDS: tuple[tuple[str, Callable[[pa.DataType], bool]], ...] = (
+    ("int", pa.types.is_integer),
+    ("float", pa.types.is_floating),
+    ("str", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+    ("bin", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+    ("bool", pa.types.is_boolean),
+    ("decimal", pa.types.is_decimal),
+    ("timestamp", pa.types.is_timestamp),
+    ("date", pa.types.is_date),
+    ("time", pa.types.is_time),
+    ("duration", pa.types.is_duration),
+)
+
+
+def _kind(t: pa.DataType) -> str | None:
+    return next((name for name, test in _KINDS if test(t)), None)
+
+
+def _castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether a parameter sent as *source* may be cast to the declared *target*.
+
+    Only conversions within one kind of value: integer/float widths (an integer
+    is an acceptable float), utf8/large_utf8, binary/large_binary, units of one
+    temporal kind, and containers whose parts are castable. An int sent for a
+    ``str`` parameter (which Arrow would cast to ``"1"``) is a wrong type.
+    """
+    if source == target or pa.types.is_null(source):
+        return True
+    if pa.types.is_dictionary(source):
+        return _castable(source.value_type, target.value_type if pa.types.is_dictionary(target) else target)
+    if pa.types.is_dictionary(target):
+        return _castable(source, target.value_type)
+    if pa.types.is_map(source) and pa.types.is_map(target):
+        return _castable(source.key_type, target.key_type) and _castable(source.item_type, target.item_type)
+    if (pa.types.is_list(source) or pa.types.is_large_list(source)) and (
+        pa.types.is_list(target) or pa.types.is_large_list(target)
+    ):
+        return _castable(source.value_type, target.value_type)
+    if pa.types.is_struct(source) and pa.types.is_struct(target):
+        if [f.name for f in source] != [f.name for f in target]:
+            return False
+        return all(_castable(s.type, t.type) for s, t in zip(source, target, strict=True))
+    kinds = (_kind(source), _kind(target))
+    return kinds == ("int", "float") or (kinds[0] is not None and kinds[0] == kinds[1])
+
+
+def _coerce(method: str, param: str, column: pa.Array, target: pa.DataType) -> pa.Array:
+    """*column* (parameter *param* of *method*) as the declared *target* type, or ``ProtocolError``."""
+    if pa.types.is_dictionary(target) and pa.types.is_string(column.type):
+        return column  # plain utf8 carries an enum member name just as well
+    if _castable(column.type, target):
+        try:
+            return column.cast(target)  # safe cast: overflow or truncation raises
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+    raise ProtocolError(f"{method}: parameter {param!r} has Arrow type {column.type}, expected {target}")

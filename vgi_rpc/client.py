@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from vgi_rpc.server import MethodSpec, method_table, protocol_names
+from vgi_rpc.methods import MethodSpec, method_table, protocol_names
 from vgi_rpc.streams import AnnotatedBatch, empty_batch
 
 __all__ = ["ClientTransport", "RpcProxy", "StreamSession", "decode_result", "encode_call"]

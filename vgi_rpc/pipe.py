@@ -34,7 +34,8 @@ from vgi_rpc._types import IPC_WRITE_OPTIONS, dataclass_batch, dataclass_from_ba
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
-from vgi_rpc.server import MethodSpec, RpcServer, as_server, protocol_names
+from vgi_rpc.methods import MethodSpec, protocol_names
+from vgi_rpc.server import RpcServer, as_server
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,

@@ -1,7 +1,9 @@
-"""RpcServer: the method table, dispatch, the hook slot and the auto-attach seam.
+"""RpcServer: method lookup, request decoding, dispatch, the hook slot and the auto-attach seam.
 
-Transports (``vgi_rpc.pipe``, ``vgi_rpc.http``) decode a request with
-``vgi_rpc.wire``, look the method up here, and let the server run it: the
+The method table itself is built by ``vgi_rpc.methods`` (Protocol reflection);
+the Arrow cast rules for request columns live with the type mapping in
+``vgi_rpc._types``. Transports (``vgi_rpc.pipe``, ``vgi_rpc.http``) decode a
+request with ``vgi_rpc.wire``, look the method up here, and let the server run it: the
 server calls the dispatch hook around the implementation and encodes the
 result or the error. The server never logs an application exception at ERROR:
 it logs at WARNING, so Sentry's logging integration records a breadcrumb, not a
@@ -10,167 +12,30 @@ second error event (the Sentry hook's capture is the one event).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import logging
 import secrets
 import sys
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, get_args, get_origin
+from typing import Any
 
 import pyarrow as pa
 
-from vgi_rpc._types import Codec, UnsupportedTypeError, codec_for, dataclass_schema
+from vgi_rpc._types import _coerce
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.context import CallContext
 from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, DispatchInfo, _safe_end, _safe_start
-from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, empty_batch
+from vgi_rpc.methods import _VOID_BATCH, MethodSpec, ParamSpec, method_table, protocol_names
+from vgi_rpc.streams import AnnotatedBatch, OutputCollector, Stream
 from vgi_rpc.wire import ResponseWriter, error_metadata, log_metadata, new_request_id
 
+# MethodSpec and ParamSpec live in vgi_rpc.methods; they are re-exported here for
+# code that imported them from the server module.
 __all__ = ["MethodSpec", "ParamSpec", "RpcServer", "as_server"]
 
 _logger = logging.getLogger("vgi_rpc")
-_NO_DEFAULT: Any = inspect.Parameter.empty
-_VOID_BATCH = empty_batch(EMPTY_SCHEMA)
-
-
-@dataclass(frozen=True, slots=True)
-class ParamSpec:
-    """One parameter of an RPC method."""
-
-    name: str
-    codec: Codec
-    default: Any = _NO_DEFAULT
-
-    @property
-    def has_default(self) -> bool:
-        """True when the Protocol gives the parameter a default."""
-        return self.default is not _NO_DEFAULT
-
-
-@dataclass(frozen=True, slots=True)
-class MethodSpec:
-    """One RPC method: its kind, parameters, result type and implementation."""
-
-    name: str
-    method_type: typing.Literal["unary", "stream"]
-    params: tuple[ParamSpec, ...]
-    params_schema: pa.Schema
-    result_codec: Codec | None
-    result_schema: pa.Schema
-    wants_ctx: bool
-    func: Callable[..., Any]
-    header_type: Any = None
-    """The dataclass of a ``Stream[S, H]`` header, or ``None``."""
-
-    def encode_result(self, value: Any) -> pa.RecordBatch:
-        """The one-row ``result`` batch for *value* (a zero-row empty batch for void methods)."""
-        codec = self.result_codec
-        if codec is None:
-            if value is not None:
-                raise TypeError(f"{self.name} is declared to return None but returned {type(value).__name__}")
-            return _VOID_BATCH
-        if value is None and not codec.nullable:
-            raise TypeError(f"{self.name} returned None but its return type is not Optional")
-        try:
-            array = codec.to_array([value])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(
-                f"{self.name} returned {type(value).__name__} that does not fit {codec.arrow_type}: {exc}"
-            ) from None
-        return pa.RecordBatch.from_arrays([array], schema=self.result_schema)
-
-
-def _protocol_methods(protocol: type) -> dict[str, Callable[..., Any]]:
-    skip = {object, typing.Protocol, typing.Generic}
-    found: dict[str, Callable[..., Any]] = {}
-    for cls in reversed(protocol.__mro__):
-        if cls in skip:
-            continue
-        for name, member in vars(cls).items():
-            if name.startswith("_") or not callable(member) or isinstance(member, type):
-                continue
-            if isinstance(member, staticmethod | classmethod):
-                continue
-            found[name] = member
-    return found
-
-
-def _is_stream(annotation: Any) -> bool:
-    return annotation is Stream or get_origin(annotation) is Stream
-
-
-def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl: object | None) -> MethodSpec:
-    where = f"{protocol.__name__}.{name}"
-    try:
-        hints = typing.get_type_hints(proto_fn, include_extras=True)
-    except Exception as exc:
-        raise TypeError(f"{where}: cannot resolve type annotations: {exc}") from None
-    sig = inspect.signature(proto_fn)
-    params: list[ParamSpec] = []
-    for p in list(sig.parameters.values())[1:]:  # drop self
-        if p.name == "ctx" or hints.get(p.name) is CallContext:
-            continue
-        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            raise TypeError(f"{where}: *args/**kwargs parameters are not supported")
-        if p.name not in hints:
-            raise TypeError(f"{where}: parameter {p.name!r} has no type annotation")
-        try:
-            codec = codec_for(hints[p.name])
-        except UnsupportedTypeError as exc:
-            raise TypeError(f"{where}: parameter {p.name!r}: {exc}") from None
-        params.append(ParamSpec(p.name, codec, p.default))
-    if "return" not in hints:
-        raise TypeError(f"{where}: missing return annotation")
-    ret = hints["return"]
-    method_type: typing.Literal["unary", "stream"] = "unary"
-    result_codec: Codec | None = None
-    result_schema = EMPTY_SCHEMA
-    header_type: Any = None
-    if _is_stream(ret):
-        method_type = "stream"
-        stream_args = get_args(ret)
-        if len(stream_args) > 1 and stream_args[1] not in (None, type(None)):
-            header_type = stream_args[1]
-            try:
-                if not (isinstance(header_type, type) and dataclasses.is_dataclass(header_type)):
-                    raise UnsupportedTypeError(f"{header_type!r} is not a dataclass")
-                dataclass_schema(stream_args[1])
-            except UnsupportedTypeError as exc:
-                raise TypeError(f"{where}: stream header type: {exc}") from None
-    elif ret is not None and ret is not type(None):
-        try:
-            result_codec = codec_for(ret)
-        except UnsupportedTypeError as exc:
-            raise TypeError(f"{where}: return type: {exc}") from None
-        result_schema = pa.schema([result_codec.field("result")])
-    func: Callable[..., Any] = _client_only
-    impl_params: Mapping[str, Any] = {}
-    if impl is not None:
-        func = getattr(impl, name, None)  # type: ignore[assignment]
-        if func is None or not callable(func):
-            raise TypeError(f"{type(impl).__name__} does not implement {where}")
-        try:
-            impl_params = inspect.signature(func).parameters
-        except (TypeError, ValueError):
-            impl_params = {}
-    return MethodSpec(
-        name=name,
-        method_type=method_type,
-        params=tuple(params),
-        params_schema=pa.schema([p.codec.field(p.name) for p in params]),
-        result_codec=result_codec,
-        result_schema=result_schema,
-        wants_ctx="ctx" in impl_params,
-        func=func,
-        header_type=header_type,
-    )
-
-
 def _check_param_fields(spec: MethodSpec, schema: pa.Schema) -> None:
     """Field order and nullability of a request's parameters, as the official server checks them.
 
@@ -205,28 +70,6 @@ def _check_param_fields(spec: MethodSpec, schema: pa.Schema) -> None:
             )
 
 
-def _client_only(*args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError("client-side method table: there is no implementation to call")
-
-
-def method_table(protocol: type, implementation: object | None = None) -> dict[str, MethodSpec]:
-    """Build the method table of *protocol* (client side when *implementation* is None)."""
-    return {
-        name: _build_method(protocol, name, fn, implementation)
-        for name, fn in _protocol_methods(protocol).items()
-    }
-
-
-def protocol_names(protocol: type) -> tuple[str, str | None]:
-    """The Protocol's wire name and declared version."""
-    return _class_attr(protocol, "protocol_name") or protocol.__name__, _class_attr(
-        protocol, "protocol_version"
-    )
-
-
-def _class_attr(protocol: type, name: str) -> str | None:
-    value = getattr(protocol, name, None)
-    return value if isinstance(value, str) else None
 
 
 class RpcServer:
@@ -261,8 +104,7 @@ class RpcServer:
     ) -> None:
         self.protocol = protocol
         self.implementation = implementation
-        self.protocol_name = _class_attr(protocol, "protocol_name") or protocol.__name__
-        self.protocol_version = _class_attr(protocol, "protocol_version")
+        self.protocol_name, self.protocol_version = protocol_names(protocol)
         self.server_id = server_id or secrets.token_hex(6)
         self.include_tracebacks = include_tracebacks
         self.methods: dict[str, MethodSpec] = method_table(protocol, implementation)
@@ -584,63 +426,6 @@ def as_server(target: type | RpcServer, impl: object | None = None) -> RpcServer
 
 def _drop_log(level: str, message: str, extra: Mapping[str, Any]) -> None:
     _logger.debug("client log outside a transport: %s %s", level, message)
-
-
-_KINDS: tuple[tuple[str, Callable[[pa.DataType], bool]], ...] = (
-    ("int", pa.types.is_integer),
-    ("float", pa.types.is_floating),
-    ("str", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
-    ("bin", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
-    ("bool", pa.types.is_boolean),
-    ("decimal", pa.types.is_decimal),
-    ("timestamp", pa.types.is_timestamp),
-    ("date", pa.types.is_date),
-    ("time", pa.types.is_time),
-    ("duration", pa.types.is_duration),
-)
-
-
-def _kind(t: pa.DataType) -> str | None:
-    return next((name for name, test in _KINDS if test(t)), None)
-
-
-def _castable(source: pa.DataType, target: pa.DataType) -> bool:
-    """Whether a parameter sent as *source* may be cast to the declared *target*.
-
-    Only conversions within one kind of value: integer/float widths (an integer
-    is an acceptable float), utf8/large_utf8, binary/large_binary, units of one
-    temporal kind, and containers whose parts are castable. An int sent for a
-    ``str`` parameter (which Arrow would cast to ``"1"``) is a wrong type.
-    """
-    if source == target or pa.types.is_null(source):
-        return True
-    if pa.types.is_dictionary(source):
-        return _castable(source.value_type, target.value_type if pa.types.is_dictionary(target) else target)
-    if pa.types.is_dictionary(target):
-        return _castable(source, target.value_type)
-    if pa.types.is_map(source) and pa.types.is_map(target):
-        return _castable(source.key_type, target.key_type) and _castable(source.item_type, target.item_type)
-    if (pa.types.is_list(source) or pa.types.is_large_list(source)) and (
-        pa.types.is_list(target) or pa.types.is_large_list(target)
-    ):
-        return _castable(source.value_type, target.value_type)
-    if pa.types.is_struct(source) and pa.types.is_struct(target):
-        if [f.name for f in source] != [f.name for f in target]:
-            return False
-        return all(_castable(s.type, t.type) for s, t in zip(source, target, strict=True))
-    kinds = (_kind(source), _kind(target))
-    return kinds == ("int", "float") or (kinds[0] is not None and kinds[0] == kinds[1])
-
-
-def _coerce(method: str, param: str, column: pa.Array, target: pa.DataType) -> pa.Array:
-    if pa.types.is_dictionary(target) and pa.types.is_string(column.type):
-        return column  # plain utf8 carries an enum member name just as well
-    if _castable(column.type, target):
-        try:
-            return column.cast(target)  # safe cast: overflow or truncation raises
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            pass
-    raise ProtocolError(f"{method}: parameter {param!r} has Arrow type {column.type}, expected {target}")
 
 
 def _sentry_auto_attach(server: RpcServer) -> None:

@@ -22,7 +22,7 @@ from vgi_rpc.http._common import (
     encode_body,
     normalise_prefix,
 )
-from vgi_rpc.server import MethodSpec, protocol_names
+from vgi_rpc.methods import MethodSpec, protocol_names
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, empty_batch
 from vgi_rpc.wire import (
     CALL_STATE_KEY,

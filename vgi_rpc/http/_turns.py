@@ -26,7 +26,8 @@ from vgi_rpc.auth import AuthContext
 from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.http._state import StatePayloadError, pack_stream, unpack_stream
 from vgi_rpc.http._tokens import TokenSealer
-from vgi_rpc.server import MethodSpec, RpcServer
+from vgi_rpc.methods import MethodSpec
+from vgi_rpc.server import RpcServer
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,
