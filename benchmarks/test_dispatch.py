@@ -39,8 +39,8 @@ class _NoopHook:
 def _servers() -> tuple[RpcServer, RpcServer]:
     bare = RpcServer(Bench, BenchImpl())
     hooked = RpcServer(Bench, BenchImpl())
-    hooked._dispatch_hook = CompositeDispatchHook(())
-    assert bare._dispatch_hook is None, "Sentry must be unused here (run the benchmarks in their own process)"
+    hooked.add_hook(CompositeDispatchHook(()))  # an empty chain: registers nothing
+    assert bare.hooks == (), "Sentry must be unused here (run the benchmarks in their own process)"
     return bare, hooked
 
 
@@ -50,7 +50,7 @@ def test_dispatch_inproc(benchmark: Any, profile: Profile, record_ratio: Callabl
     impl = BenchImpl()
     bare, hooked = _servers()
     noop = RpcServer(Bench, BenchImpl())
-    noop._dispatch_hook = _NoopHook()
+    noop.add_hook(_NoopHook())
 
     def direct(n: int) -> None:
         add = impl.add
@@ -120,7 +120,7 @@ def test_dispatch_pipe_hook_slot(
 ) -> None:
     bare, hooked = _servers()
     noop = RpcServer(Bench, BenchImpl())
-    noop._dispatch_hook = _NoopHook()
+    noop.add_hook(_NoopHook())
     with (
         one_cpu(),
         serve_pipe(bare) as p_bare,

@@ -43,7 +43,7 @@ def test_http_sentry(benchmark: Any, profile: Profile, record_ratio: Callable[[R
 
     plain_server = RpcServer(Bench, BenchImpl())  # built before the SDK is initialised: no hook
     hooked_server = RpcServer(Bench, BenchImpl())
-    assert plain_server._dispatch_hook is None
+    assert plain_server.hooks == ()
     spec = plain_server.lookup("add")
     body = request_bytes("add", encode_call(spec, (), {"a": 1, "b": 2}), protocol="Bench")
     headers = {"Content-Type": ARROW}
@@ -53,7 +53,7 @@ def test_http_sentry(benchmark: Any, profile: Profile, record_ratio: Callable[[R
         hooked = falcon.testing.TestClient(
             make_wsgi_app(hooked_server, token_key=b"k" * 32, sentry_config=SentryConfig())
         )
-        assert plain_server._dispatch_hook is None and hooked_server._dispatch_hook is not None
+        assert plain_server.hooks == () and hooked_server.hooks != ()
 
         template = falcon.testing.create_environ(
             method="POST", path="/Bench/add", headers={**headers, "Content-Length": str(len(body))}

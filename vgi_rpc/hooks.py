@@ -7,8 +7,12 @@ A stream call over HTTP is several turns (``init`` then ``exchange``...): each t
 is one start/end pair and all share ``info.stream_id``; only ``init`` carries
 kwargs. On the pipe transport a whole stream is one start/end pair.
 
-The server holds one hook in ``server._dispatch_hook``; several hooks compose into
-a :class:`CompositeDispatchHook` (start in registration order, end in reverse).
+Register hooks on the server: ``RpcServer(..., hooks=[...])``,
+``server.add_hook(hook, first=False)``, ``server.remove_hooks(kind)``; read them
+back with ``server.hooks``. The server keeps them as one chain value: a single
+hook, or a :class:`CompositeDispatchHook` (start in registration order, end in
+reverse). :func:`register_dispatch_hook`, :func:`strip_dispatch_hooks` and
+:func:`iter_hooks` are the pure functions over such a value the server uses.
 A hook that raises is logged on the ``vgi_rpc`` logger at WARNING and skipped: it
 never changes the call's result and never stops the other hooks.
 """

@@ -47,7 +47,7 @@ from opentelemetry.propagators.textmap import Getter  # noqa: E402
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider, get_tracer_provider  # noqa: E402
 
 from vgi_rpc.auth import AuthContext  # noqa: E402
-from vgi_rpc.hooks import DispatchInfo, register_dispatch_hook, strip_dispatch_hooks  # noqa: E402
+from vgi_rpc.hooks import DispatchInfo  # noqa: E402
 
 if TYPE_CHECKING:
     from vgi_rpc.server import RpcServer
@@ -191,10 +191,9 @@ def instrument_server(server: RpcServer, config: OtelConfig | None = None) -> Rp
     """
     if config is None:
         config = OtelConfig()
-    chain = strip_dispatch_hooks(server._dispatch_hook, _OtelDispatchHook)
+    server.remove_hooks(_OtelDispatchHook)
     if config.enable_tracing or config.enable_metrics:
-        chain = register_dispatch_hook(chain, _OtelDispatchHook(config))
-    server._dispatch_hook = chain
+        server.add_hook(_OtelDispatchHook(config))
     return server
 
 

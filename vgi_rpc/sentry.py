@@ -47,7 +47,7 @@ import sentry_sdk
 from sentry_sdk.tracing import Span, Transaction
 
 from vgi_rpc.auth import AuthContext
-from vgi_rpc.hooks import DispatchInfo, iter_hooks, register_dispatch_hook, strip_dispatch_hooks
+from vgi_rpc.hooks import DispatchInfo
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event, Hint
@@ -195,8 +195,8 @@ def instrument_server_sentry(server: RpcServer, config: SentryConfig | None = No
         The same *server* (for chaining).
     """
     hook = _SentryDispatchHook(config or SentryConfig(), server.protocol_name, server.server_id)
-    kept = strip_dispatch_hooks(server._dispatch_hook, _SentryDispatchHook)
-    server._dispatch_hook = register_dispatch_hook(kept, hook, first=True)
+    server.remove_hooks(_SentryDispatchHook)
+    server.add_hook(hook, first=True)
     return server
 
 
@@ -214,7 +214,7 @@ def _auto_attach(server: RpcServer) -> None:
             server.server_id,
         )
         return
-    if any(isinstance(h, _SentryDispatchHook) for h in iter_hooks(server._dispatch_hook)):
+    if any(isinstance(h, _SentryDispatchHook) for h in server.hooks):
         return
     instrument_server_sentry(server)
 

@@ -1,4 +1,4 @@
-"""RpcServer: method lookup, request decoding, dispatch, the hook slot and the auto-attach seam.
+"""RpcServer: method lookup, request decoding, dispatch, the hook chain and the auto-attach seam.
 
 The method table itself is built by ``vgi_rpc.methods`` (Protocol reflection);
 the Arrow cast rules for request columns live with the type mapping in
@@ -16,7 +16,7 @@ import logging
 import secrets
 import sys
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -26,7 +26,16 @@ from vgi_rpc._types import _coerce
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.context import CallContext
 from vgi_rpc.errors import ProtocolError, clip
-from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, DispatchInfo, _safe_end, _safe_start
+from vgi_rpc.hooks import (
+    CompositeDispatchHook,
+    DispatchHook,
+    DispatchInfo,
+    _safe_end,
+    _safe_start,
+    iter_hooks,
+    register_dispatch_hook,
+    strip_dispatch_hooks,
+)
 from vgi_rpc.methods import _VOID_BATCH, MethodSpec, ParamSpec, method_table, protocol_names
 from vgi_rpc.streams import AnnotatedBatch, OutputCollector, Stream
 from vgi_rpc.wire import ResponseWriter, error_metadata, log_metadata, new_request_id
@@ -83,6 +92,14 @@ class RpcServer:
     constructed, default-config Sentry instrumentation is attached (see
     ``vgi_rpc.sentry``); a process that never imported Sentry pays one dict lookup.
 
+    Args:
+        protocol: The Protocol class.
+        implementation: The object whose methods run the calls.
+        server_id: 12 hex characters identifying this server (random when omitted).
+        include_tracebacks: Send Python tracebacks to clients (trusted deployments only).
+        hooks: Dispatch hooks to register, in order (as :meth:`add_hook` would);
+            auto-attached Sentry instrumentation is added after them, outermost.
+
     Attributes:
         protocol: The Protocol class.
         implementation: The object whose methods run the calls.
@@ -101,6 +118,7 @@ class RpcServer:
         *,
         server_id: str | None = None,
         include_tracebacks: bool = False,
+        hooks: Iterable[DispatchHook] = (),
     ) -> None:
         self.protocol = protocol
         self.implementation = implementation
@@ -109,19 +127,56 @@ class RpcServer:
         self.include_tracebacks = include_tracebacks
         self.methods: dict[str, MethodSpec] = method_table(protocol, implementation)
         self._hook: DispatchHook | None = None
+        for hook in hooks:
+            self.add_hook(hook)
         if "sentry_sdk" in sys.modules:
             _sentry_auto_attach(self)
 
     def __repr__(self) -> str:
         return f"RpcServer({self.protocol_name}, server_id={self.server_id!r})"
 
+    # ----------------------------------------------------------------- hooks
+
+    @property
+    def hooks(self) -> tuple[DispatchHook, ...]:
+        """The registered dispatch hooks, outermost first (starts run in this order, ends reversed)."""
+        return iter_hooks(self._hook)
+
+    def add_hook(self, hook: DispatchHook, *, first: bool = False) -> None:
+        """Register a dispatch hook: last (innermost), or outermost with ``first=True``.
+
+        A hook's ``on_dispatch_start`` runs before the implementation, its
+        ``on_dispatch_end`` after it (see :class:`~vgi_rpc.hooks.DispatchHook`); a
+        hook that raises is logged and skipped, never changing the call.
+
+        Register hooks before the server serves: the chain is swapped without a
+        lock, and a dispatch already running keeps the chain it started with. Not
+        thread-safe while calls are being dispatched.
+        """
+        if not isinstance(hook, DispatchHook):
+            raise TypeError(
+                f"{hook!r} is not a dispatch hook: it needs on_dispatch_start(info, auth, "
+                "transport_metadata, kwargs) and on_dispatch_end(token, info, error)"
+            )
+        for one in iter_hooks(hook) if isinstance(hook, CompositeDispatchHook) else (hook,):
+            self._hook = register_dispatch_hook(self._hook, one, first=first)
+
+    def remove_hooks(self, kind: type) -> tuple[DispatchHook, ...]:
+        """Unregister every hook that is an instance of *kind*; return them. Others keep their order.
+
+        Same caveat as :meth:`add_hook`: before serving, not thread-safe during dispatch.
+        """
+        removed = tuple(h for h in iter_hooks(self._hook) if isinstance(h, kind))
+        if removed:
+            self._hook = strip_dispatch_hooks(self._hook, kind)
+        return removed
+
     @property
     def _dispatch_hook(self) -> DispatchHook | None:
-        """The hook slot: one hook, a :class:`~vgi_rpc.hooks.CompositeDispatchHook`, or ``None``.
+        """The hook slot itself: one hook, a composite, or ``None`` (use the public methods above).
 
-        Change it only before serving (use ``vgi_rpc.hooks.register_dispatch_hook`` /
-        ``strip_dispatch_hooks``); it is read once per dispatch without locking.
-        An empty composite is stored as ``None``, so an empty chain costs nothing.
+        Kept for code written against the slot. An empty composite is stored as
+        ``None``, so an empty chain costs nothing.
         """
         return self._hook
 

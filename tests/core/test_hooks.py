@@ -1,4 +1,5 @@
-"""Dispatch hooks: the composite's order, register/strip, failure isolation, and what hooks see.
+"""Dispatch hooks: the composite's order, register/strip, the server's public door
+(``hooks=``, ``add_hook``, ``remove_hooks``), failure isolation, and what hooks see.
 
 Hooks run on a real server: in-process (``RpcServer.dispatch``) and over the pipe
 (``serve_pipe``: a server thread behind OS pipes). On the pipe a stream call is
@@ -146,8 +147,11 @@ def journal() -> Journal:
 
 @pytest.fixture
 def served(journal: Journal) -> Iterator[Served]:
-    server = RpcServer(Calculator, CalculatorImpl())
-    server._dispatch_hook = chain(Recorder("a", journal), Recorder("b", journal), Recorder("c", journal))
+    server = RpcServer(
+        Calculator,
+        CalculatorImpl(),
+        hooks=[Recorder("a", journal), Recorder("b", journal), Recorder("c", journal)],
+    )
     with serve_pipe(server) as proxy:
         yield Served(proxy, server, journal)
 
@@ -179,7 +183,7 @@ def test_register_builds_a_flat_composite_in_registration_order(journal: Journal
 def test_composite_starts_in_order_and_ends_in_reverse_in_process(journal: Journal) -> None:
     server = RpcServer(Calculator, CalculatorImpl())
     hooks = [Recorder(n, journal) for n in "abc"]
-    server._dispatch_hook = chain(*hooks)
+    server.add_hook(chain(*hooks))
     assert server.dispatch("add", a=1, b=2) == 3
     assert journal.phases() == ORDER
     assert all(h.tokens_ok for h in hooks)
@@ -209,8 +213,7 @@ def test_strip_removes_one_kind_and_keeps_the_others_in_order(journal: Journal) 
     assert kept.hooks == (a, c)
     assert iter_hooks(full) == (a, b, c, d)  # the input chain is untouched
 
-    server = RpcServer(Calculator, CalculatorImpl())
-    server._dispatch_hook = kept
+    server = RpcServer(Calculator, CalculatorImpl(), hooks=iter_hooks(kept))
     server.dispatch("add", a=1, b=1)
     assert journal.phases() == [("start", "a"), ("start", "c"), ("end", "c"), ("end", "a")]
 
@@ -225,6 +228,63 @@ def test_strip_edge_cases(journal: Journal) -> None:
     assert strip_dispatch_hooks(chain(a, b), Recorder) is None  # subclasses are that kind too
     unchanged = strip_dispatch_hooks(chain(a, b), Exploding)
     assert iter_hooks(unchanged) == (a, b)
+
+
+# --------------------------------------------------------------------------- the public door
+
+
+def test_hooks_argument_and_add_hook_register_in_order(journal: Journal) -> None:
+    a, b, c, z = (Recorder(n, journal) for n in "abcz")
+    server = RpcServer(Calculator, CalculatorImpl(), hooks=[a, b])
+    assert server.hooks == (a, b)
+    server.add_hook(c)
+    server.add_hook(z, first=True)
+    assert server.hooks == (z, a, b, c)
+    server.dispatch("add", a=1, b=2)
+    assert journal.phases() == [
+        *[("start", n) for n in "zabc"],
+        *[("end", n) for n in "cbaz"],
+    ]
+
+
+def test_remove_hooks_returns_the_removed_ones_and_keeps_the_others_in_order(journal: Journal) -> None:
+    a, b, c, d = (
+        Recorder("a", journal),
+        OtherRecorder("b", journal),
+        Recorder("c", journal),
+        OtherRecorder("d", journal),
+    )
+    server = RpcServer(Calculator, CalculatorImpl(), hooks=[a, b, c, d])
+    assert server.remove_hooks(OtherRecorder) == (b, d)
+    assert server.hooks == (a, c)
+    assert server.remove_hooks(OtherRecorder) == ()
+    assert server.remove_hooks(Recorder) == (a, c)  # subclasses are that kind too
+    assert server.hooks == ()
+    assert server.dispatch("add", a=1, b=2) == 3
+    assert journal.events == []
+
+
+def test_add_hook_rejects_what_is_not_a_hook() -> None:
+    server = RpcServer(Calculator, CalculatorImpl())
+
+    class OnlyStart:
+        def on_dispatch_start(self, info: Any, auth: Any, md: Any, kwargs: Any) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="is not a dispatch hook: it needs on_dispatch_start"):
+        server.add_hook(OnlyStart())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="is not a dispatch hook"):
+        RpcServer(Calculator, CalculatorImpl(), hooks=[object()])  # type: ignore[list-item]
+    assert server.hooks == ()
+
+
+def test_add_hook_takes_a_composite_apart_and_an_empty_one_adds_nothing(journal: Journal) -> None:
+    a, b = Recorder("a", journal), Recorder("b", journal)
+    server = RpcServer(Calculator, CalculatorImpl())
+    server.add_hook(CompositeDispatchHook(()))
+    assert server.hooks == ()
+    server.add_hook(CompositeDispatchHook((a, b)))
+    assert server.hooks == (a, b)
 
 
 # --------------------------------------------------------------------------- failure isolation
@@ -272,8 +332,7 @@ def test_a_raising_hook_in_any_position_changes_nothing(
 ) -> None:
     hooks: list[Recorder] = [Recorder(n, journal) for n in "abc"]
     hooks[position] = Exploding("abc"[position], journal, phase)
-    server = RpcServer(Calculator, CalculatorImpl())
-    server._dispatch_hook = chain(*hooks)
+    server = RpcServer(Calculator, CalculatorImpl(), hooks=hooks)
     expected = _baseline(kind)
     caplog.set_level(logging.WARNING, logger="vgi_rpc")
     with serve_pipe(server) as proxy:
@@ -299,7 +358,7 @@ def test_a_raising_hook_in_any_position_changes_nothing(
 @pytest.mark.parametrize("kind", ["unary", "producer", "inproc"])
 def test_a_single_raising_hook_changes_nothing(kind: str, phase: str, journal: Journal) -> None:
     server = RpcServer(Calculator, CalculatorImpl())
-    server._dispatch_hook = Exploding("x", journal, phase)
+    server.add_hook(Exploding("x", journal, phase))
     expected = _baseline(kind)
     with serve_pipe(server) as proxy:
         assert _run(kind, proxy, server) == expected
@@ -330,7 +389,7 @@ def test_unary_info_kwargs_and_metadata_on_the_pipe(served: Served) -> None:
 def test_unary_hook_gets_transport_metadata_and_anonymous_auth(journal: Journal) -> None:
     hook = Recorder("a", journal)
     server = RpcServer(Calculator, CalculatorImpl())
-    server._dispatch_hook = hook
+    server.add_hook(hook)
     with serve_pipe(server) as proxy:
         proxy.add(a=1, b=2)
     assert hook.metadata[0]["vgi_rpc.method"] == "add"
@@ -341,7 +400,7 @@ def test_unary_hook_gets_transport_metadata_and_anonymous_auth(journal: Journal)
 
 def test_in_process_dispatch_info(journal: Journal) -> None:
     server = RpcServer(Calculator, CalculatorImpl())
-    server._dispatch_hook = Recorder("a", journal)
+    server.add_hook(Recorder("a", journal))
     server.dispatch("add", a=1, b=2)
     (_, _, info, kwargs) = journal.of("start")[0]
     assert (info.transport, info.turn, info.method_type) == ("inproc", "call", "unary")
@@ -401,7 +460,7 @@ def test_each_stream_call_gets_its_own_stream_id(served: Served) -> None:
 def test_stream_id_seen_by_hooks_matches_the_ctx(journal: Journal) -> None:
     impl = CalculatorImpl()
     server = RpcServer(Calculator, impl)
-    server._dispatch_hook = Recorder("a", journal)
+    server.add_hook(Recorder("a", journal))
     with serve_pipe(server) as proxy, proxy.scale(factor=1.0) as s:
         s.exchange(AnnotatedBatch.from_pydict({"x": [1.0]}))
     (_, _, info, _) = journal.of("start")[0]
@@ -468,7 +527,8 @@ class RaisesImpl:
 @pytest.mark.parametrize("method", ["unary", "init", "produce", "process"])
 def test_end_receives_the_original_exception_object(method: str, journal: Journal) -> None:
     server = RpcServer(Raises, RaisesImpl())
-    server._dispatch_hook = chain(Recorder("a", journal), Recorder("b", journal))
+    server.add_hook(Recorder("a", journal))
+    server.add_hook(Recorder("b", journal))
     message = f"original {method} failure"
     with serve_pipe(server) as proxy:
         with pytest.raises(RpcError) as info:
@@ -489,7 +549,7 @@ def test_end_receives_the_original_exception_object(method: str, journal: Journa
 
 def test_in_process_dispatch_passes_the_original_exception(journal: Journal) -> None:
     server = RpcServer(Raises, RaisesImpl())
-    server._dispatch_hook = Recorder("a", journal)
+    server.add_hook(Recorder("a", journal))
     with pytest.raises(ValueError, match="inproc") as info:
         server.dispatch("unary", message="inproc")
     assert journal.of("end")[0][3] is info.value
@@ -514,7 +574,8 @@ class Meddler(Recorder):
 
 def test_a_hook_cannot_change_the_call_arguments_or_metadata(journal: Journal) -> None:
     server = RpcServer(Calculator, CalculatorImpl())
-    server._dispatch_hook = chain(Meddler("m", journal), Recorder("after", journal))
+    server.add_hook(Meddler("m", journal))
+    server.add_hook(Recorder("after", journal))
     assert server.dispatch("add", a=1, b=2) == 3
     with serve_pipe(server) as proxy:
         assert proxy.add(a=1, b=2) == 3

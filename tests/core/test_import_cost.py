@@ -45,7 +45,7 @@ class Impl:
         return Stream(output_schema=pa.schema([("i", pa.int64())]), state=Count())
 
 server = RpcServer(Svc, Impl())
-assert server._dispatch_hook is None
+assert server.hooks == ()
 assert server.dispatch("add", a=1, b=2) == 3
 """
 

@@ -24,6 +24,18 @@ def test_quick_start_runs() -> None:
     assert "QUICKSTART-OK" in proc.stdout
 
 
+def test_custom_hook_example_runs_after_the_quick_start() -> None:
+    """The dispatch-hook block (its names come from the quick start) executes and its asserts hold."""
+    blocks = _python_blocks()
+    quick = [b for b in blocks if "serve_pipe(" in b]
+    hook = [b for b in blocks if "def on_dispatch_end" in b]
+    assert quick and hook, "README lost its quick start or its custom hook example"
+    script = quick[0] + "\n" + hook[0] + "\nprint('HOOK-OK')\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "HOOK-OK" in proc.stdout
+
+
 def test_readme_names_the_two_commands() -> None:
     text = README.read_text()
     assert "make demo" in text and "make test" in text

@@ -13,14 +13,14 @@ import zstandard
 from support.http import ARROW, BUDGET, TOKEN_KEY, RecordingHook, call_body, error_md, read_stream
 from support.services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
 
-from vgi_rpc import RpcServer, register_dispatch_hook
+from vgi_rpc import RpcServer
 from vgi_rpc.http import VgiFalconApp, make_wsgi_app
 
 
 def make(prefix: str = "", **options: Any) -> tuple[falcon.testing.TestClient, RpcServer, RecordingHook]:
     server = RpcServer(Calculator, CalculatorImpl(), include_tracebacks=options.pop("tracebacks", False))
     hook = RecordingHook()
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, hook)
+    server.add_hook(hook)
     app = make_wsgi_app(server, prefix=prefix, token_key=TOKEN_KEY, **options)
     return falcon.testing.TestClient(app), server, hook
 
@@ -441,18 +441,17 @@ def test_types_round_trip_through_the_app() -> None:
 
 def test_sentry_and_otel_seams_instrument_the_server_once() -> None:
     """S6/S7 seam: make_wsgi_app(sentry_config=, otel_config=) instruments, replacing earlier hooks."""
-    from vgi_rpc.hooks import iter_hooks
     from vgi_rpc.otel import OtelConfig, instrument_server
     from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
 
     server = RpcServer(Calculator, CalculatorImpl())
     mine = RecordingHook()
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, mine)
+    server.add_hook(mine)
     instrument_server_sentry(server, SentryConfig())
     instrument_server(server, OtelConfig())
     config = SentryConfig(tag_params=("name",))
     make_wsgi_app(server, sentry_config=config, otel_config=OtelConfig(), token_key=TOKEN_KEY)
-    kinds = [type(h).__name__ for h in iter_hooks(server._dispatch_hook)]
+    kinds = [type(h).__name__ for h in server.hooks]
     assert kinds.count("_SentryDispatchHook") == 1
     assert kinds.count("_OtelDispatchHook") == 1
-    assert mine in iter_hooks(server._dispatch_hook)
+    assert mine in server.hooks

@@ -14,7 +14,7 @@ import pytest
 from support.http import TOKEN_KEY, RecordingHook, Tracer, TracerImpl
 from support.jwt import JWT_SECRET, sign_jwt
 
-from vgi_rpc import AnnotatedBatch, RpcServer, register_dispatch_hook
+from vgi_rpc import AnnotatedBatch, RpcServer
 from vgi_rpc.http import HttpServerHandle, http_connect, jwt_authenticator, start_http_server
 
 THREADS = 8
@@ -26,7 +26,7 @@ STREAM_EVERY = 20  # every 20th call is a 3-turn exchange instead of a unary cal
 def served() -> Iterator[tuple[HttpServerHandle, RecordingHook]]:
     server = RpcServer(Tracer, TracerImpl())
     hook = RecordingHook()
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, hook)
+    server.add_hook(hook)
     with start_http_server(
         server, threads=THREADS, token_key=TOKEN_KEY, authenticate=jwt_authenticator(key=JWT_SECRET)
     ) as handle:

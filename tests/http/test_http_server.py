@@ -28,7 +28,7 @@ from support.http import (
 from support.jwt import JWT_SECRET, sign_jwt
 from support.services import Calculator, CalculatorImpl
 
-from vgi_rpc import AnnotatedBatch, RpcError, RpcServer, register_dispatch_hook
+from vgi_rpc import AnnotatedBatch, RpcError, RpcServer
 from vgi_rpc.http import HttpServerHandle, http_connect, jwt_authenticator, make_wsgi_app, start_http_server
 from vgi_rpc.wire import LogMessage
 
@@ -39,7 +39,7 @@ LIMIT = 64 * 1024
 def served() -> Iterator[tuple[HttpServerHandle, RecordingHook]]:
     server = RpcServer(Calculator, CalculatorImpl())
     hook = RecordingHook()
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, hook)
+    server.add_hook(hook)
     with start_http_server(server, prefix="/vgi", token_key=TOKEN_KEY, max_request_bytes=LIMIT) as handle:
         yield handle, hook
 

@@ -36,7 +36,6 @@ from vgi_rpc import (
     RpcError,
     RpcServer,
     Stream,
-    register_dispatch_hook,
 )
 from vgi_rpc.http import jwt_authenticator, make_wsgi_app
 from vgi_rpc.wire import STREAM_STATE_KEY
@@ -49,7 +48,7 @@ class Env:
     def __init__(self, **options: Any) -> None:
         self.server = RpcServer(Calculator, CalculatorImpl())
         self.hook = RecordingHook()
-        self.server._dispatch_hook = register_dispatch_hook(self.server._dispatch_hook, self.hook)
+        self.server.add_hook(self.hook)
         options.setdefault("token_key", TOKEN_KEY)
         self.client = falcon.testing.TestClient(make_wsgi_app(self.server, **options))
         self.headers: dict[str, str] = {}
@@ -312,7 +311,7 @@ class OddImpl:
 def test_state_that_is_not_a_dataclass_fails_the_init_turn_clearly() -> None:
     hook = RecordingHook()
     server = RpcServer(Odd, OddImpl())
-    server._dispatch_hook = hook
+    server.add_hook(hook)
     c = falcon.testing.TestClient(make_wsgi_app(server, token_key=TOKEN_KEY))
     r = c.simulate_post(
         "/Odd/plain/init", body=call_body("plain", protocol="Odd"), headers={"Content-Type": ARROW}

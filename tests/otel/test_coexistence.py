@@ -29,7 +29,7 @@ from support.sentry import trace_data
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcError, RpcServer, serve_pipe
-from vgi_rpc.hooks import CompositeDispatchHook, DispatchHook, iter_hooks
+from vgi_rpc.hooks import DispatchHook
 from vgi_rpc.otel import _OtelDispatchHook, instrument_server
 from vgi_rpc.sentry import SentryConfig, _SentryDispatchHook, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture
@@ -88,11 +88,13 @@ class FaultySentryHook(_SentryDispatchHook):
 def _make_sentry_faulty(server: RpcServer, where: str) -> None:
     """Swap the Sentry hook for a faulty one, keeping its place in the chain."""
     hooks: list[DispatchHook] = []
-    for hook in iter_hooks(server._dispatch_hook):
+    for hook in server.hooks:
         if isinstance(hook, _SentryDispatchHook):
             hook = FaultySentryHook(where, SENTRY_CONFIG, server.protocol_name, server.server_id)
         hooks.append(hook)
-    server._dispatch_hook = CompositeDispatchHook(tuple(hooks))
+    server.remove_hooks(object)
+    for hook in hooks:
+        server.add_hook(hook)
 
 
 # --------------------------------------------------------------------------- the server, both ways
@@ -115,7 +117,7 @@ def instrumented(order: str, otel_capture: OtelCapture) -> RpcServer:
     # Either order gives the same chain: the Sentry hook is always outermost, so
     # whatever the OTel hook logs during a call lands in that call's Sentry scope.
     expected = (_SentryDispatchHook, _OtelDispatchHook)
-    assert tuple(type(h) for h in iter_hooks(server._dispatch_hook)) == expected
+    assert tuple(type(h) for h in server.hooks) == expected
     return server
 
 
@@ -299,9 +301,9 @@ def test_explicit_sentry_instrumentation_after_both_keeps_the_otel_hook(
 ) -> None:
     """S5 S7: a later instrument_server_sentry replaces only the Sentry hook; the same OTel hook stays."""
     server = instrumented(order, otel_capture)
-    (otel_hook,) = [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _OtelDispatchHook)]
+    (otel_hook,) = [h for h in server.hooks if isinstance(h, _OtelDispatchHook)]
     instrument_server_sentry(server, SentryConfig(custom_tags={"env": "explicit"}))
-    hooks = iter_hooks(server._dispatch_hook)
+    hooks = server.hooks
     assert [h for h in hooks if isinstance(h, _OtelDispatchHook)] == [otel_hook]
     assert sum(isinstance(h, _SentryDispatchHook) for h in hooks) == 1
     with connected("pipe", server) as proxy:
@@ -316,9 +318,9 @@ def test_instrument_server_again_keeps_the_sentry_hook(
 ) -> None:
     """S7 (mirror): re-running instrument_server replaces only the OTel hook."""
     server = instrumented(order, otel_capture)
-    (sentry_hook,) = [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _SentryDispatchHook)]
+    (sentry_hook,) = [h for h in server.hooks if isinstance(h, _SentryDispatchHook)]
     instrument_server(server, otel_capture.config_with(custom_attributes=OTEL_ATTRIBUTES))
-    hooks = iter_hooks(server._dispatch_hook)
+    hooks = server.hooks
     assert [h for h in hooks if isinstance(h, _SentryDispatchHook)] == [sentry_hook]
     assert sum(isinstance(h, _OtelDispatchHook) for h in hooks) == 1
     with connected("pipe", server) as proxy:
@@ -336,7 +338,7 @@ def test_make_wsgi_app_with_both_configs(sentry_capture: SentryCapture, otel_cap
         sentry_config=SENTRY_CONFIG,
         otel_config=otel_capture.config_with(custom_attributes=OTEL_ATTRIBUTES),
     ) as proxy:
-        assert sorted(type(h).__name__ for h in iter_hooks(server._dispatch_hook)) == [
+        assert sorted(type(h).__name__ for h in server.hooks) == [
             "_OtelDispatchHook",
             "_SentryDispatchHook",
         ]

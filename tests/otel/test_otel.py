@@ -28,7 +28,6 @@ from support.jwt import JWT_SECRET, sign_jwt
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AnnotatedBatch, AuthContext, RpcError, RpcServer, serve_pipe
-from vgi_rpc.hooks import iter_hooks
 from vgi_rpc.otel import OtelConfig, _OtelDispatchHook, instrument_server
 from vgi_rpc.pipe import serve_streams
 from vgi_rpc.testing.otel import CapturedSpan, OtelCapture
@@ -182,12 +181,11 @@ def test_custom_and_claim_attributes(otel_capture: OtelCapture) -> None:
         principal="alice",
         claims={"tenant": "acme", "level": 7, "roles": ["a", "b"], "nested": {"x": 1}, "mixed": [1, "a"]},
     )
-    # the transport-facing hook API: what pipe and HTTP call around the implementation
-    spec = srv.methods["add"]
-    handle = srv.hook_start(
-        spec, auth, {}, {"a": 1, "b": 2}, request_id="f" * 16, transport="http", turn="call"
+    # the server's request path, as a transport calls it, with an authenticated caller
+    assert (
+        srv.handle_unary(srv.methods["add"], {"a": 1, "b": 2}, io.BytesIO(), auth=auth, transport="http")
+        is None
     )
-    srv.hook_end(handle, None)
     attrs = otel_capture.span().attributes
     assert attrs["rpc.vgi_rpc.auth.principal"] == "alice"
     assert attrs["rpc.vgi_rpc.auth.domain"] == "jwt"
@@ -305,7 +303,7 @@ def test_instrumenting_twice_replaces_the_hook(otel_capture: OtelCapture) -> Non
     srv = RpcServer(Calculator, CalculatorImpl())
     instrument_server(srv, otel_capture.config_with(custom_attributes={"which": "first"}))
     instrument_server(srv, otel_capture.config_with(custom_attributes={"which": "second"}))
-    assert sum(isinstance(h, _OtelDispatchHook) for h in iter_hooks(srv._dispatch_hook)) == 1
+    assert sum(isinstance(h, _OtelDispatchHook) for h in srv.hooks) == 1
     srv.dispatch("add", a=1, b=2)
     span = otel_capture.span()  # exactly one span, not two
     assert span.attributes["which"] == "second"
@@ -324,14 +322,12 @@ def test_instrumenting_twice_keeps_other_hooks(otel_capture: OtelCapture) -> Non
         def on_dispatch_end(self, token: object, info: Any, error: Any) -> None:
             self.calls.append("end")
 
-    from vgi_rpc.hooks import register_dispatch_hook
-
     srv = RpcServer(Calculator, CalculatorImpl())
     other = Other()
     instrument_server(srv, otel_capture.config)
-    srv._dispatch_hook = register_dispatch_hook(srv._dispatch_hook, other)
+    srv.add_hook(other)
     instrument_server(srv, otel_capture.config)
-    assert other in iter_hooks(srv._dispatch_hook)
+    assert other in srv.hooks
     srv.dispatch("add", a=1, b=2)
     assert other.calls == ["start", "end"]
     assert len(otel_capture.spans) == 1
@@ -340,7 +336,7 @@ def test_instrumenting_twice_keeps_other_hooks(otel_capture: OtelCapture) -> Non
 def test_everything_disabled_removes_the_hook(otel_capture: OtelCapture) -> None:
     srv = instrument_server(RpcServer(Calculator, CalculatorImpl()), otel_capture.config)
     instrument_server(srv, otel_capture.config_with(enable_tracing=False, enable_metrics=False))
-    assert srv._dispatch_hook is None
+    assert srv.hooks == ()
     srv.dispatch("add", a=1, b=2)
     assert otel_capture.spans == []
     assert otel_capture.points("rpc.server.requests") == []
@@ -730,7 +726,7 @@ def test_make_wsgi_app_otel_config_does_not_double_instrument(otel_capture: Otel
     app = make_wsgi_app(
         srv, otel_config=otel_capture.config_with(custom_attributes={"via": "app"}), token_key=TOKEN_KEY
     )
-    assert sum(isinstance(h, _OtelDispatchHook) for h in iter_hooks(srv._dispatch_hook)) == 1
+    assert sum(isinstance(h, _OtelDispatchHook) for h in srv.hooks) == 1
     body = request_bytes("add", pa.RecordBatch.from_pydict({"a": [1], "b": [2]}), protocol="Calculator")
     client = falcon.testing.TestClient(app)
     result = client.simulate_post(

@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from support.shop import Shop, ShopImpl
 
 from vgi_rpc import AuthContext, DispatchInfo, RpcError, RpcServer, serve_pipe
-from vgi_rpc.hooks import iter_hooks, register_dispatch_hook
 from vgi_rpc.otel import OtelConfig, instrument_server
 from vgi_rpc.sentry import SentryConfig, _auto_attach, _SentryDispatchHook, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture, sentry_capture
@@ -30,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def sentry_hooks(server: RpcServer) -> list[_SentryDispatchHook]:
-    return [h for h in iter_hooks(server._dispatch_hook) if isinstance(h, _SentryDispatchHook)]
+    return [h for h in server.hooks if isinstance(h, _SentryDispatchHook)]
 
 
 def fail_once(server: RpcServer) -> None:
@@ -71,7 +70,7 @@ def test_auto_attach_is_a_logged_noop_when_sdk_not_initialised(caplog: pytest.Lo
     assert not sentry_sdk.is_initialized()
     with caplog.at_level(logging.DEBUG, logger="vgi_rpc.sentry"):
         server = RpcServer(Shop, ShopImpl())
-    assert server._dispatch_hook is None
+    assert server.hooks == ()
     records = [r for r in caplog.records if r.name == "vgi_rpc.sentry"]
     assert len(records) == 1
     (record,) = records
@@ -107,7 +106,7 @@ def test_never_imported_sdk_stays_unimported() -> None:
         server = RpcServer(Adder, AdderImpl())
         with serve_pipe(server) as proxy:
             assert proxy.add(a=1, b=2) == 3
-        assert server._dispatch_hook is None
+        assert server.hooks == ()
         print("sentry_sdk" in sys.modules)
         """,
         SENTRY_DSN="https://key@127.0.0.1:9/1",
@@ -207,16 +206,16 @@ def test_replace_keeps_otel_and_other_hooks_in_place(sentry_capture: SentryCaptu
 
     server = RpcServer(Shop, ShopImpl())  # Sentry auto-attached
     if otel_first:
-        server._dispatch_hook = None
+        server.remove_hooks(object)  # every hook, the auto-attached one included
         instrument_server(server, otel)
         instrument_server_sentry(server)
     else:
         instrument_server(server, otel)
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, recorder)
-    before = [type(h).__name__ for h in iter_hooks(server._dispatch_hook)]
+    server.add_hook(recorder)
+    before = [type(h).__name__ for h in server.hooks]
 
     instrument_server_sentry(server, SentryConfig(custom_tags={"env": "replaced"}))
-    after = [type(h).__name__ for h in iter_hooks(server._dispatch_hook)]
+    after = [type(h).__name__ for h in server.hooks]
     # the Sentry hook goes outermost (first); every other hook keeps its relative order
     assert [n for n in after if n != "_SentryDispatchHook"] == [
         n for n in before if n != "_SentryDispatchHook"
@@ -260,13 +259,13 @@ def test_a_raising_hook_does_not_stop_sentry_or_change_results(
 ) -> None:
     """S30 B1: a non-Sentry hook raising in start or end, before or after Sentry's: results unchanged, one event."""
     server = RpcServer(Shop, ShopImpl())
-    server._dispatch_hook = None
+    server.remove_hooks(object)  # every hook, the auto-attached one included
     if position == "before":
-        server._dispatch_hook = register_dispatch_hook(None, RaisingHook(where))
+        server.add_hook(RaisingHook(where))
         instrument_server_sentry(server, SentryConfig(enable_performance=True))
     else:
         instrument_server_sentry(server, SentryConfig(enable_performance=True))
-        server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, RaisingHook(where))
+        server.add_hook(RaisingHook(where))
     with serve_pipe(server) as proxy:
         assert proxy.add(a=2, b=2) == 4
         with pytest.raises(RpcError, match="boom"):

@@ -25,7 +25,6 @@ from support.sentry import HEX32, RaisingTransport, rpc_data, trace_data
 from support.shop import Shop, ShopImpl, make_server, xs
 
 from vgi_rpc import RpcError, RpcServer
-from vgi_rpc.hooks import iter_hooks
 from vgi_rpc.http import http_connect
 from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
 from vgi_rpc.testing import SentryCapture
@@ -282,7 +281,7 @@ def test_make_wsgi_app_sentry_config_replaces_the_auto_attached_hook(sentry_capt
     config = SentryConfig(custom_tags={"env": "from-make_wsgi_app"})
     with http_proxy(server, sentry_config=config, otel_config=otel) as proxy, pytest.raises(RpcError):
         proxy.fail(message="x")
-    hooks = [type(h).__name__ for h in iter_hooks(server._dispatch_hook)]
+    hooks = [type(h).__name__ for h in server.hooks]
     assert hooks.count("_SentryDispatchHook") == 1 and "_OtelDispatchHook" in hooks
     assert sentry_capture.event()["tags"]["env"] == "from-make_wsgi_app"
 

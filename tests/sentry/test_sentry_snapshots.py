@@ -35,7 +35,7 @@ import sentry_sdk
 
 import vgi_rpc
 from vgi_rpc import AnnotatedBatch, AuthContext, RpcError, RpcServer, serve_pipe
-from vgi_rpc.hooks import DispatchInfo, register_dispatch_hook
+from vgi_rpc.hooks import DispatchInfo
 from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
 from vgi_rpc.streams import ExchangeState, OutputCollector, ProducerState, Stream
 from vgi_rpc.testing import SentryCapture
@@ -413,7 +413,7 @@ class _ExplodingHook:
 @pytest.fixture
 def exploding_server() -> Iterator[RpcServer]:
     server = RpcServer(Ledger, LedgerImpl(), server_id=SERVER_ID)
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, _ExplodingHook())
+    server.add_hook(_ExplodingHook())
     yield instrument_server_sentry(server, SentryConfig(enable_performance=True))
 
 
