@@ -7,7 +7,7 @@ from typing import Any
 
 from vgi_rpc.auth import AuthContext
 
-__all__ = ["LOG_LEVELS", "CallContext", "normalize_level"]
+__all__ = ["LOG_LEVELS", "CallContext", "LogItem", "LogSink", "normalize_level"]
 
 LOG_LEVELS = frozenset({"EXCEPTION", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"})
 """Log levels the wire (and the official client) accepts."""
@@ -15,6 +15,10 @@ LOG_LEVELS = frozenset({"EXCEPTION", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"})
 _ALIASES = {"WARNING": "WARN", "CRITICAL": "ERROR", "FATAL": "ERROR"}
 
 LogSink = Callable[[str, str, Mapping[str, Any]], None]
+"""Where a call's log messages go: ``sink(level, message, extra)`` (level already normalised)."""
+
+LogItem = tuple[str, str, Mapping[str, Any]]
+"""One buffered log message, ``(level, message, extra)``: what a :data:`LogSink` received."""
 
 
 def normalize_level(level: str) -> str:

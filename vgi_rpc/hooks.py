@@ -13,8 +13,10 @@ back with ``server.hooks``. The server keeps them as one chain value: a single
 hook, or a :class:`CompositeDispatchHook` (start in registration order, end in
 reverse). :func:`register_dispatch_hook`, :func:`strip_dispatch_hooks` and
 :func:`iter_hooks` are the pure functions over such a value the server uses.
-A hook that raises is logged on the ``vgi_rpc`` logger at WARNING and skipped: it
-never changes the call's result and never stops the other hooks.
+Hooks are started and ended by ``vgi_rpc.call`` only (through :func:`_safe_start`
+and :func:`_safe_end`): a hook that raises is logged on the ``vgi_rpc`` logger at
+WARNING and skipped; it never changes the call's result and never stops the
+other hooks.
 """
 
 from __future__ import annotations

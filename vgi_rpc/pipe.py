@@ -10,8 +10,11 @@ response is one IPC stream. A stream call then exchanges one *input* IPC stream
 (client -> server, one batch per turn: a 0-row tick for producers, the data for
 exchanges) against one *output* IPC stream (server -> client, log batches and
 one data batch per turn). The server ends a producer by closing its output
-stream; the client ends an exchange by closing its input stream. On the pipe
-one stream call is one dispatch-hook start/end pair.
+stream; the client ends an exchange by closing its input stream.
+
+The server side only frames: what a call does and in which order its logs, data
+and error are written is the :class:`~vgi_rpc.call.Call`'s (one per request; on
+the pipe a whole stream call is one Call, one dispatch-hook start/end pair).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
@@ -30,13 +32,14 @@ from typing import IO, Any
 import pyarrow as pa
 
 from vgi_rpc._pipe_io import NotArrowError, PipeIO, PipeReader, PipeTimeout, PipeWriter
-from vgi_rpc._types import IPC_WRITE_OPTIONS, dataclass_batch, dataclass_from_batch
+from vgi_rpc._types import IPC_WRITE_OPTIONS, dataclass_from_batch
 from vgi_rpc.auth import ANONYMOUS, AuthContext
+from vgi_rpc.call import StreamInputError, TurnInput
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
 from vgi_rpc.methods import MethodSpec, protocol_names
 from vgi_rpc.server import RpcServer, as_server
-from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
+from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, cast_input, empty_batch
 from vgi_rpc.wire import (
     CANCEL_KEY,
     PROTOCOL_KEY,
@@ -46,7 +49,6 @@ from vgi_rpc.wire import (
     ResponseWriter,
     iter_response,
     metadata_dict,
-    new_request_id,
     read_request,
     request_bytes,
 )
@@ -73,34 +75,51 @@ def _drain_input(source: IO[bytes]) -> None:
         _drain(pa.ipc.open_stream(source))
 
 
-def _write_error_stream(
-    server: RpcServer, writer: IO[bytes], exc: BaseException, schema: pa.Schema, request_id: str | None = None
-) -> None:
+def _write_error_stream(server: RpcServer, writer: IO[bytes], exc: BaseException, schema: pa.Schema) -> None:
+    """Answer a request refused before dispatch (bad framing, unknown method, bad parameters)."""
     out = ResponseWriter(writer, schema)
-    out.meta(server.error_md(exc, request_id))
+    out.meta(server.error_md(exc))
     out.close()
     writer.flush()
 
 
-def _write_turn(server: RpcServer, out_writer: ResponseWriter, out: OutputCollector, request_id: str) -> None:
-    for item in out.items:
-        if item[0] == "log":
-            _, level, message, extra = item
-            out_writer.meta(server.log_md(level, message, extra, request_id))
+class _Inputs:
+    """The client's input stream of one stream call, read one turn at a time.
+
+    Yields each turn's batch with its user metadata (protocol keys stripped), or
+    ``None`` for a cancel (the last item). A read that fails (the client's bytes
+    stopped being Arrow IPC, the pipe broke) raises :class:`StreamInputError`.
+    """
+
+    __slots__ = ("_reader", "_source")
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self._reader: pa.ipc.RecordBatchStreamReader | None = None
+
+    def __iter__(self) -> Iterator[TurnInput]:
+        self._reader = reader = pa.ipc.open_stream(self._source)
+        while True:
+            try:
+                batch, raw = reader.read_next_batch_with_custom_metadata()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StreamInputError(exc) from exc
+            md = metadata_dict(raw)
+            if CANCEL_KEY in md:
+                yield None
+                return
+            if md and not PROTOCOL_KEYS.isdisjoint(md):
+                md = {k: v for k, v in md.items() if k not in PROTOCOL_KEYS}
+            yield AnnotatedBatch(batch, md or None)
+
+    def drain(self) -> None:
+        """Read what is left of the input stream, so the pipe is in step for the next request."""
+        if self._reader is None:
+            _drain_input(self._source)  # the call failed before reading any input
         else:
-            out_writer.write(item[1], item[2])
-
-
-def _write_logs(
-    server: RpcServer,
-    out: ResponseWriter,
-    pending: list[tuple[str, str, Mapping[str, Any]]],
-    request_id: str,
-) -> None:
-    """Write (and forget) the log messages ``ctx.log()`` queued so far."""
-    for level, message, extra in pending:
-        out.meta(server.log_md(level, message, extra, request_id))
-    pending.clear()
+            _drain(self._reader)
 
 
 def serve_streams(
@@ -108,10 +127,11 @@ def serve_streams(
 ) -> None:
     """Serve requests from *reader*, answering on *writer*, until EOF.
 
-    A malformed request is answered with an error stream and the loop goes on
-    when the request was framed correctly; garbage that breaks the IPC framing
-    ends the connection (after answering), since the byte stream can no longer
-    be trusted.
+    Every call is dispatched with *auth* as the caller (the pipe has no
+    credentials of its own). A malformed request is answered with an error stream
+    and the loop goes on when the request was framed correctly; garbage that
+    breaks the IPC framing ends the connection (after answering), since the byte
+    stream can no longer be trusted.
     """
     maybe_orphan = False
     while True:
@@ -151,148 +171,27 @@ def serve_streams(
         except ProtocolError as exc:
             maybe_orphan = spec is None
             try:
-                schema = (
-                    spec.result_schema if spec is not None and spec.method_type == "unary" else EMPTY_SCHEMA
+                stream = spec is not None and spec.method_type == "stream"
+                _write_error_stream(
+                    server, writer, exc, EMPTY_SCHEMA if stream or spec is None else spec.result_schema
                 )
-                _write_error_stream(server, writer, exc, schema)
-                if spec is not None and spec.method_type == "stream":
+                if stream:
                     _drain_input(reader)
             except OSError:
                 return
             continue
         try:
+            call = server.call(spec, auth=auth, metadata=request.metadata, transport="pipe")
             if spec.method_type == "unary":
-                server.handle_unary(
-                    spec, kwargs, writer, auth=auth, transport_metadata=request.metadata, transport="pipe"
-                )
+                call.unary(kwargs, writer)
                 writer.flush()
             else:
-                _serve_stream(server, spec, kwargs, request.metadata, reader, writer, auth)
+                inputs = _Inputs(reader)
+                call.stream(kwargs, inputs, writer)
+                inputs.drain()
         except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
             _logger.debug("pipe closed mid-call", exc_info=True)
             return
-
-
-def _serve_stream(
-    server: RpcServer,
-    spec: MethodSpec,
-    kwargs: dict[str, Any],
-    metadata: Mapping[str, str],
-    reader: IO[bytes],
-    writer: IO[bytes],
-    auth: AuthContext,
-) -> None:
-    request_id = new_request_id()
-    stream_id = uuid.uuid4().hex
-    pending: list[tuple[str, str, Mapping[str, Any]]] = []
-    ctx = server.make_context(
-        spec, auth, request_id, lambda *m: pending.append(m), stream_id=stream_id, transport_metadata=metadata
-    )
-    handle = server.hook_start(
-        spec,
-        auth,
-        metadata,
-        kwargs,
-        request_id=request_id,
-        transport="pipe",
-        turn="stream",
-        stream_id=stream_id,
-    )
-    error: BaseException | None = None
-    try:
-        try:
-            stream = server.open_stream(spec, kwargs, ctx)
-            header = None if spec.header_type is None else dataclass_batch(stream.header)
-        except Exception as exc:
-            error = exc
-            server.log_call_error(spec, exc)
-            out = ResponseWriter(writer, EMPTY_SCHEMA)
-            for level, message, extra in pending:
-                out.meta(server.log_md(level, message, extra, request_id))
-            out.meta(server.error_md(exc, request_id))
-            out.close()
-            writer.flush()
-            _drain_input(reader)
-            return
-        if header is not None:
-            # The header is its own IPC stream ahead of the output stream; init logs ride in it.
-            head = ResponseWriter(writer, header.schema)
-            _write_logs(server, head, pending, request_id)
-            head.write(header)
-            head.close()
-            writer.flush()
-        try:
-            error = _stream_turns(server, spec, stream, ctx, pending, reader, writer, request_id)
-        except BaseException as exc:  # the pipe broke: the hook still learns the call failed
-            error = exc
-            raise
-    finally:
-        server.hook_end(handle, error)
-
-
-def _stream_turns(
-    server: RpcServer,
-    spec: MethodSpec,
-    stream: Stream[Any, Any],
-    ctx: Any,
-    pending: list[tuple[str, str, Mapping[str, Any]]],
-    reader: IO[bytes],
-    writer: IO[bytes],
-    request_id: str,
-) -> BaseException | None:
-    out_writer = ResponseWriter(writer, stream.output_schema)
-    _write_logs(server, out_writer, pending, request_id)
-    error: BaseException | None = None
-    input_reader: pa.ipc.RecordBatchStreamReader | None = None
-    try:
-        input_reader = pa.ipc.open_stream(reader)
-        while True:
-            try:
-                batch, raw = input_reader.read_next_batch_with_custom_metadata()
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError) as exc:
-                # The client's input stream broke: a transport failure, not the
-                # application's, so there is nothing to report on the wire.
-                error = exc
-                break
-            md = metadata_dict(raw)
-            if CANCEL_KEY in md:
-                try:
-                    stream.state.on_cancel(ctx)
-                except Exception:
-                    _logger.warning("%s: on_cancel failed", spec.name, exc_info=True)
-                break
-            if md and not PROTOCOL_KEYS.isdisjoint(md):
-                md = {k: v for k, v in md.items() if k not in PROTOCOL_KEYS}
-            # Only the turn itself is guarded here: whatever user code raises
-            # (ArrowInvalid and OSError included) is the call's error and must
-            # reach the client, never be mistaken for a broken pipe.
-            out = OutputCollector(stream.output_schema, producer=stream.is_producer)
-            try:
-                if not stream.is_producer and not batch.schema.equals(stream.input_schema):
-                    batch = cast_input(batch, stream.input_schema)
-                server.run_turn(stream, AnnotatedBatch(batch, md or None), ctx, out)
-            except Exception as exc:
-                error = exc
-                server.log_call_error(spec, exc)
-                _write_logs(server, out_writer, pending, request_id)
-                # the turn's own log messages still go out; its data (if any) does not
-                out.items = [item for item in out.items if item[0] == "log"]
-                _write_turn(server, out_writer, out, request_id)
-                out_writer.meta(server.error_md(exc, request_id))
-                break
-            _write_logs(server, out_writer, pending, request_id)  # ctx.log() during the turn
-            _write_turn(server, out_writer, out, request_id)
-            writer.flush()
-            if out.finished:
-                break
-    finally:
-        out_writer.close()
-        writer.flush()
-    if input_reader is not None:
-        _drain(input_reader)
-    return error
 
 
 def run_server(

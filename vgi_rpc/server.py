@@ -1,50 +1,45 @@
-"""RpcServer: method lookup, request decoding, dispatch, the hook chain and the auto-attach seam.
+"""RpcServer: one Protocol's method table, request decoding, the hook chain, and the calls it makes.
 
-The method table itself is built by ``vgi_rpc.methods`` (Protocol reflection);
-the Arrow cast rules for request columns live with the type mapping in
-``vgi_rpc._types``. Transports (``vgi_rpc.pipe``, ``vgi_rpc.http``) decode a
-request with ``vgi_rpc.wire``, look the method up here, and let the server run it: the
-server calls the dispatch hook around the implementation and encodes the
-result or the error. The server never logs an application exception at ERROR:
-it logs at WARNING, so Sentry's logging integration records a breadcrumb, not a
-second error event (the Sentry hook's capture is the one event).
+The data path: a transport (``vgi_rpc.pipe``, ``vgi_rpc.http``) frames bytes and
+decodes a request with ``vgi_rpc.wire``; the server finds the method
+(:meth:`RpcServer.lookup`), checks the version and turns the request batch into
+keyword arguments (:meth:`RpcServer.decode_kwargs`); then one
+:class:`~vgi_rpc.call.Call` (:meth:`RpcServer.call`) runs the hooks, the
+implementation and writes the response. The server holds the dispatch hooks
+(``hooks=``, :meth:`RpcServer.add_hook`, :meth:`RpcServer.remove_hooks`).
+
+The auto-attach seam imports ``vgi_rpc.sentry`` only when ``sentry_sdk`` is
+already imported.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 import sys
 import typing
-from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
 from vgi_rpc._types import _coerce
 from vgi_rpc.auth import ANONYMOUS, AuthContext
-from vgi_rpc.context import CallContext
+from vgi_rpc.call import Call
 from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.hooks import (
     CompositeDispatchHook,
     DispatchHook,
-    DispatchInfo,
-    _safe_end,
-    _safe_start,
     iter_hooks,
     register_dispatch_hook,
     strip_dispatch_hooks,
 )
-from vgi_rpc.methods import _VOID_BATCH, MethodSpec, ParamSpec, method_table, protocol_names
-from vgi_rpc.streams import AnnotatedBatch, OutputCollector, Stream
-from vgi_rpc.wire import ResponseWriter, error_metadata, log_metadata, new_request_id
+from vgi_rpc.methods import MethodSpec, ParamSpec, method_table, protocol_names
+from vgi_rpc.wire import error_metadata
 
 # MethodSpec and ParamSpec live in vgi_rpc.methods; they are re-exported here for
 # code that imported them from the server module.
 __all__ = ["MethodSpec", "ParamSpec", "RpcServer", "as_server"]
 
-_logger = logging.getLogger("vgi_rpc")
 def _check_param_fields(spec: MethodSpec, schema: pa.Schema) -> None:
     """Field order and nullability of a request's parameters, as the official server checks them.
 
@@ -107,7 +102,7 @@ class RpcServer:
             attribute if set, else its class name).
         protocol_version: The Protocol's ``protocol_version`` class attribute, if any.
         server_id: 12 hex characters identifying this server (given or random).
-        methods: Method name -> :class:`MethodSpec`.
+        methods: Method name -> :class:`~vgi_rpc.methods.MethodSpec`.
         include_tracebacks: Send Python tracebacks to clients (trusted deployments only).
     """
 
@@ -216,7 +211,12 @@ class RpcServer:
             )
 
     def decode_kwargs(self, spec: MethodSpec, batch: pa.RecordBatch) -> dict[str, Any]:
-        """Turn a request batch into keyword arguments, or raise :class:`ProtocolError` naming the problem."""
+        """Turn a request batch into keyword arguments, or raise :class:`ProtocolError` naming the problem.
+
+        The request parameter contract: no unknown columns, exactly one row (none
+        for a parameterless call), every parameter without a default present, a
+        column of another Arrow type only when ``vgi_rpc._types._coerce`` may cast it.
+        """
         names = batch.schema.names
         known = {p.name for p in spec.params}
         extra = [n for n in names if n not in known]
@@ -252,129 +252,24 @@ class RpcServer:
             kwargs[p.name] = value
         return kwargs
 
-    # ----------------------------------------------------------------- running calls
+    # ----------------------------------------------------------------- calls
 
-    def make_context(
+    def call(
         self,
         spec: MethodSpec,
-        auth: AuthContext,
-        request_id: str,
-        sink: Callable[[str, str, Mapping[str, Any]], None],
         *,
+        auth: AuthContext = ANONYMOUS,
+        metadata: Mapping[str, str] | None = None,
+        transport: str = "inproc",
         stream_id: str | None = None,
-        transport_metadata: Mapping[str, str] | None = None,
-    ) -> CallContext:
-        """A :class:`CallContext` for one dispatch whose log messages go to *sink*."""
-        return CallContext(
-            auth=auth,
-            server_id=self.server_id,
-            method=spec.name,
-            protocol_name=self.protocol_name,
-            request_id=request_id,
-            sink=sink,
-            stream_id=stream_id,
-            transport_metadata=transport_metadata,
-        )
+    ) -> Call:
+        """A :class:`~vgi_rpc.call.Call` for one dispatch of *spec*, with the hooks registered now.
 
-    def invoke(self, spec: MethodSpec, kwargs: Mapping[str, Any], ctx: CallContext | None) -> Any:
-        """Call the implementation (injecting ``ctx`` when it wants one). No hooks."""
-        if spec.wants_ctx:
-            return spec.func(**kwargs, ctx=ctx)
-        return spec.func(**kwargs)
-
-    def open_stream(self, spec: MethodSpec, kwargs: Mapping[str, Any], ctx: CallContext) -> Stream[Any, Any]:
-        """Call a stream method's implementation and check it returned a :class:`Stream`.
-
-        For a method declaring a header type, the stream's header must be an
-        instance of it (``TypeError`` otherwise), checked here so that the error
-        answers the call before any stream byte is written.
+        *metadata* is what hooks and ``ctx.transport_metadata`` see (HTTP headers,
+        pipe request metadata); *stream_id* is given only to resume an HTTP stream.
         """
-        result = self.invoke(spec, kwargs, ctx)
-        if not isinstance(result, Stream):
-            raise TypeError(f"{spec.name} must return a Stream, got {type(result).__name__}")
-        if spec.header_type is not None and not isinstance(result.header, spec.header_type):
-            raise TypeError(
-                f"{spec.name} declares header type {spec.header_type.__name__} but returned "
-                f"header={type(result.header).__name__ if result.header is not None else None}"
-            )
-        return result
-
-    def run_turn(
-        self, stream: Stream[Any, Any], data: AnnotatedBatch, ctx: CallContext, out: OutputCollector
-    ) -> None:
-        """Run one stream turn on *data* into *out* and check it (one batch, or finish for producers).
-
-        The caller owns *out*, so the log messages a turn emitted before raising
-        still reach the client ahead of the error.
-        """
-        stream.state.process(data, out, ctx)
-        out.validate()
-
-    def hook_start(
-        self,
-        spec: MethodSpec,
-        auth: AuthContext,
-        transport_metadata: Mapping[str, str],
-        kwargs: Mapping[str, Any] | None,
-        *,
-        request_id: str,
-        transport: str,
-        turn: typing.Literal["call", "init", "exchange", "stream"],
-        stream_id: str | None = None,
-    ) -> tuple[DispatchHook, DispatchInfo, object] | None:
-        """Start the dispatch hook (if any) for one dispatch; pass the result to :meth:`hook_end`.
-
-        Hooks get read-only views of *kwargs* and *transport_metadata*: the same
-        objects feed the implementation and its ``ctx``, and a hook must never be
-        able to change the call (one that tries raises, is logged and skipped).
-        """
-        hook = self._hook
-        if hook is None:
-            return None
-        info = DispatchInfo(
-            spec.name,
-            spec.method_type,
-            self.protocol_name,
-            self.server_id,
-            request_id,
-            stream_id,
-            transport,
-            turn,
-        )
-        ro_kwargs = None if kwargs is None else MappingProxyType(kwargs)
-        ro_md = MappingProxyType(transport_metadata)
-        return hook, info, _safe_start(hook, info, auth, ro_md, ro_kwargs)
-
-    @staticmethod
-    def hook_end(
-        handle: tuple[DispatchHook, DispatchInfo, object] | None, error: BaseException | None
-    ) -> None:
-        """End the dispatch started by :meth:`hook_start` (a no-op when there was no hook)."""
-        if handle is not None:
-            hook, info, token = handle
-            _safe_end(hook, token, info, error)
-
-    def log_md(
-        self, level: str, message: str, extra: Mapping[str, Any], request_id: str | None
-    ) -> dict[str, str]:
-        """Metadata of a log batch sent by this server for *request_id*."""
-        return log_metadata(level, message, extra, server_id=self.server_id, request_id=request_id)
-
-    def error_md(self, exc: BaseException, request_id: str | None = None) -> dict[str, str]:
-        """Metadata of the EXCEPTION batch reporting *exc* (traceback only if ``include_tracebacks``)."""
-        return error_metadata(
-            exc, server_id=self.server_id, request_id=request_id, include_traceback=self.include_tracebacks
-        )
-
-    def log_call_error(self, spec: MethodSpec, exc: BaseException) -> None:
-        """Record an application error on the ``vgi_rpc`` logger (WARNING, never ERROR)."""
-        _logger.warning(
-            "%s.%s raised %s: %s",
-            self.protocol_name,
-            spec.name,
-            type(exc).__name__,
-            exc,
-            exc_info=_logger.isEnabledFor(logging.DEBUG),
+        return Call(
+            self, self._hook, spec, auth=auth, metadata=metadata, transport=transport, stream_id=stream_id
         )
 
     def handle_unary(
@@ -388,47 +283,9 @@ class RpcServer:
         transport: str = "inproc",
     ) -> BaseException | None:
         """Run a unary call and write its whole response stream to *sink*; returns the error, if any."""
-        request_id = new_request_id()
-        logs: list[tuple[str, str, Mapping[str, Any]]] = []
-        ctx = (
-            self.make_context(
-                spec, auth, request_id, lambda *m: logs.append(m), transport_metadata=transport_metadata
-            )
-            if spec.wants_ctx
-            else None
+        return self.call(spec, auth=auth, metadata=transport_metadata, transport=transport).unary(
+            kwargs, sink
         )
-        handle = (
-            None
-            if self._hook is None
-            else self.hook_start(
-                spec,
-                auth,
-                transport_metadata or {},
-                kwargs,
-                request_id=request_id,
-                transport=transport,
-                turn="call",
-            )
-        )
-        error: BaseException | None = None
-        batch = _VOID_BATCH
-        try:
-            batch = spec.encode_result(self.invoke(spec, kwargs, ctx))
-        except Exception as exc:
-            error = exc
-            self.log_call_error(spec, exc)
-        finally:
-            if handle is not None:
-                self.hook_end(handle, error)
-        writer = ResponseWriter(sink, spec.result_schema)
-        for level, message, extra in logs:
-            writer.meta(self.log_md(level, message, extra, request_id))
-        if error is None:
-            writer.write(batch)
-        else:
-            writer.meta(self.error_md(error, request_id))
-        writer.close()
-        return error
 
     def dispatch(self, method: str, /, **kwargs: Any) -> Any:
         """Run one unary call in-process (hooks included, ``transport="inproc"``) and return its result.
@@ -437,24 +294,17 @@ class RpcServer:
         happens: this is the hook-and-implementation path only.
         """
         spec = self.lookup(method)
-        hook = self._hook
-        if hook is None and not spec.wants_ctx:
+        if self._hook is None and not spec.wants_ctx:
+            # Nothing for a Call to own (no hook, no context): keep the in-process
+            # micro-call a plain function call (benchmarks/test_dispatch.py gates it).
             return spec.func(**kwargs)
-        request_id = new_request_id()
-        ctx = self.make_context(spec, ANONYMOUS, request_id, _drop_log) if spec.wants_ctx else None
-        if hook is None:
-            return self.invoke(spec, kwargs, ctx)
-        handle = self.hook_start(
-            spec, ANONYMOUS, {}, kwargs, request_id=request_id, transport="inproc", turn="call"
+        return Call(self, self._hook, spec).inproc(kwargs)
+
+    def error_md(self, exc: BaseException, request_id: str | None = None) -> dict[str, str]:
+        """Metadata of the EXCEPTION batch reporting *exc* (traceback only if ``include_tracebacks``)."""
+        return error_metadata(
+            exc, server_id=self.server_id, request_id=request_id, include_traceback=self.include_tracebacks
         )
-        error: BaseException | None = None
-        try:
-            return self.invoke(spec, kwargs, ctx)
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            self.hook_end(handle, error)
 
     def serve(self, reader: typing.BinaryIO, writer: typing.BinaryIO) -> None:
         """Serve the pipe protocol on a pair of binary streams until the reader reaches EOF."""
@@ -477,10 +327,6 @@ def as_server(target: type | RpcServer, impl: object | None = None) -> RpcServer
     if impl is None:
         raise TypeError("an implementation is required with a Protocol class")
     return RpcServer(target, impl)
-
-
-def _drop_log(level: str, message: str, extra: Mapping[str, Any]) -> None:
-    _logger.debug("client log outside a transport: %s %s", level, message)
 
 
 def _sentry_auto_attach(server: RpcServer) -> None:

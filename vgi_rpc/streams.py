@@ -20,7 +20,7 @@ from typing import Any, Generic
 import pyarrow as pa
 from typing_extensions import TypeVar  # PEP 696 defaults: Stream[S] and Stream[S, H] on 3.11
 
-from vgi_rpc.context import CallContext, normalize_level
+from vgi_rpc.context import CallContext, LogSink, normalize_level
 from vgi_rpc.errors import clip
 
 __all__ = [
@@ -84,19 +84,23 @@ def cast_input(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 class OutputCollector:
-    """Collects what one stream turn sends: log messages and data batches, in order.
+    """Collects what one stream turn sends: log messages and data batches.
 
     Producer turns emit at most one batch or call :meth:`finish`; exchange turns
-    must emit exactly one batch.
+    must emit exactly one batch. On the server, a turn's log messages go to the
+    call's log buffer (the same one ``ctx.log()`` writes to, so both keep their
+    order) and reach the client ahead of the turn's data; a collector built
+    without *log* (e.g. in a unit test of a state) keeps them in :attr:`items`.
     """
 
-    __slots__ = ("_producer", "finished", "items", "output_schema")
+    __slots__ = ("_log", "_producer", "finished", "items", "output_schema")
 
-    def __init__(self, output_schema: pa.Schema, *, producer: bool) -> None:
+    def __init__(self, output_schema: pa.Schema, *, producer: bool, log: LogSink | None = None) -> None:
         self.output_schema = output_schema
         self._producer = producer
+        self._log = log
         self.finished = False
-        # ("log", level, message, extra) | ("data", batch, metadata)
+        # ("data", batch, metadata), and ("log", level, message, extra) when there is no *log* sink
         self.items: list[tuple[Any, ...]] = []
 
     @property
@@ -130,7 +134,18 @@ class OutputCollector:
 
     def log(self, level: str, message: str, **extra: Any) -> None:
         """Send a log message to the client ahead of this turn's data."""
-        self.items.append(("log", normalize_level(level), message, extra))
+        if self._log is not None:
+            self._log(normalize_level(level), message, extra)
+        else:
+            self.items.append(("log", normalize_level(level), message, extra))
+
+    @property
+    def data(self) -> tuple[pa.RecordBatch, dict[str, str] | None] | None:
+        """The turn's data batch and its metadata, or ``None`` when it emitted none."""
+        for item in self.items:
+            if item[0] == "data":
+                return item[1], item[2]
+        return None
 
     client_log = log
 

@@ -59,8 +59,13 @@ _B_LOG_LEVEL = LOG_LEVEL_KEY.encode()
 
 
 def new_request_id() -> str:
-    """A fresh 16-hex request id."""
+    """A fresh 16-hex request id (one per dispatch: per unary call, per HTTP stream turn)."""
     return secrets.token_hex(8)
+
+
+def new_stream_id() -> str:
+    """A fresh 32-hex stream id, shared by every turn of one stream call on any transport."""
+    return secrets.token_hex(16)
 
 
 def metadata_dict(md: pa.KeyValueMetadata | Mapping[bytes, bytes] | None) -> dict[str, str]:
