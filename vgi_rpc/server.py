@@ -8,15 +8,15 @@ keyword arguments (:meth:`RpcServer.decode_kwargs`); then one
 implementation and writes the response. The server holds the dispatch hooks
 (``hooks=``, :meth:`RpcServer.add_hook`, :meth:`RpcServer.remove_hooks`).
 
-The auto-attach seam imports ``vgi_rpc.sentry`` only when ``sentry_sdk`` is
-already imported.
+This module imports no transport (serving a pair of byte streams is
+``vgi_rpc.pipe.serve_streams``). The auto-attach seam imports ``vgi_rpc.sentry``
+only when ``sentry_sdk`` is already imported.
 """
 
 from __future__ import annotations
 
 import secrets
 import sys
-import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -305,12 +305,6 @@ class RpcServer:
         return error_metadata(
             exc, server_id=self.server_id, request_id=request_id, include_traceback=self.include_tracebacks
         )
-
-    def serve(self, reader: typing.BinaryIO, writer: typing.BinaryIO) -> None:
-        """Serve the pipe protocol on a pair of binary streams until the reader reaches EOF."""
-        from vgi_rpc.pipe import serve_streams
-
-        serve_streams(self, reader, writer)
 
 
 def as_server(target: type | RpcServer, impl: object | None = None) -> RpcServer:

@@ -24,8 +24,9 @@ import pytest
 from support.http import ARROW, TOKEN_KEY, RecordingHook, error_md, read_stream
 from support.services import Calculator, CalculatorImpl
 
-from vgi_rpc import RpcServer, register_dispatch_hook
+from vgi_rpc import RpcServer
 from vgi_rpc.http import make_wsgi_app
+from vgi_rpc.pipe import serve_streams
 from vgi_rpc.wire import request_bytes
 
 
@@ -73,13 +74,13 @@ ACCEPTED = {
 def make() -> tuple[RpcServer, RecordingHook]:
     server = RpcServer(Calculator, CalculatorImpl())
     hook = RecordingHook()
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, hook)
+    server.add_hook(hook)
     return server, hook
 
 
 def pipe(server: RpcServer, *requests: bytes) -> list[list[tuple[pa.RecordBatch, dict[str, str]]]]:
     out = io.BytesIO()
-    server.serve(io.BytesIO(b"".join(requests)), out)
+    serve_streams(server, io.BytesIO(b"".join(requests)), out)
     data, answers = out.getvalue(), []
     source = pa.BufferReader(data)
     while source.tell() < len(data):

@@ -24,9 +24,10 @@ import pytest
 from support.http import ARROW, RecordingHook, call_body, error_md, read_stream
 from support.services import Calculator, CalculatorImpl
 
-from vgi_rpc import RpcServer, register_dispatch_hook
+from vgi_rpc import RpcServer
 from vgi_rpc.errors import ECHO_LIMIT, MESSAGE_LIMIT
 from vgi_rpc.http import make_wsgi_app, start_http_server
+from vgi_rpc.pipe import serve_streams
 from vgi_rpc.wire import metadata_dict, request_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,7 @@ MiB = 1 << 20
 def calc() -> tuple[falcon.testing.TestClient, RecordingHook]:
     server = RpcServer(Calculator, CalculatorImpl())
     hook = RecordingHook()
-    server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, hook)
+    server.add_hook(hook)
     return falcon.testing.TestClient(make_wsgi_app(server, token_key=b"k" * 32)), hook
 
 
@@ -197,8 +198,10 @@ def test_a_protocol_error_message_is_bounded() -> None:
 def test_a_1_mib_method_name_is_clipped_on_the_pipe() -> None:
     huge = "m" * MiB
     out = io.BytesIO()
-    RpcServer(Calculator, CalculatorImpl()).serve(
-        io.BytesIO(request_bytes(huge, pa.RecordBatch.from_pydict({"a": [1]}), protocol="Calculator")), out
+    serve_streams(
+        RpcServer(Calculator, CalculatorImpl()),
+        io.BytesIO(request_bytes(huge, pa.RecordBatch.from_pydict({"a": [1]}), protocol="Calculator")),
+        out,
     )
     assert len(out.getvalue()) < 4 * 1024, f"{len(out.getvalue())} bytes of error for a 1 MiB method name"
     message = error_md(out.getvalue())["vgi_rpc.log_message"]

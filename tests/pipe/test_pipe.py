@@ -31,6 +31,7 @@ from support.services import (
 
 from vgi_rpc import (
     AnnotatedBatch,
+    AuthContext,
     CallContext,
     ExchangeState,
     OutputCollector,
@@ -175,6 +176,30 @@ def test_ctx_is_injected_with_call_facts(calc: Calc) -> None:
     assert first["metadata_method"] == "whoami"  # transport metadata = the request batch's metadata
     assert calc.impl.last_ctx is not None
     assert calc.impl.last_ctx.transport_metadata["vgi_rpc.protocol"] == "Calculator"
+
+
+def test_serve_pipe_auth_is_the_caller_of_every_call_on_the_connection() -> None:
+    """``serve_pipe(..., auth=)``: the pipe has no credentials, the server's starter fixes the caller."""
+    seen: list[AuthContext] = []
+
+    class AuthHook:
+        def on_dispatch_start(self, info: Any, auth: AuthContext, md: Any, kwargs: Any) -> None:
+            seen.append(auth)
+
+        def on_dispatch_end(self, token: Any, info: Any, error: Any) -> None:
+            pass
+
+    who = AuthContext(domain="pipe", authenticated=True, principal="worker-7", claims={"team": "ops"})
+    impl = CalculatorImpl()
+    server = RpcServer(Calculator, impl, hooks=[AuthHook()])
+    with serve_pipe(server, auth=who) as proxy:
+        facts = proxy.whoami()
+        assert impl.last_ctx is not None and impl.last_ctx.auth is who
+        assert len(list(proxy.countdown(n=1))) == 1
+    assert (facts["auth_domain"], facts["authenticated"]) == ("pipe", "True")
+    assert seen == [who, who]  # the unary call and the stream call
+    with serve_pipe(Calculator, CalculatorImpl()) as proxy:
+        assert proxy.whoami()["authenticated"] == "False"  # ANONYMOUS by default
 
 
 def test_client_sees_log_messages_in_order_before_the_result(calc: Calc) -> None:

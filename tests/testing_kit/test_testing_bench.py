@@ -314,9 +314,7 @@ def test_overhead_with_a_custom_instrument_over_http(ratio_benchmark: RatioBench
             return None
 
     def instrument(server: RpcServer) -> RpcServer:
-        from vgi_rpc.hooks import register_dispatch_hook
-
-        server._dispatch_hook = register_dispatch_hook(server._dispatch_hook, Counting())
+        server.add_hook(Counting())
         return server
 
     r = ratio_benchmark.overhead(
