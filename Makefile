@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEER_PY ?= $(shell pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13
 PEER := .venv-peer
 
-.PHONY: demo test lint typecheck unit conformance peer-venv bench bench-check bench-peer deploy-check adversarial clean
+.PHONY: demo test lint typecheck imports unit conformance peer-venv bench bench-check bench-peer deploy-check adversarial clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m vgi_rpc.demo
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint typecheck imports unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check vgi_rpc tests $(wildcard benchmarks scripts deploy)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy vgi_rpc
+
+# The import graph of vgi_rpc/ goes one way: no cycle, the core imports no transport
+# (python scripts/import_graph.py prints the whole graph).
+imports: $(STAMP)
+	$(BIN)/python scripts/import_graph.py --check
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
