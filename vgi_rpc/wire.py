@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import struct
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from vgi_rpc._ipc_framing import CONTINUATION, message_body_length
 from vgi_rpc._types import IPC_WRITE_OPTIONS
 from vgi_rpc.errors import ProtocolError, RpcError, clip
 from vgi_rpc.streams import EMPTY_SCHEMA, empty_batch
@@ -93,22 +95,114 @@ def _open(source: bytes | IO[bytes] | pa.Buffer) -> pa.ipc.RecordBatchStreamRead
     return pa.ipc.open_stream(source)
 
 
-def _peekable(source: object) -> bool:
-    return callable(getattr(source, "peek", None))
+_U32 = struct.Struct("<I")
+_PREFIX = struct.Struct("<Ii")  # continuation marker, metadata length
 
 
-def _at_eof(source: object) -> bool:
-    """True when a buffered stream has no more bytes (blocks until one arrives or EOF).
+def _read_n(read: Callable[[int], bytes], n: int) -> bytes:
+    """Up to *n* bytes: fewer only at end of file (raw pipes may return short reads)."""
+    data = read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
-    Lets a pipe loop tell a clean end (the peer closed) from bytes that are not
-    Arrow IPC: the latter deserve an error answer, not a silent hang-up.
+
+_PEEK = 1 << 16
+
+
+def _stream_end(buf: bytes) -> int | None:
+    """Where the IPC stream at the start of *buf* ends (after its EOS marker), if *buf* holds all of it.
+
+    ``None`` when the stream goes on past *buf*, uses the pre-1.0 framing, or is
+    not valid framing: the caller then reads message by message.
     """
-    if not _peekable(source):
-        return False
-    try:
-        return not source.peek(1)  # type: ignore[attr-defined]
-    except (OSError, ValueError):
-        return True
+    pos = 0
+    size = len(buf)
+    view = memoryview(buf)
+    while pos + 8 <= size:
+        marker, length = _PREFIX.unpack_from(buf, pos)
+        if marker != CONTINUATION:
+            return None
+        pos += 8
+        if length == 0:
+            return pos
+        if length < 0 or pos + length > size:
+            return None
+        body = message_body_length(view[pos : pos + length])
+        if body is None:
+            return None
+        pos += length + body
+    return None
+
+
+def read_stream_bytes(source: IO[bytes]) -> bytes:
+    """Read exactly one IPC stream's bytes (to its end-of-stream marker) from a binary file.
+
+    Why not ``pyarrow.ipc.open_stream(file)``: pyarrow then reads a Python file in
+    many small calls back into Python (two for each message's prefix, one for its
+    metadata, one for its body), which on a pipe round trip cost more than the
+    decoding itself. This reads the same framing (``vgi_rpc._ipc_framing``) with a
+    handful of buffered reads -- the message prefix, the metadata, then the body
+    whose length the metadata names -- and leaves the decoding to pyarrow, from
+    memory. (The pipe client's reader, ``vgi_rpc._pipe_io``, walks the same framing
+    with deadlines; this is the server's side, on any binary file.)
+
+    Returns ``b""`` at a clean end of file. Bytes that are not IPC framing (a bad
+    prefix, a negative length, metadata that is not a message) or an end of file
+    inside a message stop the reading: what was read so far is returned, for
+    pyarrow to name the problem when it decodes it. Both the current format
+    (``0xFFFFFFFF`` continuation marker) and the pre-1.0 one are framed.
+    """
+    peek = getattr(source, "peek", None)
+    if peek is not None:
+        # A buffered reader (the pipe's): the whole stream is usually buffered
+        # already, so find its end in the peeked bytes and take it in one read.
+        try:
+            ahead = peek(_PEEK)
+        except ValueError:  # closed
+            return b""
+        if not ahead:
+            return b""
+        end = _stream_end(ahead)
+        if end is not None:
+            data: bytes = source.read(end)
+            return data
+    read = source.read
+    parts: list[bytes] = []
+    while True:
+        prefix = _read_n(read, 4)
+        parts.append(prefix)
+        if len(prefix) < 4:
+            return b"".join(parts)
+        length = _U32.unpack(prefix)[0]
+        if length == CONTINUATION:
+            prefix = _read_n(read, 4)
+            parts.append(prefix)
+            if len(prefix) < 4:
+                return b"".join(parts)
+            length = _U32.unpack(prefix)[0]
+        if length == 0:  # end-of-stream marker
+            return b"".join(parts)
+        if length > 0x7FFFFFFF:  # a negative int32: pyarrow reports it
+            return b"".join(parts)
+        meta = _read_n(read, length)
+        parts.append(meta)
+        body = message_body_length(meta) if len(meta) == length else None
+        if body is None:
+            return b"".join(parts)
+        if body:
+            chunk = _read_n(read, body)
+            parts.append(chunk)
+            if len(chunk) < body:
+                return b"".join(parts)
 
 
 def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
@@ -118,16 +212,24 @@ def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
     missing metadata or a request version we do not speak. ``EOFError`` when the
     source is at a clean end (no bytes at all), so a pipe loop can stop.
     """
-    if _at_eof(source):
-        raise EOFError
-    try:
-        reader = _open(source)
-    except (pa.ArrowInvalid, OSError) as exc:  # bad bytes surface as either
-        if not _peekable(source) and (
-            "null or length 0" in str(exc) or ("Expected to read" in str(exc) and "got 0" in str(exc))
-        ):
-            raise EOFError from exc
-        raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+    if isinstance(source, bytes | bytearray | memoryview | pa.Buffer):
+        try:
+            reader = _open(source)
+        except (pa.ArrowInvalid, OSError) as exc:  # bad bytes surface as either
+            if "null or length 0" in str(exc) or ("Expected to read" in str(exc) and "got 0" in str(exc)):
+                raise EOFError from exc
+            raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+    else:
+        # A file (the pipe): frame the stream first, so that a clean end (the peer
+        # closed) is told apart from bytes that are not Arrow IPC, which deserve an
+        # error answer rather than a silent hang-up.
+        data = read_stream_bytes(source)
+        if not data:
+            raise EOFError
+        try:
+            reader = pa.ipc.open_stream(pa.py_buffer(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
     try:
         batch, md = reader.read_next_batch_with_custom_metadata()
     except StopIteration:

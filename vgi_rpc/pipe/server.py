@@ -165,7 +165,11 @@ def serve_streams(
         try:
             call = server.call(spec, auth=auth, metadata=request.metadata, transport="pipe")
             if spec.method_type == "unary":
-                call.unary(kwargs, writer)
+                # Encoded in memory and written once: a pyarrow writer on a Python
+                # file calls back into Python for every piece of every message.
+                sink = pa.BufferOutputStream()
+                call.unary(kwargs, sink)
+                writer.write(sink.getvalue())
                 writer.flush()
             else:
                 inputs = _Inputs(reader)
