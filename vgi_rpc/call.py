@@ -88,13 +88,13 @@ class Call:
     __slots__ = (
         "_hook",
         "_info",
+        "_request_id",
         "_token",
         "auth",
         "ctx",
         "error",
         "logs",
         "metadata",
-        "request_id",
         "server",
         "spec",
         "stream_id",
@@ -119,7 +119,7 @@ class Call:
         self.metadata = _NO_METADATA if metadata is None else metadata
         self.transport = transport
         self.stream_id = stream_id
-        self.request_id = new_request_id()
+        self._request_id: str | None = None
         self.turn: Turn = "call"
         self.logs: list[LogItem] = []
         self.error: BaseException | None = None
@@ -127,6 +127,15 @@ class Call:
         self._hook = hook
         self._info: DispatchInfo | None = None
         self._token: object = None
+
+    @property
+    def request_id(self) -> str:
+        """The dispatch's 16-hex id: made when first needed (ctx, hook, log or error batch), so a
+        call without any of them skips it."""
+        request_id = self._request_id
+        if request_id is None:
+            request_id = self._request_id = new_request_id()
+        return request_id
 
     # ------------------------------------------------------------------ entry points
 

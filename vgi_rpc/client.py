@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from vgi_rpc.methods import MethodSpec, method_table, protocol_names
+from vgi_rpc.methods import MethodSpec, ParamSpec, method_table, protocol_names
 from vgi_rpc.streams import AnnotatedBatch, empty_batch
 
 __all__ = ["ClientTransport", "RpcProxy", "StreamSession", "decode_result", "encode_call"]
@@ -56,6 +56,15 @@ def encode_call(spec: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any])
     a parameterless call is a 0-row batch on the empty schema.
     """
     params = spec.params
+    if not args and len(kwargs) == len(params) and params:
+        # Every parameter named (what a typed call usually is): build the columns directly.
+        arrays = []
+        for p in params:
+            if p.name not in kwargs:
+                break
+            arrays.append(_column(spec, p, kwargs[p.name]))
+        else:
+            return pa.RecordBatch.from_arrays(arrays, schema=spec.params_schema)
     if len(args) > len(params):
         raise TypeError(f"{spec.name}() takes {len(params)} arguments but {len(args)} were given")
     values: dict[str, Any] = {}
@@ -79,15 +88,20 @@ def encode_call(spec: MethodSpec, args: tuple[Any, ...], kwargs: dict[str, Any])
             v = p.default
         else:
             raise TypeError(f"{spec.name}() missing required argument {p.name!r}")
-        if v is None and not p.codec.nullable:
-            raise TypeError(f"{spec.name}(): argument {p.name!r} may not be None")
-        try:
-            arrays.append(p.codec.to_array([v]))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(
-                f"{spec.name}(): argument {p.name!r}={v!r} does not fit {p.codec.arrow_type}: {exc}"
-            ) from None
+        arrays.append(_column(spec, p, v))
     return pa.RecordBatch.from_arrays(arrays, schema=spec.params_schema)
+
+
+def _column(spec: MethodSpec, p: ParamSpec, v: Any) -> pa.Array:
+    """The one-row column of parameter *p* holding *v*, or ``TypeError`` naming what does not fit."""
+    if v is None and not p.codec.nullable:
+        raise TypeError(f"{spec.name}(): argument {p.name!r} may not be None")
+    try:
+        return p.codec.to_array([v])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(
+            f"{spec.name}(): argument {p.name!r}={v!r} does not fit {p.codec.arrow_type}: {exc}"
+        ) from None
 
 
 def decode_result(spec: MethodSpec, batch: pa.RecordBatch) -> Any:

@@ -493,3 +493,44 @@ def test_star_args_are_rejected_at_construction() -> None:
 
     with pytest.raises(TypeError, match=r"Star\.m"):
         RpcServer(Star, Impl())
+
+
+SCALAR_VALUES = [
+    0,
+    1,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**63,
+    -(2**63) - 1,
+    True,
+    False,
+    None,
+    1.5,
+    -0.0,
+    math.inf,
+    3,
+]
+
+
+@pytest.mark.parametrize("annotation", [int, float, int | None, float | None])
+@pytest.mark.parametrize("value", SCALAR_VALUES, ids=repr)
+def test_a_scalar_column_is_what_pyarrow_builds_or_fails_the_same_way(annotation: Any, value: Any) -> None:
+    """``Codec.to_array`` builds one int64/float64 from its buffer: same array, same errors as ``pa.array``."""
+    codec = codec_for(annotation)
+    try:
+        expected = pa.array([value], type=codec.arrow_type)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            codec.to_array([value])
+        return
+    got = codec.to_array([value])
+    assert got.type == expected.type and got.null_count == expected.null_count
+    assert got.to_pylist() == expected.to_pylist()
+    assert got.equals(expected)
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.floats(allow_nan=False))
+def test_scalar_columns_round_trip(value: Any) -> None:
+    codec = codec_for(type(value))
+    assert codec.to_array([value]).to_pylist() == [value]
