@@ -36,7 +36,7 @@ import pyarrow as pa
 from vgi_rpc._types import dataclass_batch
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.context import CallContext, LogItem
-from vgi_rpc.hooks import DispatchHook, DispatchInfo, Turn, _safe_end, _safe_start
+from vgi_rpc.hooks import DispatchHook, DispatchInfo, Turn, _dispatch_info, _safe_end, _safe_start
 from vgi_rpc.methods import MethodSpec
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, OutputCollector, Stream, cast_input, empty_batch
 from vgi_rpc.wire import STREAM_STATE_KEY, ResponseWriter, log_metadata, new_request_id, new_stream_id
@@ -294,7 +294,7 @@ class Call:
             return
         spec = self.spec
         server = self.server
-        info = DispatchInfo(
+        info = _dispatch_info(
             spec.name,
             spec.method_type,
             server.protocol_name,

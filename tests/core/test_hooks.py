@@ -287,6 +287,21 @@ def test_add_hook_takes_a_composite_apart_and_an_empty_one_adds_nothing(journal:
     assert server.hooks == (a, b)
 
 
+def test_the_dispatch_paths_dispatch_info_is_a_real_frozen_dispatch_info() -> None:
+    """``hooks._dispatch_info`` (the fast constructor calls use) builds exactly ``DispatchInfo(...)``."""
+    import dataclasses
+
+    from vgi_rpc.hooks import _dispatch_info
+
+    values = ("add", "stream", "Calc", "a" * 12, "b" * 16, "c" * 32, "http", "exchange")
+    fast, slow = _dispatch_info(*values), DispatchInfo(*values)  # type: ignore[arg-type]
+    assert type(fast) is DispatchInfo
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert dataclasses.astuple(fast) == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.name = "other"  # type: ignore[misc]
+
+
 # --------------------------------------------------------------------------- failure isolation
 
 CALLS = ["unary", "unary_error", "producer", "exchange", "stream_error", "inproc"]
