@@ -151,6 +151,8 @@ class Call:
         except Exception as exc:
             self._fail(exc)
         finally:
+            # The hook ends before a byte of the answer is written: a client holding
+            # the answer knows every hook has seen the call end (tests rely on it).
             self._end()
         writer = ResponseWriter(sink, spec.result_schema)
         self._write(writer, None if batch is None else (batch, None))
@@ -195,7 +197,7 @@ class Call:
             header = self._header(stream)
         except Exception as exc:
             self._fail(exc)
-            self._end()
+            self._end()  # as for a unary call: the hook ends before the error is written
             self._write_stream(sink, EMPTY_SCHEMA)
             sink.flush()
             return self.error
