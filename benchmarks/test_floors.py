@@ -130,6 +130,7 @@ def _record_both(
         )
 
 
+@pytest.mark.gated
 @pytest.mark.benchmark(group="round trip vs its floor")
 def test_pipe_floor(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
     server = RpcServer(Bench, BenchImpl())
@@ -199,6 +200,7 @@ def _http_floor() -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@pytest.mark.gated
 @pytest.mark.benchmark(group="round trip vs its floor")
 def test_http_floor(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
     import httpx
