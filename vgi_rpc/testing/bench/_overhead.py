@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from vgi_rpc.hooks import iter_hooks, strip_dispatch_hooks
 from vgi_rpc.server import RpcServer
 from vgi_rpc.testing.bench._sampler import one_cpu
 
@@ -62,7 +61,7 @@ def _build(source: ServerSource) -> RpcServer:
 
 
 def _without(server: RpcServer, kind: type) -> RpcServer:
-    server._dispatch_hook = strip_dispatch_hooks(server._dispatch_hook, kind)
+    server.remove_hooks(kind)
     return server
 
 
@@ -177,7 +176,7 @@ def overhead_pair(
             cap,
         ),
     ):
-        if len(iter_hooks(subject._dispatch_hook)) <= len(iter_hooks(baseline._dispatch_hook)):
+        if len(subject.hooks) <= len(baseline.hooks):
             raise ValueError(
                 f"the subject server has no more hooks than the baseline: {what} was not attached"
             )

@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 import pyarrow as pa
 import pytest
+from support.http import TOKEN_KEY, http_proxy, wsgi_client
 
 from vgi_rpc import (
     AnnotatedBatch,
@@ -37,13 +37,12 @@ from vgi_rpc import (
     Stream,
     serve_pipe,
 )
-from vgi_rpc.http import http_connect, make_wsgi_app, start_http_server
+from vgi_rpc.http import http_connect, make_wsgi_app
 from vgi_rpc.wire import LogMessage
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 N_SCHEMA = pa.schema([pa.field("n", pa.int64())])
 X_SCHEMA = pa.schema([pa.field("x", pa.float64())])
-TOKEN_KEY = b"k" * 32
 
 
 @dataclass
@@ -120,15 +119,12 @@ def connected(transport: str, server: RpcServer, on_log: Any) -> Iterator[Any]:
     elif transport == "http-inprocess":
         app = make_wsgi_app(server, token_key=TOKEN_KEY)
         with (
-            httpx.Client(transport=httpx.WSGITransport(app=app)) as client,
+            wsgi_client(app) as client,
             http_connect(Lifecycle, "http://testserver", client=client, on_log=on_log) as proxy,
         ):
             yield proxy
     else:
-        with (
-            start_http_server(server, token_key=TOKEN_KEY) as handle,
-            http_connect(Lifecycle, handle.base_url, on_log=on_log) as proxy,
-        ):
+        with http_proxy(server, {}, authenticate=None, client_options={"on_log": on_log}) as proxy:
             yield proxy
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "import_graph.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "import_graph.py"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
