@@ -40,6 +40,8 @@ PACKAGE = "vgi_rpc"
 
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": (
+        "vgi_rpc._extras",
+        "vgi_rpc._ipc_framing",
         "vgi_rpc._types",
         "vgi_rpc.auth",
         "vgi_rpc.call",
@@ -52,7 +54,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "vgi_rpc.streams",
         "vgi_rpc.wire",
     ),
-    "transport": ("vgi_rpc.pipe", "vgi_rpc.http"),
+    "transport": ("vgi_rpc.pipe", "vgi_rpc._pipe_io", "vgi_rpc.http"),
     "instrumentation": ("vgi_rpc.sentry", "vgi_rpc._sentry_sdk", "vgi_rpc.otel"),
     "kit": ("vgi_rpc.testing",),
     "app": ("vgi_rpc.demo",),
@@ -72,6 +74,9 @@ FORBIDDEN_AT_MODULE_LEVEL: dict[str, frozenset[str]] = {
 }
 """Layer -> the layers it may import only inside a function (``make_wsgi_app(sentry_config=...)``
 imports ``vgi_rpc.sentry`` when it is given one, so ``import vgi_rpc.http`` never imports Sentry)."""
+
+TRANSPORT_OF: dict[str, str] = {"vgi_rpc.pipe": "pipe", "vgi_rpc._pipe_io": "pipe", "vgi_rpc.http": "http"}
+"""Transport module prefix -> which transport it belongs to (the pipe's I/O module is the pipe's)."""
 
 ALLOWED: frozenset[tuple[str, str, str]] = frozenset(
     {("vgi_rpc.server", "vgi_rpc.sentry", "lazy")},  # the auto-attach seam, RpcServer._auto_attach
@@ -171,6 +176,12 @@ def layer_of(module: str) -> str | None:
     return best[1] if best else None
 
 
+def _transport(module: str) -> str:
+    return next(
+        t for prefix, t in TRANSPORT_OF.items() if module == prefix or module.startswith(prefix + ".")
+    )
+
+
 def find_cycles(modules: list[str], runtime: list[Edge]) -> list[list[str]]:
     """Every strongly connected component with more than one module (Tarjan), as a sorted module list."""
     graph: dict[str, set[str]] = {m: set() for m in modules}
@@ -226,7 +237,7 @@ def violations(modules: dict[str, Path], all_edges: list[Edge], root: Path = ROO
         src, dst = layer_of(e.source), layer_of(e.target)
         if src is None or dst is None or (e.source, e.target, e.kind) in ALLOWED:
             continue
-        same_transport = src == dst == "transport" and e.source.split(".")[1] != e.target.split(".")[1]
+        same_transport = src == dst == "transport" and _transport(e.source) != _transport(e.target)
         at_module_level = e.kind == "top" and dst in FORBIDDEN_AT_MODULE_LEVEL.get(src, ())
         if dst in FORBIDDEN.get(src, ()) or same_transport or at_module_level:
             where = modules[e.source].relative_to(root)

@@ -309,12 +309,3 @@ def test_a_worker_killed_mid_stream_is_a_transport_error(tmp_path: Path) -> None
             session.exchange(xs(1.0))
         with pytest.raises(RpcError, match="TransportError"):
             proxy.add(a=1, b=2)  # the connection is free again, and reports the dead worker
-
-
-def test_run_server_auth_is_the_caller_of_every_call() -> None:
-    """``run_server(..., auth=)``: the worker's starter fixes the caller (the pipe has no credentials)."""
-    with connect(Calculator, worker_cmd("calculator", "--auth")) as proxy:
-        facts = proxy.whoami()
-    assert (facts["auth_domain"], facts["authenticated"]) == ("pipe", "True")
-    with connect(Calculator, worker_cmd("calculator")) as proxy:
-        assert proxy.whoami()["authenticated"] == "False"

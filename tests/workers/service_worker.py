@@ -5,8 +5,7 @@ on stdin/stdout until stdin closes. Runs as a script, so it puts ``tests/`` on
 ``sys.path`` to import ``support.services``. ``--noisy`` binds a DEBUG logging handler
 to ``sys.stdout`` before serving starts, so the server's own log records (and
 ``Calculator.shout``'s prints) try to reach stdout: none may reach the protocol
-stream. ``--auth`` serves every call as an authenticated ``pipe`` caller
-(principal ``worker``), through ``run_server(..., auth=)``.
+stream.
 """
 
 import logging
@@ -19,7 +18,7 @@ if str(TESTS) not in sys.path:
 
 from support.services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl  # noqa: E402
 
-from vgi_rpc import AuthContext, RpcServer, run_server  # noqa: E402
+from vgi_rpc import RpcServer, run_server  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -37,10 +36,7 @@ def main(argv: list[str]) -> None:
         # A handler bound to stdout before serving starts: run_server must still keep
         # its output off the protocol stream.
         logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, force=True)
-    if "--auth" in argv:
-        run_server(server, auth=AuthContext(domain="pipe", authenticated=True, principal="worker"))
-    else:
-        run_server(server)
+    run_server(server)
 
 
 if __name__ == "__main__":
