@@ -40,6 +40,7 @@ from vgi_rpc.wire import error_metadata
 # code that imported them from the server module.
 __all__ = ["MethodSpec", "ParamSpec", "RpcServer", "as_server"]
 
+
 def _check_param_fields(spec: MethodSpec, schema: pa.Schema) -> None:
     """Field order and nullability of a request's parameters, as the official server checks them.
 
@@ -72,8 +73,6 @@ def _check_param_fields(spec: MethodSpec, schema: pa.Schema) -> None:
                 f"{spec.name}() parameter {field.name!r} expected nullable={param.codec.nullable}, "
                 f"but the request batch carried nullable={field.nullable}"
             )
-
-
 
 
 class RpcServer:
