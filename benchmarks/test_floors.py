@@ -169,16 +169,16 @@ class _Fixed:
 
 @contextmanager
 def _http_floor() -> Iterator[str]:
-    """A bare Falcon app under waitress (same waitress settings as ``start_http_server``); yields its URL."""
+    """A bare Falcon app under waitress, built as ``start_http_server`` builds ours; yields its URL."""
     import falcon
     from waitress import wasyncore
-    from waitress.server import create_server
 
-    from vgi_rpc.http._serve import _waitress_options
+    # the very waitress server start_http_server builds (its options, TCP_NODELAY), around the bare app
+    from vgi_rpc.http._serve import DEFAULT_IDLE_TIMEOUT, _create
 
     app = falcon.App()
     app.add_route("/floor", _Fixed())
-    w = create_server(app, host="127.0.0.1", port=0, **_waitress_options(8, None))
+    w = _create(app, "127.0.0.1", 0, 8, None, DEFAULT_IDLE_TIMEOUT, None)  # type: ignore[arg-type]
     stop = threading.Event()
     socket_map = w._map if hasattr(w, "_map") else w.map
 
