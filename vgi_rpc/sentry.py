@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import sentry_sdk
 from sentry_sdk.tracing import Span, Transaction
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from vgi_rpc.server import RpcServer
 
 __all__ = [
+    "MIN_SCRUB_CHARS",
     "ParamRedactor",
     "SentryConfig",
     "default_redactor",
@@ -139,8 +140,11 @@ class SentryConfig:
             (``bool`` as ``"true"``/``"false"``) and clipped to 200 characters.
         param_redactor: Applied to kwargs before anything is recorded. ``None``
             means :func:`default_redactor`; a callable replaces it;
-            :func:`noop_redactor` disables filtering. If it raises, nothing is
-            recorded for that call (fail closed) and a WARNING is logged.
+            :func:`noop_redactor` disables filtering. If it raises, returns a
+            non-mapping or returns keys that are not params of the call,
+            nothing is recorded for that call (fail closed) and one WARNING
+            is logged. The values it removed or replaced are also hidden from
+            the call's events (see :data:`MIN_SCRUB_CHARS` and docs/sentry.md).
         max_param_value_bytes: Cap on the UTF-8 size of each recorded string value
             (default 1024). Longer strings are cut at a character boundary, never
             past the cap, with a DEBUG record on ``vgi_rpc.sentry``. Must be >= 1.
@@ -296,31 +300,206 @@ def _tag_value(value: Any) -> str | None:
     return None
 
 
-def _secret_strings(original: Mapping[str, Any], kept: Mapping[str, Any]) -> tuple[str, ...]:
-    """String values the redactor removed or replaced (searched for and scrubbed from events)."""
-    found: list[str] = []
-    for key, value in original.items():
-        if key in kept and kept[key] is value:
-            continue
-        if isinstance(value, str):
-            found.append(value)
-        elif isinstance(value, list | tuple):
-            found.extend(v for v in value if isinstance(v, str))
-    # longest first, so a secret containing another is replaced whole
-    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+MIN_SCRUB_CHARS = 6
+"""Secrets at least this many characters long are also cut out of free text.
+
+A shorter secret (``api_key="e"``) is replaced only where a whole value equals
+it: cutting one letter out of every message would destroy the event's text
+without hiding anything. See ``docs/sentry.md`` ("Redaction").
+"""
+
+_STRUCTURAL_CONTEXTS = frozenset({"trace", "runtime", "os", "device"})
+"""Contexts the SDK fills from the process itself (never rewritten)."""
 
 
-def _scrub(node: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(node, str):
+class _Redaction:
+    """What to hide from one call's events: the redacted params' names and values.
+
+    Built from the kwargs and what the redactor kept. Values (strings, and
+    strings inside lists) the redactor removed or replaced are secrets:
+
+    * a string value *equal* to a secret (or to its ``repr``, as the SDK writes
+      string locals) is replaced whole, wherever data can hold it;
+    * in free text (exception messages, log messages, breadcrumbs, frame
+      variables, recorded values) a secret of at least :data:`MIN_SCRUB_CHARS`
+      characters is also cut out where it occurs inside a longer string;
+    * frame variables (and keys inside them) named like a redacted param are
+      replaced whatever their value.
+
+    Structure is never rewritten: dict keys, ids, names, types, levels, the SDK's
+    own contexts, and what the hook itself wrote from the server and the caller
+    (the ``rpc`` context, its tags, the user).
+    """
+
+    __slots__ = ("names", "parts", "whole")
+
+    def __init__(self, names: frozenset[str], secrets: set[str]) -> None:
+        self.names = names
+        whole: set[str] = set()
+        parts: set[str] = set()
         for secret in secrets:
-            if secret in node:
-                node = node.replace(secret, _FILTERED)
+            if not secret:  # the empty string hides nothing and is inside every string
+                continue
+            quoted = repr(secret)
+            whole.add(secret)
+            whole.add(quoted)
+            if len(secret) >= MIN_SCRUB_CHARS:
+                parts.add(secret)
+                parts.add(quoted[1:-1])  # the escaped form a repr() of a container shows
+        self.whole = frozenset(whole)
+        # longest first, so a secret containing another one is replaced whole
+        self.parts = tuple(sorted(parts, key=len, reverse=True))
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.whole)
+
+    def text(self, value: str) -> str:
+        """*value* with the secrets replaced (whole value, then long secrets inside it)."""
+        if value in self.whole:
+            return _FILTERED
+        out = value
+        for part in self.parts:
+            if part in out:
+                out = out.replace(part, _FILTERED)
+        if out is not value and any(part in out for part in self.parts):
+            return _FILTERED  # a replacement joined its neighbours into a secret again
+        return out
+
+    def data(self, node: Any) -> Any:
+        """Strings anywhere inside *node* (dict values, list items) through :meth:`text`; keys untouched."""
+        kind = type(node)
+        if kind is str:
+            return self.text(node)
+        if kind is dict:
+            return {key: self.data(value) for key, value in node.items()}
+        if kind is list or kind is tuple:
+            return [self.data(value) for value in node]
         return node
-    if isinstance(node, dict):
-        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in node.items()}
-    if isinstance(node, list | tuple):
-        return [_scrub(v, secrets) for v in node]
-    return node
+
+    def frame_vars(self, node: Any) -> Any:
+        """Like :meth:`data`, and entries named like a redacted param are filtered whatever they hold."""
+        kind = type(node)
+        if kind is dict:
+            names = self.names
+            return {key: _FILTERED if key in names else self.frame_vars(value) for key, value in node.items()}
+        if kind is list or kind is tuple:
+            return [self.frame_vars(value) for value in node]
+        if kind is str:
+            return self.text(node)
+        return node
+
+    def value(self, value: Any) -> Any:
+        """A recorded param value (span data / tag) with the secrets hidden."""
+        if type(value) is str:
+            return self.text(value)
+        if type(value) is list and value and type(value[0]) is str:
+            return [self.text(v) for v in value]
+        return value
+
+    def event(self, event: dict[str, Any], own: _OwnFacts) -> None:
+        """Hide the secrets in *event* (in place); *own* is what the hook itself set."""
+        for exc in _values(event.get("exception")):
+            if type(exc.get("value")) is str:
+                exc["value"] = self.text(exc["value"])
+            self._stacktrace(exc.get("stacktrace"))
+        for thread in _values(event.get("threads")):
+            self._stacktrace(thread.get("stacktrace"))
+        self._stacktrace(event.get("stacktrace"))
+        message = event.get("message")
+        if type(message) is str:
+            event["message"] = self.text(message)
+        logentry = event.get("logentry")
+        if type(logentry) is dict:
+            for key in ("message", "formatted"):
+                if type(logentry.get(key)) is str:
+                    logentry[key] = self.text(logentry[key])
+            if "params" in logentry:
+                logentry["params"] = self.data(logentry["params"])
+        for crumb in _values(event.get("breadcrumbs")):
+            if type(crumb.get("message")) is str:
+                crumb["message"] = self.text(crumb["message"])
+            if "data" in crumb:
+                crumb["data"] = self.data(crumb["data"])
+        if "extra" in event:
+            event["extra"] = self.data(event["extra"])
+        tags = event.get("tags")
+        if type(tags) is dict:
+            event["tags"] = {
+                key: value if own.tags.get(key, _MISSING) == value else self.data(value)
+                for key, value in tags.items()
+            }
+        user = event.get("user")
+        if user is not None and user != own.user:
+            event["user"] = self.data(user)
+        contexts = event.get("contexts")
+        if type(contexts) is dict:
+            for name, ctx in contexts.items():
+                if name in _STRUCTURAL_CONTEXTS or (name == "rpc" and ctx == own.context):
+                    continue
+                contexts[name] = self.data(ctx)
+        request = event.get("request")
+        if type(request) is dict:
+            for key, value in request.items():
+                if key not in ("url", "method"):
+                    request[key] = self.data(value)
+        for span in event.get("spans") or ():
+            if type(span) is not dict:
+                continue
+            if type(span.get("description")) is str:
+                span["description"] = self.text(span["description"])
+            for key in ("data", "tags"):
+                if key in span:
+                    span[key] = self.data(span[key])
+
+    def _stacktrace(self, stacktrace: Any) -> None:
+        if type(stacktrace) is not dict:
+            return
+        for frame in stacktrace.get("frames") or ():
+            if type(frame) is dict and "vars" in frame:
+                frame["vars"] = self.frame_vars(frame["vars"])
+
+
+_MISSING = object()
+_NO_REDACTION = _Redaction(frozenset(), set())
+
+
+def _values(section: Any) -> list[dict[str, Any]]:
+    """The dict entries of an event section shaped ``{"values": [...]}`` (or a bare list)."""
+    if type(section) is dict:
+        section = section.get("values")
+    if type(section) is not list:
+        return []
+    return [entry for entry in section if type(entry) is dict]
+
+
+def _unchanged(original: Any, kept: Any) -> bool:
+    return kept is original or (type(original) is str and type(kept) is str and kept == original)
+
+
+def _redaction_of(original: Mapping[str, Any], kept: Mapping[str, Any]) -> _Redaction:
+    """The names and string values the redactor removed or replaced."""
+    names: set[str] = set()
+    secrets: set[str] = set()
+    for key, value in original.items():
+        if key in kept and _unchanged(value, kept[key]):
+            continue
+        names.add(key)
+        if type(value) is str:
+            secrets.add(value)
+        elif isinstance(value, list | tuple):
+            secrets.update(v for v in value if type(v) is str)
+    if not names:
+        return _NO_REDACTION
+    return _Redaction(frozenset(names), secrets)
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnFacts:
+    """What the hook itself put on the call's events (never rewritten by redaction)."""
+
+    tags: Mapping[str, str]
+    user: Mapping[str, str] | None
+    context: Mapping[str, str] | None
 
 
 # -- naming the ambient transaction ---------------------------------------------------------
@@ -332,6 +511,8 @@ class _RootPatch:
 
     name: str | None
     user: dict[str, str] | None
+    redaction: _Redaction
+    own: _OwnFacts
     failed: bool = False
     """Set at dispatch end when the call raised: the transaction reports ``internal_error``."""
 
@@ -358,6 +539,8 @@ def _apply_root_patch(event: Event, hint: Hint) -> Event:
         patch = _pending.pop(span_id, None)
     if patch is None:
         return event
+    if patch.redaction:  # e.g. a span the implementation started with a secret in its description
+        patch.redaction.event(cast("dict[str, Any]", event), patch.own)
     if patch.name is not None:
         event["transaction"] = patch.name
         event["transaction_info"] = {"source": "custom"}
@@ -408,6 +591,30 @@ class _SentryDispatchHook:
     def __repr__(self) -> str:
         return f"_SentryDispatchHook(service={self._service!r}, config={self._config!r})"
 
+    def _redact(self, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The kwargs the redactor lets through; ``{}`` (fail closed, one WARNING) if it misbehaves."""
+        try:
+            kept = self._redactor(kwargs)
+        except Exception:
+            _logger.warning("param_redactor %r failed; no params recorded", self._redactor, exc_info=True)
+            return {}
+        if not isinstance(kept, Mapping):
+            _logger.warning(
+                "param_redactor %r returned %s, not a mapping; no params recorded",
+                self._redactor,
+                type(kept).__name__,
+            )
+            return {}
+        unknown = [key for key in kept if key not in kwargs]
+        if unknown:
+            _logger.warning(
+                "param_redactor %r returned keys that are not params of the call (%s); no params recorded",
+                self._redactor,
+                ", ".join(sorted(map(repr, unknown))[:5]),
+            )
+            return {}
+        return kept
+
     def on_dispatch_start(
         self,
         info: DispatchInfo,
@@ -453,24 +660,20 @@ class _SentryDispatchHook:
         if info.stream_id is not None:
             span_data["rpc.stream_id"] = info.stream_id
 
-        secrets: tuple[str, ...] = ()
+        redaction = _NO_REDACTION
         if kwargs is not None and (cfg.record_params or cfg.tag_params):
-            try:
-                kept = self._redactor(kwargs)
-            except Exception:
-                _logger.warning("param_redactor %r failed; no params recorded", self._redactor, exc_info=True)
-                kept = {}
-            secrets = _secret_strings(kwargs, kept)
+            kept = self._redact(kwargs)
+            redaction = _redaction_of(kwargs, kept)
             if cfg.record_params:
                 for key, value in kept.items():
                     recorded = _span_value(key, value, cfg.max_param_value_bytes)
                     if recorded is not None:
-                        span_data[f"rpc.param.{key}"] = recorded
+                        span_data[f"rpc.param.{key}"] = redaction.value(recorded) if redaction else recorded
             for key in cfg.tag_params:
                 if key in kept:
                     text = _tag_value(kept[key])
                     if text is not None:
-                        tags[f"rpc.param.{key}"] = text
+                        tags[f"rpc.param.{key}"] = redaction.text(text) if redaction else text
 
         context: dict[str, str] | None = None
         user: dict[str, str] | None = None
@@ -498,8 +701,9 @@ class _SentryDispatchHook:
             scope.set_context("rpc", context)
         if user is not None:
             scope.set_user(user)
-        if rpc_name is not None or secrets:
-            scope.add_event_processor(_event_processor(rpc_name, secrets))
+        own = _OwnFacts(tags, user, context)
+        if rpc_name is not None or redaction:
+            scope.add_event_processor(_event_processor(rpc_name, redaction, own))
 
         # The ambient transaction (HTTP: the WSGI one) is sent after this call's
         # scope is gone, so it gets the same facts directly.
@@ -514,7 +718,7 @@ class _SentryDispatchHook:
                 root.name = rpc_name
                 root.source = "custom"
             if root.sampled:
-                call.root_patch = _RootPatch(rpc_name, user)
+                call.root_patch = _RootPatch(rpc_name, user, redaction, own)
                 _register_root_patch(outer_scope, root, call.root_patch)
 
         if cfg.enable_performance:
@@ -566,20 +770,22 @@ def _user_of(auth: AuthContext, claim_map: Mapping[str, str]) -> dict[str, str] 
     return user or None
 
 
-def _event_processor(rpc_name: str | None, secrets: tuple[str, ...]) -> Callable[[Event, Hint], Event]:
-    """Processor on the call's own scope: names error events and scrubs redacted values.
+def _event_processor(
+    rpc_name: str | None, redaction: _Redaction, own: _OwnFacts
+) -> Callable[[Event, Hint], Event]:
+    """Processor on the call's own scope: hides redacted values and names error events.
 
     It is appended after every processor the call's scope inherited (Falcon's
-    route-template naming included), so its name wins. Transactions are left
-    alone: the hook's own is named ``vgi_rpc/<method>``; the ambient one is
-    handled by :func:`_apply_root_patch`.
+    route-template naming included), so its name wins. Transactions are
+    redacted but not renamed: the hook's own is named ``vgi_rpc/<method>``; the
+    ambient one is handled by :func:`_apply_root_patch`.
     """
 
     def process(event: Event, hint: Hint) -> Event:
+        if redaction:
+            redaction.event(cast("dict[str, Any]", event), own)
         if event.get("type") == "transaction":
             return event
-        if secrets:
-            event = _scrub(event, secrets)
         if rpc_name is not None:
             event["transaction"] = rpc_name
             event["transaction_info"] = {"source": "custom"}
