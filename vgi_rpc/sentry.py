@@ -36,16 +36,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-import sentry_sdk
-from sentry_sdk.tracing import Span, Transaction
-
+from vgi_rpc import _sentry_sdk as sdk  # first: a missing SDK raises an ImportError naming the extra
 from vgi_rpc.auth import AuthContext
 from vgi_rpc.hooks import DispatchInfo
 
@@ -210,7 +206,7 @@ def _auto_attach(server: RpcServer) -> None:
     Called from ``RpcServer.__init__`` only when ``sentry_sdk`` is already in
     ``sys.modules``. Leaves an existing Sentry hook alone (explicit config wins).
     """
-    if not sentry_sdk.is_initialized():
+    if not sdk.is_initialized():
         _logger.debug(
             "sentry_sdk is imported but not initialised: no Sentry hook attached to RpcServer(%s, "
             "server_id=%s); call sentry_sdk.init() before RpcServer(...) or use instrument_server_sentry()",
@@ -502,83 +498,18 @@ class _OwnFacts:
     context: Mapping[str, str] | None
 
 
-# -- naming the ambient transaction ---------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _RootPatch:
-    """What to apply to an ambient transaction's event when it is sent."""
-
-    name: str | None
-    user: dict[str, str] | None
-    redaction: _Redaction
-    own: _OwnFacts
-    failed: bool = False
-    """Set at dispatch end when the call raised: the transaction reports ``internal_error``."""
-
-
-_PENDING_MAX = 1024
-_pending: dict[str, _RootPatch] = {}  # root span id -> patch; consumed by _apply_root_patch
-_pending_lock = threading.Lock()
-
-
-def _apply_root_patch(event: Event, hint: Hint) -> Event:
-    """Event processor: name (and add the user to) the ambient transaction of an RPC call.
-
-    Registered on the scope that was current when the call started (over HTTP, the
-    WSGI request's scope). The SDK runs current-scope processors after
-    isolation-scope ones, so this runs after the Falcon integration's processor,
-    which sets the route template as the name.
-    """
-    if event.get("type") != "transaction":
-        return event
-    span_id = (event.get("contexts") or {}).get("trace", {}).get("span_id")
-    if not isinstance(span_id, str):
-        return event
-    with _pending_lock:
-        patch = _pending.pop(span_id, None)
-    if patch is None:
-        return event
-    if patch.redaction:  # e.g. a span the implementation started with a secret in its description
-        patch.redaction.event(cast("dict[str, Any]", event), patch.own)
-    if patch.name is not None:
-        event["transaction"] = patch.name
-        event["transaction_info"] = {"source": "custom"}
-    if patch.user is not None:
-        event["user"] = {**(event.get("user") or {}), **patch.user}
-    if patch.failed:
-        # An RPC error travels as HTTP 200 (+ X-VGI-RPC-Error), so the WSGI integration
-        # reports "ok"; the transaction is the RPC's and must show that it failed.
-        event["contexts"]["trace"]["status"] = "internal_error"
-    return event
-
-
-def _register_root_patch(scope: sentry_sdk.Scope, root: Transaction, patch: _RootPatch) -> None:
-    with _pending_lock:
-        if len(_pending) >= _PENDING_MAX:  # transactions dropped before our processor ran
-            _pending.pop(next(iter(_pending)))
-        _pending[root.span_id] = patch
-    # one registration per scope: the scope may outlive this call (pipe + user transaction)
-    if _apply_root_patch not in getattr(scope, "_event_processors", ()):
-        scope.add_event_processor(_apply_root_patch)
-
-
 # -- the hook ---------------------------------------------------------------------------------
 
 
-class _Call:
-    """Per-dispatch state handed from ``on_dispatch_start`` to ``on_dispatch_end``."""
-
-    __slots__ = ("root_patch", "scope_cm", "span")
-
-    def __init__(self, scope_cm: AbstractContextManager[sentry_sdk.Scope]) -> None:
-        self.scope_cm = scope_cm
-        self.span: Span | None = None
-        self.root_patch: _RootPatch | None = None
-
-
 class _SentryDispatchHook:
-    """The Sentry dispatch hook: one per instrumented server, shared by all its threads."""
+    """The Sentry dispatch hook: one per instrumented server, shared by all its threads.
+
+    Each dispatch is two steps: :meth:`_collect` works out the call's facts (names,
+    tags, span data, context, user, redaction) from the config and the call alone,
+    without touching the SDK; :meth:`_apply` writes them to the call's forked scope
+    and, through :mod:`vgi_rpc._sentry_sdk`, to the root span and the hook's own span
+    of whichever SDK generation is installed.
+    """
 
     __slots__ = ("_config", "_redactor", "_server_id", "_service")
 
@@ -591,30 +522,6 @@ class _SentryDispatchHook:
     def __repr__(self) -> str:
         return f"_SentryDispatchHook(service={self._service!r}, config={self._config!r})"
 
-    def _redact(self, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The kwargs the redactor lets through; ``{}`` (fail closed, one WARNING) if it misbehaves."""
-        try:
-            kept = self._redactor(kwargs)
-        except Exception:
-            _logger.warning("param_redactor %r failed; no params recorded", self._redactor, exc_info=True)
-            return {}
-        if not isinstance(kept, Mapping):
-            _logger.warning(
-                "param_redactor %r returned %s, not a mapping; no params recorded",
-                self._redactor,
-                type(kept).__name__,
-            )
-            return {}
-        unknown = [key for key in kept if key not in kwargs]
-        if unknown:
-            _logger.warning(
-                "param_redactor %r returned keys that are not params of the call (%s); no params recorded",
-                self._redactor,
-                ", ".join(sorted(map(repr, unknown))[:5]),
-            )
-            return {}
-        return kept
-
     def on_dispatch_start(
         self,
         info: DispatchInfo,
@@ -623,32 +530,39 @@ class _SentryDispatchHook:
         kwargs: Mapping[str, Any] | None,
     ) -> object:
         """Fork the call's scope, record its context and (optionally) start its span."""
-        ambient = sentry_sdk.get_current_span()
-        outer_scope = sentry_sdk.get_current_scope()
-        scope_cm = sentry_sdk.isolation_scope()
-        scope = scope_cm.__enter__()
-        call = _Call(scope_cm)
+        facts = self._collect(info, auth, kwargs)
+        call, ambient, outer = sdk.enter()
         try:
-            self._start(call, scope, outer_scope, ambient, info, auth, kwargs)
+            self._apply(call, ambient, outer, facts)
         except BaseException:
-            self._finish(call, None)
+            sdk.leave(call)
             raise
         return call
 
-    def _start(
-        self,
-        call: _Call,
-        scope: sentry_sdk.Scope,
-        outer_scope: sentry_sdk.Scope,
-        ambient: Span | None,
-        info: DispatchInfo,
-        auth: AuthContext,
-        kwargs: Mapping[str, Any] | None,
-    ) -> None:
+    def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
+        """Capture the original exception inside the call's scope, finish the span, leave the scope."""
+        if not isinstance(token, sdk.Call):
+            return
+        cfg = self._config
+        try:
+            if (
+                error is not None
+                and cfg.enable_error_capture
+                and not isinstance(error, cfg.ignored_exceptions)
+            ):
+                sdk.capture_exception(error)
+        finally:
+            try:
+                sdk.end(token, error is not None)
+            finally:
+                sdk.leave(token)
+
+    # -- step 1: the call's facts (no SDK) --------------------------------------------------
+
+    def _collect(self, info: DispatchInfo, auth: AuthContext, kwargs: Mapping[str, Any] | None) -> _Facts:
         cfg = self._config
         method = info.name
         service = info.service or self._service
-        rpc_name = f"rpc {method}" if cfg.set_transaction_name else None
 
         tags: dict[str, str] = dict(cfg.custom_tags)
         span_data: dict[str, Any] = {
@@ -695,66 +609,75 @@ class _SentryDispatchHook:
         tags["rpc.method"] = method
         tags["rpc.method_type"] = info.method_type
 
-        # The call's own scope: everything captured during the call sees it.
-        scope.set_tags(tags)
-        if context is not None:
-            scope.set_context("rpc", context)
-        if user is not None:
-            scope.set_user(user)
         own = _OwnFacts(tags, user, context)
-        if rpc_name is not None or redaction:
-            scope.add_event_processor(_event_processor(rpc_name, redaction, own))
+        rpc_name = f"rpc {method}" if cfg.set_transaction_name else None
+        processor = _event_processor(rpc_name, redaction, own) if rpc_name is not None or redaction else None
+        scrub: Callable[[dict[str, Any]], None] | None = None
+        if redaction:
 
-        # The ambient transaction (HTTP: the WSGI one) is sent after this call's
-        # scope is gone, so it gets the same facts directly.
-        root = ambient.containing_transaction if ambient is not None else None
-        if root is not None:
-            root.update_data(span_data)
-            for key, value in tags.items():
-                root.set_tag(key, value)
-            if context is not None:
-                root.set_context("rpc", context)
-            if rpc_name is not None:
-                root.name = rpc_name
-                root.source = "custom"
-            if root.sampled:
-                call.root_patch = _RootPatch(rpc_name, user, redaction, own)
-                _register_root_patch(outer_scope, root, call.root_patch)
+            def scrub(event: dict[str, Any]) -> None:
+                redaction.event(event, own)
 
-        if cfg.enable_performance:
-            if ambient is not None:
-                span = ambient.start_child(op=cfg.op_name, name=f"vgi_rpc/{method}")
-            else:
-                span = sentry_sdk.start_transaction(op=cfg.op_name, name=f"vgi_rpc/{method}", source="custom")
-            span.update_data(span_data)
-            span.__enter__()
-            call.span = span
+        trace = sdk.CallFacts(
+            name=rpc_name,
+            span_name=f"vgi_rpc/{method}",
+            op=cfg.op_name,
+            tags=tags,
+            data=span_data,
+            context=context,
+            user=user,
+            scrub=scrub,
+        )
+        return _Facts(trace, processor)
 
-    def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
-        """Capture the original exception inside the call's scope, finish the span, leave the scope."""
-        if not isinstance(token, _Call):
-            return
-        cfg = self._config
+    # -- step 2: applying them ------------------------------------------------------------------
+
+    def _apply(self, call: sdk.Call, ambient: Any, outer: Any, facts: _Facts) -> None:
+        trace = facts.trace
+        # The call's own scope: everything captured during the call sees it.
+        scope = call.scope
+        scope.set_tags(trace.tags)
+        if trace.context is not None:
+            scope.set_context("rpc", trace.context)
+        if trace.user is not None:
+            scope.set_user(trace.user)
+        if facts.processor is not None:
+            scope.add_event_processor(facts.processor)
+        # The ambient root (HTTP: the WSGI transaction or segment) is sent after this
+        # call's scope is gone, so it gets the same facts directly; then the hook's span.
+        sdk.begin(call, ambient, outer, trace, self._config.enable_performance)
+
+    def _redact(self, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The kwargs the redactor lets through; ``{}`` (fail closed, one WARNING) if it misbehaves."""
         try:
-            if (
-                error is not None
-                and cfg.enable_error_capture
-                and not isinstance(error, cfg.ignored_exceptions)
-            ):
-                sentry_sdk.capture_exception(error)
-        finally:
-            self._finish(token, error)
+            kept = self._redactor(kwargs)
+        except Exception:
+            _logger.warning("param_redactor %r failed; no params recorded", self._redactor, exc_info=True)
+            return {}
+        if not isinstance(kept, Mapping):
+            _logger.warning(
+                "param_redactor %r returned %s, not a mapping; no params recorded",
+                self._redactor,
+                type(kept).__name__,
+            )
+            return {}
+        unknown = [key for key in kept if key not in kwargs]
+        if unknown:
+            _logger.warning(
+                "param_redactor %r returned keys that are not params of the call (%s); no params recorded",
+                self._redactor,
+                ", ".join(sorted(map(repr, unknown))[:5]),
+            )
+            return {}
+        return kept
 
-    @staticmethod
-    def _finish(call: _Call, error: BaseException | None) -> None:
-        if error is not None and call.root_patch is not None:
-            call.root_patch.failed = True
-        try:
-            if call.span is not None:
-                call.span.set_status("ok" if error is None else "internal_error")
-                call.span.__exit__(None, None, None)  # finishes and sends; never raises
-        finally:
-            call.scope_cm.__exit__(None, None, None)
+
+@dataclass(slots=True)
+class _Facts:
+    """One call's facts: what goes to the SDK, and the processor for the call's scope."""
+
+    trace: sdk.CallFacts
+    processor: Callable[[Event, Hint], Event] | None
 
 
 def _user_of(auth: AuthContext, claim_map: Mapping[str, str]) -> dict[str, str] | None:

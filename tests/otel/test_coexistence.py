@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from support.http import http_proxy
 from support.jwt import bearer
 from support.otel import request_counts
-from support.sentry import trace_data
+from support.sentry import FAILED, root_tags, root_user, trace_data
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcError, RpcServer, serve_pipe
@@ -141,11 +141,11 @@ def connected(transport: str, server: RpcServer) -> Iterator[Any]:
 
 def assert_sentry_output(cap: SentryCapture, transport: str, method: str, failed: bool) -> None:
     """Sentry's full output for one call: its transaction (or child span) and, on failure, one event."""
-    status = "internal_error" if failed else "ok"
+    status = FAILED if failed else "ok"
     (txn,) = [t for t in cap.transactions if trace_data(t).get("rpc.method") == method]
     assert trace_data(txn)["rpc.system"] == "vgi_rpc"
-    assert txn["tags"]["rpc.method"] == method
-    assert txn["tags"]["env"] == "coexist"
+    assert root_tags(txn)["rpc.method"] == method
+    assert root_tags(txn)["env"] == "coexist"
     if transport == "pipe":  # the hook's own transaction
         assert txn["transaction"] == f"vgi_rpc/{method}"
         assert txn["contexts"]["trace"]["op"] == "rpc.server"
@@ -158,7 +158,7 @@ def assert_sentry_output(cap: SentryCapture, transport: str, method: str, failed
             f"vgi_rpc/{method}",
             status,
         )
-        assert txn["user"]["id"] == "carol"
+        assert root_user(txn)["id"] == "carol"
     events = cap.events_for(method)
     if not failed:
         assert events == []

@@ -21,7 +21,21 @@ import sentry_sdk
 from sentry_sdk.integrations.falcon import FalconIntegration
 from support.http import TOKEN_KEY, http_proxy, wsgi_client
 from support.jwt import bearer
-from support.sentry import HEX32, RaisingTransport, rpc_data, trace_data
+from support.sentry import (
+    FAILED,
+    HEX32,
+    STREAMING,
+    RaisingTransport,
+    has_rpc_context,
+    hook_user,
+    http_status,
+    request_url,
+    root_server_id,
+    root_tags,
+    root_user,
+    rpc_data,
+    trace_data,
+)
 from support.shop import Shop, ShopImpl, make_server, xs
 
 from vgi_rpc import RpcError, RpcServer
@@ -59,7 +73,7 @@ def test_unary_error_over_http_is_one_event_with_full_context(sentry_capture: Se
     assert (exc["type"], exc["value"]) == ("ValueError", "kaboom")
     assert event["transaction"] == "rpc fail"
     assert event["transaction_info"] == {"source": "custom"}
-    assert event["user"] == {"id": "sub-7", "username": "ada", "email": "ada@example.org"}
+    assert hook_user(event) == {"id": "sub-7", "username": "ada", "email": "ada@example.org"}
     assert event["contexts"]["rpc"] == {
         "method": "fail",
         "method_type": "unary",
@@ -83,7 +97,7 @@ def test_http_transaction_is_renamed_and_carries_rpc_span_data(sentry_capture: S
     assert txn["transaction"] == "rpc add"
     assert txn["transaction_info"] == {"source": "custom"}
     assert txn["contexts"]["trace"]["op"] == "http.server"
-    assert rpc_data(trace_data(txn)) == {
+    assert rpc_data(txn) == {
         "rpc.system": "vgi_rpc",
         "rpc.service": "Shop",
         "rpc.method": "add",
@@ -92,9 +106,10 @@ def test_http_transaction_is_renamed_and_carries_rpc_span_data(sentry_capture: S
         "rpc.param.b": 5,
     }
     assert txn["spans"] == []  # S27: performance off: the hook starts no span
-    assert txn["user"]["id"] == "sub-1" and txn["user"]["username"] == "bo"
-    assert txn["tags"]["rpc.method"] == "add"
-    assert txn["contexts"]["rpc"]["server_id"] == server.server_id
+    user = root_user(txn)
+    assert user["id"] == "sub-1" and user["username"] == "bo"
+    assert root_tags(txn)["rpc.method"] == "add"
+    assert root_server_id(txn) == server.server_id
 
 
 def test_set_transaction_name_false_keeps_the_route_template(sentry_capture: SentryCapture) -> None:
@@ -124,7 +139,7 @@ def test_performance_adds_a_child_span_never_a_second_root(sentry_capture: Sentr
         method = trace_data(txn)["rpc.method"]
         (span,) = txn["spans"]
         assert (span["op"], span["description"]) == ("rpc.server", f"vgi_rpc/{method}")
-        assert span["status"] == ("ok" if method == "add" else "internal_error")
+        assert span["status"] == ("ok" if method == "add" else FAILED)
         assert span["parent_span_id"] == txn["contexts"]["trace"]["span_id"]
         assert rpc_data(span["data"])["rpc.method"] == method
         # params on the root span and on the rpc.server span, so one span matches both filters
@@ -150,12 +165,14 @@ def test_producer_stream_turns_share_stream_id_and_only_init_has_params(
     assert all(trace_data(t)["rpc.method_type"] == "stream" for t in txns)
     with_params = [t for t in txns if any(k.startswith("rpc.param.") for k in trace_data(t))]
     (init,) = with_params
-    assert rpc_data(trace_data(init))["rpc.param.n"] == 3
-    assert init["request"]["url"].endswith("/init")
-    assert all(t["request"]["url"].endswith("/exchange") for t in txns if t is not init)
+    assert rpc_data(init)["rpc.param.n"] == 3
+    assert request_url(init).endswith("/init")
+    assert all(request_url(t).endswith("/exchange") for t in txns if t is not init)
     # the tag_params tag lives where the params do: the /init turn only
-    assert [t["tags"].get("rpc.param.n") for t in txns].count("3") == 1
-    assert not any("stream_id" in k for t in txns for k in t["tags"])  # span data only
+    # (3.x: one attribute holds the tag and the span data; with record_params the typed value wins)
+    assert [root_tags(t).get("rpc.param.n") for t in txns].count("3") == (0 if STREAMING else 1)
+    assert [trace_data(t).get("rpc.param.n") for t in txns].count(3) == 1
+    assert not any("stream_id" in k for t in txns for k in root_tags(t))  # span data only
 
 
 def test_exchange_stream_turns_share_stream_id(sentry_capture: SentryCapture) -> None:
@@ -181,7 +198,9 @@ def test_another_stream_gets_another_stream_id(sentry_capture: SentryCapture) ->
 
 
 @pytest.mark.parametrize("performance", [False, True], ids=["default", "performance"])
-def test_the_rpc_transaction_reports_the_calls_outcome(sentry_capture: SentryCapture, performance: bool) -> None:
+def test_the_rpc_transaction_reports_the_calls_outcome(
+    sentry_capture: SentryCapture, performance: bool
+) -> None:
     """S18 S28: an RPC error is HTTP 200 on the wire, yet its ``rpc {method}`` transaction says internal_error.
 
     The WSGI integration derives the status from the HTTP status (200 -> ok); the
@@ -197,11 +216,11 @@ def test_the_rpc_transaction_reports_the_calls_outcome(sentry_capture: SentryCap
     by_name: dict[str, list[str]] = {}
     for txn in sentry_capture.transactions:
         by_name.setdefault(txn["transaction"], []).append(txn["contexts"]["trace"]["status"])
-        assert txn["tags"]["http.status_code"] == "200"  # the wire status is untouched
+        assert http_status(txn) == "200"  # the wire status is untouched
     assert by_name["rpc add"] == ["ok"]
-    assert by_name["rpc fail"] == ["internal_error"]
+    assert by_name["rpc fail"] == [FAILED]
     *good_turns, failed_turn = by_name["rpc countdown"]  # /init and the turns before the failure: ok
-    assert good_turns and set(good_turns) == {"ok"} and failed_turn == "internal_error"
+    assert good_turns and set(good_turns) == {"ok"} and failed_turn == FAILED
 
 
 @pytest.mark.parametrize(
@@ -228,7 +247,7 @@ def test_stream_errors_over_http_are_one_event_each(
     assert event["transaction_info"] == {"source": "custom"}
     assert event["tags"]["rpc.method_type"] == "stream"
     assert event["contexts"]["rpc"]["method_type"] == "stream"
-    assert event["request"]["url"].endswith(f"/{turn}")
+    assert event["request"]["url"].endswith(f"/{turn}")  # an error event: request data on both generations
     failed = [t for t in sentry_capture.transactions if t["spans"] and t["spans"][0]["status"] != "ok"]
     (txn,) = failed
     assert trace_data(txn)["rpc.stream_id"] == next(iter(txn["spans"]))["data"]["rpc.stream_id"]
@@ -260,13 +279,15 @@ def test_record_request_context_false_over_http(sentry_capture: SentryCapture) -
         proxy.fail(message="x")
     event = sentry_capture.event()
     txn = sentry_capture.transaction()
+    assert "rpc" not in event["contexts"] and not hook_user(event)
+    assert not any(k.startswith("auth.") for k in event["tags"])
+    assert event["tags"]["rpc.method"] == "fail"
+    assert not has_rpc_context(txn) and not root_user(txn)
+    assert not any(k.startswith("auth.") for k in root_tags(txn))
+    assert root_tags(txn)["rpc.method"] == "fail"
     for payload in (event, txn):
-        assert "rpc" not in payload["contexts"]
-        assert not payload.get("user")
-        assert not any(k.startswith("auth.") for k in payload["tags"])
-        assert payload["tags"]["rpc.method"] == "fail"
         assert payload["transaction"] == "rpc fail"
-    assert rpc_data(trace_data(txn))["rpc.method"] == "fail"
+    assert rpc_data(txn)["rpc.method"] == "fail"
 
 
 def test_make_wsgi_app_sentry_config_replaces_the_auto_attached_hook(sentry_capture: SentryCapture) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.sentry import HEX32, rpc_data, trace_data
+from support.sentry import FAILED, HEX32, has_rpc_context, root_server_id, root_tags, rpc_data, trace_data
 from support.shop import call_with_auth, make_server, xs
 
 from vgi_rpc import AuthContext, RpcError, serve_pipe
@@ -63,7 +63,7 @@ def test_performance_transaction_per_dispatch(sentry_capture: SentryCapture) -> 
 
     ok = sentry_capture.transaction("add")
     failed = sentry_capture.transaction("fail")
-    for txn, method, status in ((ok, "add", "ok"), (failed, "fail", "internal_error")):
+    for txn, method, status in ((ok, "add", "ok"), (failed, "fail", FAILED)):
         assert txn["transaction"] == f"vgi_rpc/{method}"
         assert txn["transaction_info"] == {"source": "custom"}
         assert txn["contexts"]["trace"]["op"] == "rpc.server"
@@ -74,8 +74,8 @@ def test_performance_transaction_per_dispatch(sentry_capture: SentryCapture) -> 
             "rpc.method": method,
             "rpc.method_type": "unary",
         }
-        assert txn["tags"]["rpc.method"] == method
-        assert txn["contexts"]["rpc"]["server_id"] == server.server_id
+        assert root_tags(txn)["rpc.method"] == method
+        assert root_server_id(txn) == server.server_id
     # the error event belongs to the failed call's trace, and is still named rpc {method}
     event = sentry_capture.event()
     assert event["contexts"]["trace"]["trace_id"] == failed["contexts"]["trace"]["trace_id"]
@@ -104,8 +104,8 @@ def test_stream_calls_carry_stream_id_in_span_data_only(sentry_capture: SentryCa
         data = trace_data(txn)
         assert data["rpc.method_type"] == "stream"
         assert HEX32.match(data["rpc.stream_id"])
-        assert not any("stream_id" in key for key in txn["tags"])  # never a tag
-        assert txn["contexts"]["rpc"]["method_type"] == "stream"
+        assert not any("stream_id" in key for key in root_tags(txn))  # never a tag
+        assert root_tags(txn)["rpc.method_type"] == "stream"
     assert trace_data(producer)["rpc.stream_id"] != trace_data(exchange)["rpc.stream_id"]
     assert "rpc.stream_id" not in trace_data(unary)
 
@@ -134,7 +134,7 @@ def test_stream_errors_are_captured_once_with_original_exception(
     assert event["contexts"]["rpc"]["method_type"] == "stream"
     assert event["transaction"] in ("rpc countdown", "rpc scale")
     (txn,) = sentry_capture.transactions
-    assert txn["contexts"]["trace"]["status"] == "internal_error"
+    assert txn["contexts"]["trace"]["status"] == FAILED
 
 
 def test_ignored_exceptions_use_isinstance(sentry_capture: SentryCapture) -> None:
@@ -160,7 +160,7 @@ def test_enable_error_capture_false_sends_no_error_events(sentry_capture: Sentry
         with pytest.raises(RpcError):
             list(proxy.countdown(n=2, fail_at=1))
     sentry_capture.assert_no_events()
-    assert {t["contexts"]["trace"]["status"] for t in sentry_capture.transactions} == {"internal_error"}
+    assert {t["contexts"]["trace"]["status"] for t in sentry_capture.transactions} == {FAILED}
 
 
 def test_record_request_context_false_removes_exactly_context_user_and_auth_tags(
@@ -189,9 +189,9 @@ def test_record_request_context_false_removes_exactly_context_user_and_auth_tags
     }
     assert event["transaction"] == "rpc search"
     txn = sentry_capture.transaction()
-    assert "rpc" not in txn["contexts"]
-    assert txn["tags"] == event["tags"]
-    assert rpc_data(trace_data(txn))["rpc.method"] == "search"
+    assert not has_rpc_context(txn)
+    assert root_tags(txn) == event["tags"]
+    assert rpc_data(txn)["rpc.method"] == "search"
 
 
 def test_authenticated_caller_user_auth_and_claim_tags(sentry_capture: SentryCapture) -> None:

@@ -443,6 +443,8 @@ def test_failing_sibling_hook_isolation(
 _MUTANT = """
 
 # --- appended by test_a_changed_sentry_field_fails_the_snapshots: one extra tag per call ---
+import sentry_sdk
+
 _unmutated_start = _SentryDispatchHook.on_dispatch_start
 
 

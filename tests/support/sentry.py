@@ -1,30 +1,37 @@
-"""Reading Sentry envelopes, and a transport that fails on purpose.
+"""Reading Sentry envelopes on either SDK generation, and a transport that fails on purpose.
 
 For the tests that run the real ``sentry_sdk`` with ``vgi_rpc.testing``'s capture;
 nothing here patches the SDK.
+
+The suites run on sentry-sdk 2.x (``make test``) and 3.x (``make test-sdk3``).
+Error events are the same on both; what the SDK does with *spans* is not:
+
+* 2.x sends transactions: the root span's data is ``contexts.trace.data``, and
+  the transaction has its own ``tags``, ``user``, ``contexts.rpc`` and ``request``;
+  a failed span's status is ``internal_error``.
+* 3.x streams spans (``span`` items, ``version: 2``); ``sentry_capture.transactions``
+  shows each segment as a transaction-shaped view whose ``contexts.trace.data`` is
+  the span's attributes. Tags, the ``rpc`` context's server id, the user and the
+  request are attributes there; a failed span's status is ``error``.
+
+The helpers below read those facts from either shape, so a test states each
+promise once. None of them hides a difference the docs do not describe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
+import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
+from vgi_rpc import _sentry_sdk
+
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-
-
-def trace_data(txn: Mapping[str, Any]) -> dict[str, Any]:
-    """The root span's data of a transaction event."""
-    data: dict[str, Any] = txn["contexts"]["trace"].get("data", {})
-    return data
-
-
-def rpc_data(data: dict[str, Any]) -> dict[str, Any]:
-    """The ``rpc.*`` entries of span data."""
-    return {k: v for k, v in data.items() if k.startswith("rpc.")}
 
 
 class RaisingTransport(Transport):
@@ -43,3 +50,118 @@ class RaisingTransport(Transport):
         if self.broken:
             self.attempts += 1
             raise ConnectionError("sentry is down")
+
+
+STREAMING = _sentry_sdk.GENERATION == 3
+"""Whether the default ``sentry_capture`` streams spans (sentry-sdk 3)."""
+
+FAILED = "error" if STREAMING else "internal_error"
+"""The status of a failed call's span."""
+
+GENERATION = _sentry_sdk.GENERATION
+
+
+def trace_data(txn: dict[str, Any]) -> dict[str, Any]:
+    """The root span's data (2.x) or attributes (3.x) of a transaction (view)."""
+    data: dict[str, Any] = txn["contexts"]["trace"].get("data", {})
+    return data
+
+
+def rpc_data(txn_or_data: dict[str, Any], *, server_id: bool = False) -> dict[str, Any]:
+    """The ``rpc.*`` span data, without ``rpc.server_id`` (3.x only: the ``rpc`` context's id)."""
+    data = trace_data(txn_or_data) if "contexts" in txn_or_data else txn_or_data
+    return {k: v for k, v in data.items() if k.startswith("rpc.") and (server_id or k != "rpc.server_id")}
+
+
+def root_tags(txn: dict[str, Any]) -> dict[str, str]:
+    """The tags the call put on its root: 2.x the transaction's tags; 3.x the attributes holding them.
+
+    On 3.x tags are attributes among others; only string attributes that are not
+    the SDK's own (``sentry.*``, ``http.*``, ``url.*``...) nor span data
+    (``rpc.system/service/method_type/stream_id/server_id``, ``rpc.param.*`` with
+    ``record_params``) count, plus ``rpc.method`` (a tag and span data at once).
+    """
+    if not txn.get("streamed"):
+        tags: dict[str, str] = txn.get("tags") or {}
+        return dict(tags)
+    sdk_prefixes = (
+        "sentry.",
+        "http.",
+        "url.",
+        "server.",
+        "network.",
+        "thread.",
+        "process.",
+        "user.",
+        "client.",
+    )
+    span_data = {"rpc.system", "rpc.service", "rpc.stream_id", "rpc.server_id"}
+    return {
+        k: v
+        for k, v in trace_data(txn).items()
+        if isinstance(v, str) and not k.startswith(sdk_prefixes) and k not in span_data
+    }
+
+
+def root_user(txn: dict[str, Any]) -> dict[str, str]:
+    """The root's user: 2.x ``user``; 3.x the ``user.id`` / ``user.name`` (username) / ``user.email`` attributes."""
+    if not txn.get("streamed"):
+        return dict(txn.get("user") or {})
+    data = trace_data(txn)
+    fields = {"user.id": "id", "user.name": "username", "user.email": "email"}
+    return {field: data[attribute] for attribute, field in fields.items() if attribute in data}
+
+
+def root_server_id(txn: dict[str, Any]) -> str | None:
+    """The ``rpc`` context's server id on the root: 2.x ``contexts.rpc``; 3.x the ``rpc.server_id`` attribute."""
+    if not txn.get("streamed"):
+        value: str | None = ((txn.get("contexts") or {}).get("rpc") or {}).get("server_id")
+        return value
+    server_id: str | None = trace_data(txn).get("rpc.server_id")
+    return server_id
+
+
+def has_rpc_context(txn: dict[str, Any]) -> bool:
+    """Whether the root carries the ``rpc`` context (3.x: its server id attribute)."""
+    if not txn.get("streamed"):
+        return "rpc" in (txn.get("contexts") or {})
+    return "rpc.server_id" in trace_data(txn)
+
+
+def request_url(txn: dict[str, Any]) -> str:
+    """The HTTP request URL of a WSGI root: 2.x ``request.url``; 3.x the ``url.full`` attribute."""
+    if not txn.get("streamed"):
+        url: str = txn["request"]["url"]
+        return url
+    full: str = trace_data(txn)["url.full"]
+    return full
+
+
+def http_status(txn: dict[str, Any]) -> str:
+    """The HTTP status the WSGI integration recorded (2.x tag ``http.status_code``; 3.x attribute)."""
+    if not txn.get("streamed"):
+        status: str = txn["tags"]["http.status_code"]
+        return status
+    return str(trace_data(txn)["http.response.status_code"])
+
+
+@contextlib.contextmanager
+def user_root(name: str, op: str = "test") -> Iterator[Any]:
+    """A root span the *user* starts around calls: ``start_transaction`` (2.x), ``start_span`` (3.x)."""
+    if STREAMING:
+        from sentry_sdk.traces import start_span
+
+        with start_span(name=name, attributes={"sentry.op": op}) as span:
+            yield span
+    else:
+        with sentry_sdk.start_transaction(name=name, op=op) as txn:  # type: ignore[attr-defined,unused-ignore]
+            yield txn
+
+
+def hook_user(event: dict[str, Any]) -> dict[str, str]:
+    """An event's user without ``ip_address``: the WSGI integration adds that one itself.
+
+    sentry-sdk 3 collects the client IP by default (``data_collection.user_info``),
+    2.x only with ``send_default_pii``; the hook never sets it.
+    """
+    return {k: v for k, v in (event.get("user") or {}).items() if k != "ip_address"}

@@ -160,11 +160,17 @@ def test_streamed_spans_are_flattened_too() -> None:
         with traces.start_span(name="root"), traces.start_span(name="child"):
             pass
         spans = cap.spans
-    assert cap.transactions == []
+        (view,) = cap.transactions  # the segment, shown in the shape of a transaction
     assert sorted((s["name"], s["is_root"], s["transaction"]) for s in spans) == [
         ("child", False, "root"),
         ("root", True, "root"),
     ]
+    assert view["streamed"] is True and view["transaction"] == "root"
+    assert view["contexts"]["trace"]["span_id"] == next(s["span_id"] for s in spans if s["is_root"])
+    (child,) = view["spans"]
+    assert child["description"] == "child"
+    assert child["parent_span_id"] == view["contexts"]["trace"]["span_id"]
+    assert cap.transaction()["transaction"] == "root"
 
 
 def test_capture_defaults_traces_sampled_and_fake_dsn() -> None:

@@ -85,6 +85,9 @@ class VgiFalconApp(falcon.App[falcon.Request, falcon.Response]):
     vgi_server: RpcServer
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        sentry = sys.modules.get("vgi_rpc._sentry_sdk")
+        if sentry is not None:  # Sentry's WSGI integration sets the span status from the HTTP one
+            start_response = _then(start_response, sentry.after_start_response)
         try:
             return super().__call__(environ, start_response)
         except Exception as exc:
@@ -100,6 +103,17 @@ class VgiFalconApp(falcon.App[falcon.Request, falcon.Response]):
                 sys.exc_info(),
             )
             return [body]
+
+
+def _then(start_response: StartResponse, after: Callable[[], None]) -> StartResponse:
+    """*start_response*, then *after()* (in the request's context, once the status line is decided)."""
+
+    def wrapped(*args: Any) -> Any:
+        result = start_response(*args)
+        after()
+        return result
+
+    return wrapped
 
 
 def _internal_error_body(server: RpcServer, exc: BaseException, request_id: str | None = None) -> bytes:

@@ -169,8 +169,23 @@ class SentryCapture:
 
     @property
     def transactions(self) -> list[dict[str, Any]]:
-        """Transaction events: payloads of ``transaction`` items, in capture order."""
-        return self.payloads("transaction")
+        """Transactions, in capture order: ``transaction`` items, then streamed segments.
+
+        With span streaming (sentry-sdk 3, or 2.x with ``trace_lifecycle="stream"``)
+        there are no transaction events: spans travel as ``span`` items. Each
+        *segment* span (``is_segment``) then appears here as a **view** shaped like a
+        transaction event, so the same assertions work on both generations:
+        ``transaction`` is the segment's name, ``transaction_info.source`` its
+        ``sentry.segment.name.source``, ``contexts.trace`` holds its ids, ``op``
+        (``sentry.op``), ``status``, ``origin`` and ``data`` (every attribute,
+        unwrapped from ``{"value", "type"}``), and ``spans`` its child spans in the
+        same shape (``description`` is the name). The view also carries
+        ``"streamed": True`` and the segment item as sent under ``"span_item"``.
+        What streaming does not have is not invented: a view has no ``tags``,
+        ``user`` or ``request`` (those are attributes there), and failed spans
+        have the status ``"error"``.
+        """
+        return self.payloads("transaction") + _segment_views(self.payloads("span"))
 
     @property
     def spans(self) -> list[dict[str, Any]]:
@@ -182,12 +197,14 @@ class SentryCapture:
         ``span_id``, ``parent_span_id``, ``trace_id``, ``status``, ``data``,
         ``origin``), with ``description`` set to the transaction name and the
         transaction's timestamps.  Spans sent as standalone ``span`` items
-        (``trace_lifecycle="stream"``) follow, as sent, with ``"transaction"``
-        taken from their ``sentry.segment.name`` attribute and ``"is_root"``
-        from ``is_segment``.
+        (span streaming) follow, as sent, with ``"transaction"`` taken from
+        their ``sentry.segment.name`` attribute and ``"is_root"`` from
+        ``is_segment``; ``op``, ``description`` and ``data`` are added when
+        absent (from ``sentry.op``, the name and the unwrapped attributes), so
+        ``span["data"]["rpc.method"]`` reads the same on both generations.
         """
         out: list[dict[str, Any]] = []
-        for txn in self.transactions:
+        for txn in self.payloads("transaction"):
             name = txn.get("transaction")
             trace = dict((txn.get("contexts") or {}).get("trace") or {})
             root = {k: v for k, v in trace.items() if k != "type"}
@@ -200,11 +217,17 @@ class SentryCapture:
             out.append(root)
             for span in txn.get("spans") or []:
                 out.append({**span, "transaction": name, "is_root": False})
-        for payload in self.payloads("span"):
-            spans = payload.get("items", [payload]) if isinstance(payload, dict) else []
-            for span in spans:
-                segment = ((span.get("attributes") or {}).get("sentry.segment.name") or {}).get("value")
-                out.append({**span, "transaction": segment, "is_root": bool(span.get("is_segment"))})
+        for span in _span_items(self.payloads("span")):
+            attributes = _attributes(span)
+            entry = {
+                **span,
+                "transaction": attributes.get("sentry.segment.name"),
+                "is_root": bool(span.get("is_segment")),
+            }
+            entry.setdefault("op", attributes.get("sentry.op"))
+            entry.setdefault("description", span.get("name"))
+            entry.setdefault("data", attributes)
+            out.append(entry)
         return out
 
     def events_for(self, method: str) -> list[dict[str, Any]]:
@@ -343,6 +366,76 @@ def _method_of_transaction(txn: dict[str, Any]) -> Any:
         return method
     data = ((txn.get("contexts") or {}).get("trace") or {}).get("data") or {}
     return data.get("rpc.method")
+
+
+def _span_items(payloads: list[Any]) -> list[dict[str, Any]]:
+    """The spans of ``span`` item payloads (``{"version": 2, "items": [...]}``, or one bare span)."""
+    spans: list[dict[str, Any]] = []
+    for payload in payloads:
+        if not isinstance(payload, dict):
+            continue
+        items = payload.get("items", [payload])
+        spans.extend(span for span in items if isinstance(span, dict))
+    return spans
+
+
+def _attributes(span: dict[str, Any]) -> dict[str, Any]:
+    """A streamed span's attributes, unwrapped from ``{"value": v, "type": t}``."""
+    attributes = span.get("attributes") or {}
+    return {
+        key: value["value"] if isinstance(value, dict) and "value" in value else value
+        for key, value in attributes.items()
+    }
+
+
+def _span_view(span: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+    """A streamed span in the shape of a transaction's span."""
+    view: dict[str, Any] = {
+        "trace_id": span.get("trace_id"),
+        "span_id": span.get("span_id"),
+        "op": attributes.get("sentry.op"),
+        "description": span.get("name"),
+        "status": span.get("status"),
+        "origin": attributes.get("sentry.origin"),
+        "data": attributes,
+        "start_timestamp": span.get("start_timestamp"),
+        "timestamp": span.get("end_timestamp"),
+    }
+    if span.get("parent_span_id"):
+        view["parent_span_id"] = span["parent_span_id"]
+    return view
+
+
+def _segment_views(payloads: list[Any]) -> list[dict[str, Any]]:
+    """One transaction-shaped view per streamed segment, its children as its ``spans``."""
+    spans = _span_items(payloads)
+    children: dict[Any, list[dict[str, Any]]] = {}
+    for span in spans:
+        if not span.get("is_segment"):
+            segment_id = _attributes(span).get("sentry.segment.id")
+            children.setdefault(segment_id, []).append(span)
+    views: list[dict[str, Any]] = []
+    for span in spans:
+        if not span.get("is_segment"):
+            continue
+        attributes = _attributes(span)
+        trace = {k: v for k, v in _span_view(span, attributes).items() if k not in ("description",)}
+        for key in ("start_timestamp", "timestamp"):
+            trace.pop(key, None)
+        views.append(
+            {
+                "type": "transaction",
+                "transaction": span.get("name"),
+                "transaction_info": {"source": attributes.get("sentry.segment.name.source")},
+                "start_timestamp": span.get("start_timestamp"),
+                "timestamp": span.get("end_timestamp"),
+                "contexts": {"trace": trace},
+                "spans": [_span_view(c, _attributes(c)) for c in children.get(span.get("span_id"), [])],
+                "streamed": True,
+                "span_item": span,
+            }
+        )
+    return views
 
 
 _REPORT_TEXT = 160  # longest message/exception text on one report line

@@ -1,0 +1,430 @@
+"""The Sentry SDK behind one small interface, for sentry-sdk 2.x and 3.x (internal).
+
+``vgi_rpc.sentry`` decides *what* a call records; this module is *how*, for
+each generation of the SDK. Everything that differs between them lives here:
+
+============================  ======================================  ==========================================
+                              transactions (sentry-sdk 2.x default)   span streaming (3.x; 2.x with
+                                                                      ``trace_lifecycle="stream"``)
+============================  ======================================  ==========================================
+the call's root               the ambient ``Transaction``             the ambient span's *segment*
+rpc data, tags, ``rpc``       ``update_data`` / ``set_tag`` /         span attributes (tags and ``rpc.server_id``
+context                       ``set_context`` on the transaction      never overwrite an attribute already set)
+root name ``rpc {method}``    an event processor on the outer scope   ``segment.name`` + ``sentry.segment.name.source``
+                              (Falcon renames events when they are    (the integrations name the segment before
+                              sent)                                   the call starts)
+root user                     the same processor                      ``user.*`` attributes (if the SDK's
+                                                                      ``data_collection.user_info`` allows)
+failed call on the root       ``internal_error`` (processor)          ``error``, re-applied after the WSGI
+                                                                      integration sets the HTTP-derived status
+the hook's own span           ``start_transaction`` / ``start_child``  ``sentry_sdk.traces.start_span``
+failure status                ``internal_error``                      ``error`` (the only failure status there)
+============================  ======================================  ==========================================
+
+Error events are events on both generations: scope tags, contexts, users and
+event processors work the same, so ``vgi_rpc.sentry`` sets those itself.
+
+:data:`PROBLEM` says why the installed SDK cannot be instrumented (``None``
+when it can): an unknown major version, a 2.x older than :data:`MINIMUM`, or a
+missing API this module relies on. Nothing here raises at import time except
+when ``sentry_sdk`` is not installed at all (an ``ImportError`` that names the
+extra).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+try:
+    import sentry_sdk
+except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subprocess test
+    if _exc.name != "sentry_sdk":
+        raise
+    raise ImportError(
+        "vgi_rpc.sentry needs the 'sentry' extra: pip install 'vgi-rpc[sentry]' (missing module: sentry_sdk)",
+        name="sentry_sdk",
+    ) from _exc
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event, Hint
+
+__all__ = [
+    "MINIMUM",
+    "PROBLEM",
+    "SUPPORTED",
+    "VERSION",
+    "Call",
+    "CallFacts",
+    "after_start_response",
+    "begin",
+    "capture_exception",
+    "end",
+    "enter",
+    "is_initialized",
+    "leave",
+]
+
+MINIMUM = (2, 10)
+"""The oldest sentry-sdk this module instruments."""
+
+SUPPORTED = ">=2.10,<4"
+"""The sentry-sdk versions vgi_rpc.sentry is tested with, as a pip specifier."""
+
+
+def _version() -> str:
+    version = getattr(sentry_sdk, "VERSION", None)
+    if not isinstance(version, str):
+        version = getattr(getattr(sentry_sdk, "consts", None), "VERSION", None)
+    return version if isinstance(version, str) else "unknown"
+
+
+VERSION = _version()
+"""The installed sentry-sdk version string."""
+
+
+def _problem() -> str | None:
+    match = re.match(r"(\d+)\.(\d+)", VERSION)
+    if match is None:
+        return "its version is unknown"
+    major, minor = int(match[1]), int(match[2])
+    if major not in (2, 3) or (major, minor) < MINIMUM:
+        return "vgi_rpc.sentry supports the SDK's 2.x (2.10 or later) and 3.x generations"
+    missing = [
+        name
+        for name in ("isolation_scope", "get_current_span", "is_initialized")
+        if not hasattr(sentry_sdk, name)
+    ]
+    if major == 2:
+        try:
+            from sentry_sdk.tracing import Transaction  # noqa: F401
+        except ImportError:
+            missing.append("sentry_sdk.tracing.Transaction")
+    else:
+        try:
+            from sentry_sdk.traces import StreamedSpan
+
+            if "_segment" not in getattr(StreamedSpan, "__slots__", ()):
+                missing.append("sentry_sdk.traces.Span._segment")
+        except ImportError:
+            missing.append("sentry_sdk.traces")
+    if missing:
+        return "it lacks " + ", ".join(missing)
+    return None
+
+
+_REASON = _problem()
+PROBLEM: str | None = (
+    None
+    if _REASON is None
+    else (
+        f"sentry-sdk {VERSION} cannot be instrumented by vgi_rpc.sentry ({_REASON}); "
+        f"install a supported version: pip install 'sentry-sdk{SUPPORTED}'"
+    )
+)
+"""Why the installed SDK cannot be instrumented (names the version and what to do), or ``None``."""
+
+GENERATION = 3 if VERSION.startswith("3.") else 2
+"""The SDK's major version (3: span streaming only; 2: transactions, or streaming on request)."""
+
+OK = "ok"
+
+
+# -- what the hook hands over ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CallFacts:
+    """What one call records on its root span and the hook's own span (built by ``vgi_rpc.sentry``)."""
+
+    name: str | None
+    """``rpc {method}`` for the ambient root, or ``None`` to keep the integration's name."""
+    span_name: str
+    """The hook's own span: ``vgi_rpc/<method>``."""
+    op: str
+    tags: dict[str, str]
+    data: dict[str, Any]
+    context: dict[str, str] | None
+    user: dict[str, str] | None
+    scrub: Callable[[dict[str, Any]], None] | None
+    """Redaction for events sent outside the call's scope (the ambient transaction), or ``None``."""
+
+
+class Call:
+    """One dispatch's Sentry state: its forked scope, the root it annotated, its own span."""
+
+    __slots__ = ("_cm", "_root", "_root_failed", "_span", "_stream", "scope")
+
+    def __init__(self, cm: AbstractContextManager[Any], scope: Any) -> None:
+        self._cm = cm
+        self.scope = scope
+        self._root: Any = None
+        self._root_failed: Callable[[], None] | None = None
+        self._span: Any = None
+        self._stream = False
+
+
+# -- the SDK calls that are the same on both generations ------------------------------------------------
+
+is_initialized = sentry_sdk.is_initialized
+capture_exception = sentry_sdk.capture_exception
+
+
+# -- scope --------------------------------------------------------------------------------------------
+
+
+def enter() -> tuple[Call, Any, Any]:
+    """Fork an isolation scope for one call; returns ``(call, ambient span, outer current scope)``.
+
+    The ambient span and the outer scope are read *before* the fork: the root
+    lives on the outer scope and outlives the call.
+    """
+    ambient = sentry_sdk.get_current_span()
+    outer = sentry_sdk.get_current_scope()
+    cm = sentry_sdk.isolation_scope()
+    scope = cm.__enter__()
+    return Call(cm, scope), ambient, outer
+
+
+def leave(call: Call) -> None:
+    """Leave the call's scope (after :func:`end`)."""
+    call._cm.__exit__(None, None, None)
+
+
+# -- tracing ------------------------------------------------------------------------------------------
+
+
+def _streamed_span_type() -> type | None:
+    try:
+        from sentry_sdk.traces import StreamedSpan
+    except ImportError:  # sentry-sdk 2.x before span streaming existed
+        return None
+    return StreamedSpan
+
+
+_STREAMED_SPAN = _streamed_span_type() if PROBLEM is None else None
+
+
+def _streaming_enabled() -> bool:
+    if GENERATION == 3:
+        return True
+    if _STREAMED_SPAN is None:
+        return False
+    from sentry_sdk.tracing_utils import has_span_streaming_enabled
+
+    return bool(has_span_streaming_enabled(sentry_sdk.get_client().options))
+
+
+def begin(call: Call, ambient: Any, outer: Any, facts: CallFacts, performance: bool) -> None:
+    """Write *facts* on the call's root span and (with *performance*) start the hook's own span."""
+    if _STREAMED_SPAN is not None and isinstance(ambient, _STREAMED_SPAN):
+        _stream_root(call, ambient, facts)
+    elif ambient is not None:
+        _transaction_root(call, ambient, outer, facts)
+    if performance:
+        if ambient is not None:
+            streaming = _STREAMED_SPAN is not None and isinstance(ambient, _STREAMED_SPAN)
+        else:
+            streaming = _streaming_enabled()
+        if streaming:
+            _stream_span(call, ambient, facts)
+        else:
+            _transaction_span(call, ambient, facts)
+
+
+def end(call: Call, failed: bool) -> None:
+    """Record the outcome on the root and finish the hook's own span (never raises)."""
+    if failed and call._root_failed is not None:
+        call._root_failed()
+    span = call._span
+    if span is None:
+        return
+    if call._stream:
+        span.status = "error" if failed else OK
+        span.end()
+    else:
+        span.set_status("internal_error" if failed else OK)
+        span.__exit__(None, None, None)  # finishes and sends; never raises
+
+
+# -- sentry-sdk 2.x transactions --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _RootPatch:
+    """What to apply to an ambient transaction's event when it is sent."""
+
+    name: str | None
+    user: dict[str, str] | None
+    scrub: Callable[[dict[str, Any]], None] | None
+    failed: bool = False
+    """Set at dispatch end when the call raised: the transaction reports ``internal_error``."""
+
+
+_PENDING_MAX = 1024
+_pending: dict[str, _RootPatch] = {}  # root span id -> patch; consumed by _apply_root_patch
+_pending_lock = threading.Lock()
+
+
+def _apply_root_patch(event: Event, hint: Hint) -> Event:
+    """Event processor: name (and add the user to) the ambient transaction of an RPC call.
+
+    Registered on the scope that was current when the call started (over HTTP, the
+    WSGI request's scope). The SDK runs current-scope processors after
+    isolation-scope ones, so this runs after the Falcon integration's processor,
+    which sets the route template as the name.
+    """
+    if event.get("type") != "transaction":
+        return event
+    span_id = (event.get("contexts") or {}).get("trace", {}).get("span_id")
+    if not isinstance(span_id, str):
+        return event
+    with _pending_lock:
+        patch = _pending.pop(span_id, None)
+    if patch is None:
+        return event
+    if patch.scrub is not None:  # e.g. a span the implementation started with a secret in its description
+        patch.scrub(cast("dict[str, Any]", event))
+    if patch.name is not None:
+        event["transaction"] = patch.name
+        event["transaction_info"] = {"source": "custom"}
+    if patch.user is not None:
+        event["user"] = {**(event.get("user") or {}), **patch.user}
+    if patch.failed:
+        # An RPC error travels as HTTP 200 (+ X-VGI-RPC-Error), so the WSGI integration
+        # reports "ok"; the transaction is the RPC's and must show that it failed.
+        event["contexts"]["trace"]["status"] = "internal_error"
+    return event
+
+
+def _transaction_root(call: Call, ambient: Any, outer: Any, facts: CallFacts) -> None:
+    root = ambient.containing_transaction
+    if root is None:
+        return
+    root.update_data(facts.data)
+    for key, value in facts.tags.items():
+        root.set_tag(key, value)
+    if facts.context is not None:
+        root.set_context("rpc", facts.context)
+    if facts.name is not None:
+        root.name = facts.name
+        root.source = "custom"
+    if not root.sampled:
+        return
+    patch = _RootPatch(facts.name, facts.user, facts.scrub)
+    with _pending_lock:
+        if len(_pending) >= _PENDING_MAX:  # transactions dropped before our processor ran
+            _pending.pop(next(iter(_pending)))
+        _pending[root.span_id] = patch
+    # one registration per scope: the scope may outlive this call (pipe + user transaction)
+    if _apply_root_patch not in getattr(outer, "_event_processors", ()):
+        outer.add_event_processor(_apply_root_patch)
+
+    def failed() -> None:
+        patch.failed = True
+
+    call._root_failed = failed
+
+
+def _transaction_span(call: Call, ambient: Any, facts: CallFacts) -> None:
+    if ambient is not None:
+        span = ambient.start_child(op=facts.op, name=facts.span_name)
+    else:
+        span = sentry_sdk.start_transaction(op=facts.op, name=facts.span_name, source="custom")  # type: ignore[attr-defined,unused-ignore]
+    span.update_data(facts.data)
+    span.__enter__()
+    call._span = span
+
+
+# -- span streaming (sentry-sdk 3.x, and 2.x with trace_lifecycle="stream") --------------------------------
+
+_USER_ATTRIBUTES = (("user.id", "id"), ("user.name", "username"), ("user.email", "email"))
+"""The SDK's own mapping of a scope user onto span attributes (``username`` is ``user.name``)."""
+
+
+def _span_attributes(facts: CallFacts, existing: Mapping[str, Any]) -> dict[str, Any]:
+    """Tags (never over an attribute already set), then the rpc data, then ``rpc.server_id``."""
+    attributes: dict[str, Any] = {k: v for k, v in facts.tags.items() if k not in existing}
+    attributes.update(facts.data)
+    if facts.context is not None:
+        attributes["rpc.server_id"] = facts.context["server_id"]
+    return attributes
+
+
+def _user_info_allowed() -> bool:
+    options = sentry_sdk.get_client().options
+    collection = options.get("data_collection")
+    if isinstance(collection, Mapping) and "user_info" in collection:
+        return bool(collection["user_info"])
+    return True
+
+
+def _stream_root(call: Call, ambient: Any, facts: CallFacts) -> None:
+    root = getattr(ambient, "_segment", None) or ambient
+    if root.sampled is not True:
+        return
+    root.set_attributes(_span_attributes(facts, root.get_attributes()))
+    if facts.user is not None and _user_info_allowed():
+        for attribute, field in _USER_ATTRIBUTES:
+            if field in facts.user:
+                root.set_attribute(attribute, facts.user[field])
+    if facts.name is not None:
+        root.name = facts.name
+        root.set_attribute("sentry.segment.name.source", "custom")
+
+    def failed() -> None:
+        root.status = "error"
+        if root.get_attributes().get("sentry.op") == "http.server":
+            _mark_failed(root)  # the WSGI integration will set the HTTP-derived status later
+
+    call._root_failed = failed
+
+
+def _stream_span(call: Call, ambient: Any, facts: CallFacts) -> None:
+    from sentry_sdk.traces import start_span
+
+    attributes = _span_attributes(facts, {})
+    attributes["sentry.op"] = facts.op
+    if ambient is None:
+        attributes["sentry.segment.name.source"] = "custom"
+    call._span = start_span(name=facts.span_name, attributes=attributes)
+    call._stream = True
+
+
+# The WSGI integration sets the segment's status from the HTTP status when the
+# response starts, after the call has ended, and an RPC error is HTTP 200. The
+# HTTP app calls after_start_response() once the status line is decided, in the
+# request's context, and a segment whose call failed gets its "error" back.
+_failed_segments: dict[str, Any] = {}  # span id -> segment
+_failed_lock = threading.Lock()
+
+
+def _mark_failed(root: Any) -> None:
+    with _failed_lock:
+        if len(_failed_segments) >= _PENDING_MAX:
+            _failed_segments.pop(next(iter(_failed_segments)))
+        _failed_segments[root.span_id] = root
+
+
+def after_start_response() -> None:
+    """Called by the HTTP app after ``start_response``: re-apply ``error`` to a failed call's segment.
+
+    Never raises (it runs on every HTTP response while this module is imported).
+    """
+    if not _failed_segments:
+        return
+    try:
+        current = sentry_sdk.get_current_span()
+        if current is None:
+            return
+        segment = getattr(current, "_segment", None) or current
+        with _failed_lock:
+            failed = _failed_segments.pop(segment.span_id, None)
+        if failed is not None:
+            failed.status = "error"
+    except Exception:  # pragma: no cover - defensive: the SDK changed under us
+        return
