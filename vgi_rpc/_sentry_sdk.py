@@ -69,10 +69,10 @@ __all__ = [
     "leave",
 ]
 
-MINIMUM = (2, 10)
-"""The oldest sentry-sdk this module instruments."""
+MINIMUM = (2, 36)
+"""The oldest sentry-sdk this module instruments (the oldest the suites pass on, ``make test-sdk-floor``)."""
 
-SUPPORTED = ">=2.10,<4"
+SUPPORTED = ">=2.36,<4"
 """The sentry-sdk versions vgi_rpc.sentry is tested with, as a pip specifier."""
 
 
@@ -87,19 +87,25 @@ VERSION = _version()
 """The installed sentry-sdk version string."""
 
 
-def _problem() -> str | None:
-    match = re.match(r"(\d+)\.(\d+)", VERSION)
+def _version_problem(version: str) -> str | None:
+    """Why *version* is not one we instrument (``None`` if it is): the version check alone."""
+    match = re.match(r"(\d+)\.(\d+)", version)
     if match is None:
         return "its version is unknown"
     major, minor = int(match[1]), int(match[2])
     if major not in (2, 3) or (major, minor) < MINIMUM:
-        return "vgi_rpc.sentry supports the SDK's 2.x (2.10 or later) and 3.x generations"
+        return "vgi_rpc.sentry supports the SDK's 2.x generation from 2.36 on, and 3.x"
+    return None
+
+
+def _api_problem() -> str | None:
+    """The APIs this module relies on that the installed SDK lacks, if any."""
     missing = [
         name
         for name in ("isolation_scope", "get_current_span", "is_initialized")
         if not hasattr(sentry_sdk, name)
     ]
-    if major == 2:
+    if VERSION.startswith("2."):
         try:
             from sentry_sdk.tracing import Transaction  # noqa: F401
         except ImportError:
@@ -112,12 +118,10 @@ def _problem() -> str | None:
                 missing.append("sentry_sdk.traces.Span._segment")
         except ImportError:
             missing.append("sentry_sdk.traces")
-    if missing:
-        return "it lacks " + ", ".join(missing)
-    return None
+    return "it lacks " + ", ".join(missing) if missing else None
 
 
-_REASON = _problem()
+_REASON = _version_problem(VERSION) or _api_problem()
 PROBLEM: str | None = (
     None
     if _REASON is None
@@ -170,8 +174,19 @@ class Call:
 
 # -- the SDK calls that are the same on both generations ------------------------------------------------
 
-is_initialized = sentry_sdk.is_initialized
 capture_exception = sentry_sdk.capture_exception
+
+
+def is_initialized() -> bool:
+    """Whether the SDK is initialised; also answers for SDKs we cannot instrument (1.x has no such call)."""
+    check = getattr(sentry_sdk, "is_initialized", None)
+    if check is not None:
+        return bool(check())
+    hub = getattr(sentry_sdk, "Hub", None)  # sentry-sdk 1.x
+    client = getattr(getattr(hub, "current", None), "client", None)
+    return client is not None and bool(
+        getattr(client, "dsn", None) or getattr(client, "options", {}).get("dsn")
+    )
 
 
 # -- scope --------------------------------------------------------------------------------------------
@@ -184,7 +199,7 @@ def enter() -> tuple[Call, Any, Any]:
     lives on the outer scope and outlives the call.
     """
     ambient = sentry_sdk.get_current_span()
-    outer = sentry_sdk.get_current_scope()
+    outer = sentry_sdk.Scope.get_current_scope()  # sentry_sdk.get_current_scope() is newer than 2.10
     cm = sentry_sdk.isolation_scope()
     scope = cm.__enter__()
     return Call(cm, scope), ambient, outer
@@ -301,11 +316,20 @@ def _apply_root_patch(event: Event, hint: Hint) -> Event:
     return event
 
 
+def _update_data(span: Any, data: dict[str, Any]) -> None:
+    update = getattr(span, "update_data", None)  # not on every supported 2.x; set_data is
+    if update is not None:
+        update(data)
+    else:
+        for key, value in data.items():
+            span.set_data(key, value)
+
+
 def _transaction_root(call: Call, ambient: Any, outer: Any, facts: CallFacts) -> None:
     root = ambient.containing_transaction
     if root is None:
         return
-    root.update_data(facts.data)
+    _update_data(root, facts.data)
     for key, value in facts.tags.items():
         root.set_tag(key, value)
     if facts.context is not None:
@@ -335,7 +359,7 @@ def _transaction_span(call: Call, ambient: Any, facts: CallFacts) -> None:
         span = ambient.start_child(op=facts.op, name=facts.span_name)
     else:
         span = sentry_sdk.start_transaction(op=facts.op, name=facts.span_name, source="custom")  # type: ignore[attr-defined,unused-ignore]
-    span.update_data(facts.data)
+    _update_data(span, facts.data)
     span.__enter__()
     call._span = span
 

@@ -54,6 +54,7 @@ __all__ = [
     "MIN_SCRUB_CHARS",
     "ParamRedactor",
     "SentryConfig",
+    "SentrySdkUnsupportedError",
     "default_redactor",
     "instrument_server_sentry",
     "noop_redactor",
@@ -87,6 +88,16 @@ def default_redactor(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
 def noop_redactor(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
     """Record every kwarg unchanged: pass as ``param_redactor`` to disable filtering."""
     return kwargs
+
+
+class SentrySdkUnsupportedError(RuntimeError):
+    """The installed sentry-sdk is not one this version of vgi_rpc can instrument.
+
+    Raised by :func:`instrument_server_sentry` (and so by ``make_wsgi_app`` /
+    ``serve_http`` with ``sentry_config=``). The message names the installed
+    version and the supported range (``pip install 'sentry-sdk>=2.36,<4'``).
+    Auto-attach logs the same text at WARNING on ``vgi_rpc.sentry`` instead.
+    """
 
 
 def _default_user_claim_map() -> Mapping[str, str]:
@@ -193,7 +204,13 @@ def instrument_server_sentry(server: RpcServer, config: SentryConfig | None = No
 
     Returns:
         The same *server* (for chaining).
+
+    Raises:
+        SentrySdkUnsupportedError: the installed sentry-sdk cannot be instrumented
+            (the message names its version and the supported range).
     """
+    if sdk.PROBLEM is not None:
+        raise SentrySdkUnsupportedError(sdk.PROBLEM)
     hook = _SentryDispatchHook(config or SentryConfig(), server.protocol_name, server.server_id)
     server.remove_hooks(_SentryDispatchHook)
     server.add_hook(hook, first=True)
@@ -205,11 +222,21 @@ def _auto_attach(server: RpcServer) -> None:
 
     Called from ``RpcServer.__init__`` only when ``sentry_sdk`` is already in
     ``sys.modules``. Leaves an existing Sentry hook alone (explicit config wins).
+    An initialised SDK this version cannot instrument is never a silent no-op:
+    one WARNING on ``vgi_rpc.sentry`` names its version and what to do.
     """
     if not sdk.is_initialized():
         _logger.debug(
             "sentry_sdk is imported but not initialised: no Sentry hook attached to RpcServer(%s, "
             "server_id=%s); call sentry_sdk.init() before RpcServer(...) or use instrument_server_sentry()",
+            server.protocol_name,
+            server.server_id,
+        )
+        return
+    if sdk.PROBLEM is not None:
+        _logger.warning(
+            "%s; no Sentry hook attached to RpcServer(%s, server_id=%s): its errors are not reported",
+            sdk.PROBLEM,
             server.protocol_name,
             server.server_id,
         )

@@ -1,0 +1,217 @@
+"""Which sentry-sdk we instrument, and never being silent about one we cannot (B7).
+
+The "cannot" cases run against a *real* unsupported SDK, sentry-sdk 1.45.1 (the last
+1.x), installed into a directory beside the test venv and put first on the path of a
+fresh interpreter; the "not installed" case blocks ``sentry_sdk`` with a
+``sys.meta_path`` finder in a fresh interpreter. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vgi_rpc import _sentry_sdk
+
+REPO = Path(__file__).resolve().parent.parent
+OLD_SDK = "1.45.1"
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        ("1.45.1", False),
+        ("2.9.0", False),
+        ("2.35.0", False),  # older 2.x fail the suites (B5 over HTTP, S4): not claimed
+        ("2.36.0", True),
+        ("2.75.0", True),
+        ("3.0.0b2", True),
+        ("3.4.1", True),
+        ("4.0.0", False),
+        ("not-a-version", False),
+    ],
+)
+def test_the_supported_range_is_the_tested_one(version: str, supported: bool) -> None:
+    """B7: 2.x from 2.36 (make test-sdk-floor), the latest 2.x (make test) and 3.x (make test-sdk3)."""
+    assert (_sentry_sdk._version_problem(version) is None) is supported
+
+
+def test_the_installed_sdk_is_supported_and_the_range_matches_pyproject() -> None:
+    """B7: the suites run on an SDK we instrument; pyproject declares the same range as the code."""
+    assert _sentry_sdk.PROBLEM is None, _sentry_sdk.PROBLEM
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'sentry = ["sentry-sdk{_sentry_sdk.SUPPORTED}"]' in pyproject
+
+
+def _python(code: str, path: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
+    env["PYTHONPATH"] = os.pathsep.join([*path, env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def old_sdk() -> str:
+    """A directory holding the real sentry-sdk 1.45.1 (installed once beside this venv)."""
+    target = Path(sys.prefix) / f"sentry-sdk-{OLD_SDK}"
+    if not (target / "sentry_sdk").is_dir():
+        install = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--target",
+                str(target),
+                f"sentry-sdk=={OLD_SDK}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if install.returncode != 0:
+            pytest.fail(f"could not install sentry-sdk {OLD_SDK} into {target}: {install.stderr}")
+    return str(target)
+
+
+_UNSUPPORTED = """
+import json, logging
+records = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append([record.name, record.levelname, record.getMessage()])
+
+logger = logging.getLogger("vgi_rpc.sentry")
+logger.addHandler(Keep())
+logger.setLevel(logging.DEBUG)
+
+import sentry_sdk
+assert sentry_sdk.VERSION == "{version}", sentry_sdk.VERSION
+sentry_sdk.init(dsn="https://public@sentry.invalid/1", default_integrations=False)
+
+from typing import Protocol
+from vgi_rpc import RpcServer
+import vgi_rpc.sentry as vs  # importing works: only instrumenting is refused
+
+class Adder(Protocol):
+    def add(self, a: int, b: int) -> int: ...
+
+class AdderImpl:
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+out = {{}}
+server = RpcServer(Adder, AdderImpl())  # the SDK is initialised: auto-attach runs
+out["auto_hook"] = repr(server._dispatch_hook)
+out["records"] = records
+for name, attach in [
+    ("instrument", lambda: vs.instrument_server_sentry(server)),
+    ("sentry_config", lambda: __import__("vgi_rpc.http", fromlist=["x"]).make_wsgi_app(
+        server, token_key=b"k" * 32, sentry_config=vs.SentryConfig())),
+]:
+    try:
+        attach()
+        out[name] = None
+    except Exception as exc:
+        out[name] = [type(exc).__name__, str(exc), isinstance(exc, RuntimeError)]
+out["hook_after"] = repr(server._dispatch_hook)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def unsupported(old_sdk: str) -> dict[str, Any]:
+    """What vgi_rpc does in a process whose initialised SDK is sentry-sdk 1.45.1."""
+    result = _python(_UNSUPPORTED.format(version=OLD_SDK), [old_sdk])
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return data
+
+
+def _names_version_and_remedy(text: str) -> bool:
+    return f"sentry-sdk {OLD_SDK}" in text and f"pip install 'sentry-sdk{_sentry_sdk.SUPPORTED}'" in text
+
+
+def test_auto_attach_with_an_unsupported_sdk_logs_one_warning(unsupported: dict[str, Any]) -> None:
+    """B7 S2: an initialised SDK we cannot instrument: no hook, one WARNING naming the version and the fix."""
+    assert unsupported["auto_hook"] == "None"
+    (record,) = unsupported["records"]
+    name, level, message = record
+    assert (name, level) == ("vgi_rpc.sentry", "WARNING")
+    assert _names_version_and_remedy(message), message
+    assert "no Sentry hook attached to RpcServer(Adder" in message
+
+
+def test_instrument_server_sentry_with_an_unsupported_sdk_raises(unsupported: dict[str, Any]) -> None:
+    """B7 S5: instrument_server_sentry raises SentrySdkUnsupportedError (a RuntimeError) saying the same."""
+    kind, message, is_runtime_error = unsupported["instrument"]
+    assert kind == "SentrySdkUnsupportedError" and is_runtime_error
+    assert _names_version_and_remedy(message), message
+    assert unsupported["hook_after"] == "None"  # nothing half-attached
+
+
+def test_sentry_config_with_an_unsupported_sdk_raises(unsupported: dict[str, Any]) -> None:
+    """B7 S6: make_wsgi_app(sentry_config=) raises the same clear error (serve_http builds the same app)."""
+    kind, message, _ = unsupported["sentry_config"]
+    assert kind == "SentrySdkUnsupportedError"
+    assert _names_version_and_remedy(message), message
+
+
+def test_an_uninitialised_unsupported_sdk_stays_a_debug_record(old_sdk: str) -> None:
+    """S4 B7: imported but never initialised, an old SDK is not the user's choice of Sentry: DEBUG only."""
+    code = _UNSUPPORTED.format(version=OLD_SDK).replace(
+        'sentry_sdk.init(dsn="https://public@sentry.invalid/1", default_integrations=False)', ""
+    )
+    result = _python(code, [old_sdk])
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [level for _, level, _ in data["records"]] == ["DEBUG"]
+    assert "not initialised" in data["records"][0][2]
+
+
+def test_import_without_the_sdk_names_the_extra() -> None:
+    """Optional parts fail helpfully: without sentry_sdk, import vgi_rpc.sentry names the extra to install."""
+    result = _python(
+        """
+        import sys
+
+        class NoSentry:
+            def find_spec(self, name, path=None, target=None):
+                if name == "sentry_sdk" or name.startswith("sentry_sdk."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoSentry())
+        import vgi_rpc  # fine without Sentry
+        try:
+            import vgi_rpc.sentry
+        except ImportError as exc:
+            print(type(exc).__mro__[1].__name__ if type(exc).__name__ != "ImportError" else "ImportError")
+            print(exc)
+        else:
+            print("imported?!")
+        """,
+        [],
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] in ("ImportError", "ModuleNotFoundError"), lines
+    assert "pip install 'vgi-rpc[sentry]'" in lines[1], lines
