@@ -18,13 +18,16 @@ import pytest
 import sentry_sdk
 from support.http import TOKEN_KEY, http_proxy
 from support.jwt import JWT_SECRET, bearer
-from support.sentry import STREAMING, RaisingTransport, hook_user, root_tags, root_user
+from support.sentry import STREAMING, RaisingTransport, hook_user, root_tags, root_user, sdk2_logging
 from support.shop import Shop, call_with_auth, make_server
 
 from vgi_rpc import AuthContext, RpcError, serve_pipe
 from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
 from vgi_rpc.sentry import SentryConfig
 from vgi_rpc.testing import DEFAULT_DSN, SentryCapture
+
+# sentry-sdk 3 does not enable the logging integration by default; B1 needs it on
+pytestmark = pytest.mark.sentry_options(integrations=sdk2_logging())
 
 
 def marker_of(event: dict[str, Any]) -> str | None:

@@ -12,12 +12,24 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.sentry import FAILED, HEX32, has_rpc_context, root_server_id, root_tags, rpc_data, trace_data
+from support.sentry import (
+    FAILED,
+    HEX32,
+    has_rpc_context,
+    root_server_id,
+    root_tags,
+    rpc_data,
+    sdk2_logging,
+    trace_data,
+)
 from support.shop import call_with_auth, make_server, xs
 
 from vgi_rpc import AuthContext, RpcError, serve_pipe
 from vgi_rpc.sentry import SentryConfig
 from vgi_rpc.testing import SentryCapture
+
+# sentry-sdk 3 does not enable the logging integration by default; B1 needs it on
+pytestmark = pytest.mark.sentry_options(integrations=sdk2_logging())
 
 
 def test_unary_error_event_carries_rpc_context(sentry_capture: SentryCapture) -> None:

@@ -165,3 +165,27 @@ def hook_user(event: dict[str, Any]) -> dict[str, str]:
     2.x only with ``send_default_pii``; the hook never sets it.
     """
     return {k: v for k, v in (event.get("user") or {}).items() if k != "ip_address"}
+
+
+def span_status(span: dict[str, Any]) -> str | None:
+    """A child span's status: ``status``, or the ``status`` tag where sentry-sdk before 2.4x put it."""
+    status: str | None = span.get("status", (span.get("tags") or {}).get("status"))
+    return status
+
+
+def sdk2_logging() -> list[Any]:
+    """Sentry's logging integration as sentry-sdk 2 enables it by default, on either generation.
+
+    Breadcrumbs from INFO, an error event from ERROR, no Sentry Logs. sentry-sdk 3
+    no longer enables it by default (and its ``level`` now means Sentry Logs), so
+    the suites add it there: "exactly one error event per failed call" (B1) is only
+    worth proving with the integration that could send a second one.
+    Returns ``[]`` on 2.x, where it already is a default integration.
+    """
+    import logging
+
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
+    if not STREAMING:
+        return []
+    return [LoggingIntegration(level=None, event_level=logging.ERROR, breadcrumb_level=logging.INFO)]

@@ -20,7 +20,7 @@ import pytest
 
 from vgi_rpc import _sentry_sdk
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OLD_SDK = "1.45.1"
 
 
