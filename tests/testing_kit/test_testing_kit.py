@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -171,6 +172,37 @@ def test_streamed_spans_are_flattened_too() -> None:
     assert child["description"] == "child"
     assert child["parent_span_id"] == view["contexts"]["trace"]["span_id"]
     assert cap.transaction()["transaction"] == "root"
+
+
+class _SlowTransport(InMemoryTransport):
+    """Takes 20 ms per envelope: the SDK's batcher thread is then mid-send when a test reads."""
+
+    def capture_envelope(self, envelope: Any) -> None:
+        time.sleep(0.02)
+        super().capture_envelope(envelope)
+
+
+def test_reading_waits_for_a_send_in_progress_on_the_batcher_thread() -> None:
+    """Span items leave from the SDK's batcher thread: a flush that finds its buffer empty must still wait.
+
+    The thread takes its buffer under a lock and sends after releasing it; reading
+    in that window used to miss the envelope being sent.
+    """
+    from vgi_rpc.testing import _wait_for_batcher_threads
+
+    traces = pytest.importorskip("sentry_sdk.traces", reason="span streaming is newer than this sentry-sdk")
+    options = {} if sentry_sdk.VERSION.startswith("3.") else {"trace_lifecycle": "stream"}
+    with sentry_capture():
+        transport = _SlowTransport()
+        sentry_sdk.init(dsn=DEFAULT_DSN, transport=transport, traces_sample_rate=1.0, **options)
+        client = sentry_sdk.get_client()
+        for i in range(5):
+            with traces.start_span(name=f"segment-{i}"):
+                pass
+            time.sleep(0.005)  # the batcher thread wakes and starts sending
+            client.flush(timeout=2.0)
+            _wait_for_batcher_threads(client, 2.0)
+            assert len(transport.envelopes) == i + 1, f"segment {i} ended but was not readable"
 
 
 def test_capture_defaults_traces_sampled_and_fake_dsn() -> None:

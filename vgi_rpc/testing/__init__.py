@@ -53,6 +53,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -122,6 +125,7 @@ class SentryCapture:
         """Drain the SDK's batchers into the transport (no-op once the capture has exited)."""
         if self._active and self.client is not None:
             self.client.flush(timeout=timeout)
+            _wait_for_batcher_threads(self.client, timeout)
 
     def clear(self) -> None:
         """Flush, then forget everything captured so far (the capture stays active)."""
@@ -366,6 +370,37 @@ def _method_of_transaction(txn: dict[str, Any]) -> Any:
         return method
     data = ((txn.get("contexts") or {}).get("trace") or {}).get("data") or {}
     return data.get("rpc.method")
+
+
+_BATCHERS = ("span_batcher", "log_batcher", "metrics_batcher")
+
+
+def _wait_for_batcher_threads(client: Any, timeout: float) -> None:
+    """Wait until no SDK batcher thread is half-way through sending (bounded by *timeout*).
+
+    A batcher's thread takes its buffer under a lock, then builds and sends the
+    envelopes after releasing it; a ``client.flush()`` in that window finds an
+    empty buffer and returns before those envelopes reach the transport. Span
+    streaming (sentry-sdk 3) sends every span that way, and Sentry Logs on 2.x
+    too. Waiting for the thread to be out of the batcher's ``_flush`` closes
+    the window.
+    """
+    deadline = time.monotonic() + timeout
+    for name in _BATCHERS:
+        thread = getattr(getattr(client, name, None), "_flusher", None)
+        if not isinstance(thread, threading.Thread) or thread is threading.current_thread():
+            continue
+        while thread.is_alive() and _is_flushing(thread) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+
+def _is_flushing(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "_flush":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _span_items(payloads: list[Any]) -> list[dict[str, Any]]:
