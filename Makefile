@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PEER_PY ?= $(shell pyenv root 2>/dev/null)/versions/3.13.0/bin/python3.13
 PEER := .venv-peer
 
-.PHONY: demo test lint typecheck imports unit conformance peer-venv bench bench-check bench-peer deploy-check adversarial clean
+.PHONY: demo test lint typecheck imports unit conformance peer-venv bench bench-check bench-peer deploy-check adversarial clean test-sdk3 test-sdk-floor
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,38 @@ imports: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+
+# The Sentry SDK's other generations, each in its own venv (make test keeps the default
+# SDK, the latest 2.x): the suites whose promises depend on the SDK run there too.
+SENTRY_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs/test_readme.py
+SDK3 := .venv-sdk3
+SDK3_VERSION := 3.0.0b2
+SDK_FLOOR := .venv-sdk-floor
+SDK_FLOOR_VERSION := 2.36.0
+
+$(SDK3)/.installed: pyproject.toml
+	test -x $(SDK3)/bin/python || $(PY) -m venv $(SDK3)
+	$(SDK3)/bin/pip install -q --upgrade pip
+	$(SDK3)/bin/pip install -q -e ".[test]"
+	$(SDK3)/bin/pip install -q --pre "sentry-sdk==$(SDK3_VERSION)"
+	touch $@
+
+$(SDK_FLOOR)/.installed: pyproject.toml
+	test -x $(SDK_FLOOR)/bin/python || $(PY) -m venv $(SDK_FLOOR)
+	$(SDK_FLOOR)/bin/pip install -q --upgrade pip
+	$(SDK_FLOOR)/bin/pip install -q -e ".[test]" "sentry-sdk==$(SDK_FLOOR_VERSION)"
+	touch $@
+
+# sentry-sdk 3: the Sentry, testing-kit and README suites (snapshots: their sdk3/ set).
+test-sdk3: $(SDK3)/.installed
+	$(SDK3)/bin/python -c "import sentry_sdk; assert sentry_sdk.VERSION == '$(SDK3_VERSION)', sentry_sdk.VERSION"
+	$(SDK3)/bin/pytest -q $(SENTRY_SUITES)
+
+# The oldest sentry-sdk the extra allows: the same suites but the envelope snapshots,
+# which pin the exact envelopes of the default SDK (headers change between 2.x releases).
+test-sdk-floor: $(SDK_FLOOR)/.installed
+	$(SDK_FLOOR)/bin/python -c "import sentry_sdk; assert sentry_sdk.VERSION == '$(SDK_FLOOR_VERSION)', sentry_sdk.VERSION"
+	$(SDK_FLOOR)/bin/pytest -q $(SENTRY_SUITES) --ignore=tests/sentry/test_sentry_snapshots.py
 
 $(PEER)/.installed:
 	test -x $(PEER)/bin/python || (command -v python3.13 >/dev/null && python3.13 -m venv $(PEER)) || $(PEER_PY) -m venv $(PEER)
@@ -71,4 +103,4 @@ deploy-check: $(STAMP)
 	$(BIN)/python scripts/deploy_check.py --nginx "$$(bash scripts/ensure_nginx.sh)"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(SDK3) $(SDK_FLOOR) build *.egg-info

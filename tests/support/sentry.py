@@ -189,3 +189,28 @@ def sdk2_logging() -> list[Any]:
     if not STREAMING:
         return []
     return [LoggingIntegration(level=None, event_level=logging.ERROR, breadcrumb_level=logging.INFO)]
+
+
+@contextlib.contextmanager
+def user_span(name: str, op: str) -> Iterator[Any]:
+    """A child span the user starts: ``start_span(op=, name=)`` (2.x), ``traces.start_span`` (3.x)."""
+    if STREAMING:
+        from sentry_sdk.traces import start_span
+
+        with start_span(name=name, attributes={"sentry.op": op}) as span:
+            yield span
+    else:
+        with sentry_sdk.start_span(op=op, name=name) as span:
+            yield span
+
+
+def set_span_data(span: Any, key: str, value: Any) -> None:
+    """``span.set_data`` (2.x) or ``span.set_attribute`` (3.x)."""
+    if STREAMING:
+        span.set_attribute(key, value)
+    else:
+        span.set_data(key, value)
+
+
+TRACE_ITEM = "span" if STREAMING else "transaction"
+"""The envelope item type a finished root span travels in."""

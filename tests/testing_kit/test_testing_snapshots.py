@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import pytest
 import sentry_sdk
+from support.sentry import set_span_data, user_root, user_span
 
 from vgi_rpc.testing import sentry_capture
 from vgi_rpc.testing.snapshots import SentryEnvelopeExtension, SnapshotFormatError, normalize
@@ -481,9 +482,9 @@ def test_normalizing_a_capture_is_deterministic() -> None:
     """The same scenario, captured twice (fresh ids, clocks and threads), normalises identically."""
 
     def scenario() -> Any:
-        with sentry_capture() as cap, sentry_sdk.start_transaction(name="rpc add", op="rpc.server") as txn:
-            txn.set_data("rpc.stream_id", "ab" * 16)
-            with sentry_sdk.start_span(op="child", name="step"):
+        with sentry_capture() as cap, user_root("rpc add", "rpc.server") as txn:
+            set_span_data(txn, "rpc.stream_id", "ab" * 16)
+            with user_span("step", "child"):
                 pass
             try:
                 raise ValueError("boom")
@@ -513,8 +514,8 @@ EVENT_ID = "{event_id}"
 
 
 def test_envelope(sentry_capture, sentry_snapshot):
-    with sentry_sdk.start_transaction(name="rpc add", op="rpc.server"):
-        sentry_sdk.set_tag("rpc.method", "add")
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("rpc.method", "add")
         sentry_sdk.capture_message("{message}")
     assert sentry_capture.envelopes == sentry_snapshot
 
