@@ -132,8 +132,9 @@ class SentryConfig:
         user_claim_map: Maps Sentry user fields to claim names (default: OIDC
             ``preferred_username`` -> ``username``, ``email``, ``name``). Claims that
             are absent, empty or not strings are skipped. ``user.id`` is always
-            ``auth.principal`` and is not configurable here. Users are set only for
-            authenticated callers.
+            ``auth.principal`` and is not configurable here; ``user.username`` is
+            the mapped claim, or ``auth.principal`` when that claim gives nothing.
+            Users are set only for authenticated callers.
         set_transaction_name: Name the call's transaction and its events
             ``rpc {method}`` (source ``custom``) instead of the WSGI/Falcon route
             template. Default ``True``. The hook's *own* transaction (pipe with
@@ -708,6 +709,12 @@ class _Facts:
 
 
 def _user_of(auth: AuthContext, claim_map: Mapping[str, str]) -> dict[str, str] | None:
+    """The Sentry user of an authenticated caller (``None`` for anonymous ones).
+
+    ``id`` is the principal; each field of *claim_map* is its claim when that is a
+    non-empty string; ``username`` falls back to the principal when its claim
+    gives nothing (absent, empty, not a string, or not mapped).
+    """
     if not auth.authenticated:
         return None
     user: dict[str, str] = {}
@@ -717,6 +724,8 @@ def _user_of(auth: AuthContext, claim_map: Mapping[str, str]) -> dict[str, str] 
         value = auth.claims.get(claim)
         if isinstance(value, str) and value:
             user[sentry_field] = value
+    if "username" not in user and auth.principal:
+        user["username"] = auth.principal
     return user or None
 
 

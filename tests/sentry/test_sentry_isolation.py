@@ -75,7 +75,7 @@ def test_authenticated_user_does_not_stick_to_the_next_anonymous_call(sentry_cap
     call_with_auth(server, "fail", jwt_user, message="first")
     call_with_auth(server, "fail", AuthContext(), message="second")
     first, second = sentry_capture.events
-    assert first["user"] == {"id": "u-1"}
+    assert first["user"] == {"id": "u-1", "username": "u-1"}  # S9: no preferred_username claim
     assert first["tags"]["auth.tenant"] == "acme"
     assert not second.get("user")
     assert "auth.tenant" not in second["tags"] and "auth.domain" not in second["tags"]
@@ -224,7 +224,7 @@ def test_sequential_http_calls_do_not_leak_scope_data(sentry_capture: SentryCapt
         proxy.fail(message="second")
     first, second = sentry_capture.events
     assert marker_of(first) == "first"
-    assert hook_user(second) == {"id": "sub-second"}
+    assert hook_user(second) == {"id": "sub-second", "username": "sub-second"}
     assert marker_of(second) is None
     assert "app" not in second["contexts"]
     assert "crumb-first" not in crumbs_of(second)
@@ -278,7 +278,7 @@ def test_concurrent_http_calls_keep_their_own_user_and_data(sentry_capture: Sent
         thread_index = marker.split("-")[0][1:]
         method = event["tags"]["rpc.method"]
         if method == "fail":
-            assert hook_user(event) == {"id": f"sub-{thread_index}"}
+            assert hook_user(event) == {"id": f"sub-{thread_index}", "username": f"sub-{thread_index}"}
             assert event["tags"]["rpc.param.message"] == marker
             assert marker_of(event) is None
         else:

@@ -18,6 +18,7 @@ from support.sentry import (
     has_rpc_context,
     root_server_id,
     root_tags,
+    root_user,
     rpc_data,
     sdk2_logging,
     trace_data,
@@ -244,6 +245,34 @@ def test_authenticated_caller_user_auth_and_claim_tags(sentry_capture: SentryCap
     assert tags["auth.big"] == "x" * 200
     assert "auth.absent" not in tags
     assert (tags["env"], tags["region"]) == ("prod", "eu")
+
+
+@pytest.mark.parametrize(
+    ("claims", "claim_map"),
+    [
+        ({}, None),  # a token without preferred_username
+        ({"preferred_username": ""}, None),  # empty: skipped
+        ({"preferred_username": ["ada"]}, None),  # not a string: skipped
+        ({"preferred_username": "ada"}, {"email": "email"}),  # username not mapped at all
+    ],
+    ids=["absent", "empty", "not-a-string", "not-mapped"],
+)
+def test_username_falls_back_to_the_principal(
+    sentry_capture: SentryCapture, claims: dict[str, Any], claim_map: dict[str, str] | None
+) -> None:
+    """S9: user.id is the principal; user.username is the mapped claim, else the principal (the page's table)."""
+    config = SentryConfig() if claim_map is None else SentryConfig(user_claim_map=claim_map)
+    auth = AuthContext(domain="jwt", authenticated=True, principal="sub-9", claims=claims)
+    call_with_auth(make_server(config), "fail", auth, message="m")
+    assert sentry_capture.event()["user"] == {"id": "sub-9", "username": "sub-9"}
+
+
+def test_an_authenticated_pipe_caller_gets_the_principal_as_username(sentry_capture: SentryCapture) -> None:
+    """S9: on the pipe (serve_pipe(auth=...) or the pipe request path) the rule is the same."""
+    auth = AuthContext(domain="pipe", authenticated=True, principal="svc-batch", claims={})
+    call_with_auth(make_server(SentryConfig(enable_performance=True)), "fail", auth, message="m")
+    assert sentry_capture.event()["user"] == {"id": "svc-batch", "username": "svc-batch"}
+    assert root_user(sentry_capture.transaction()) == {"id": "svc-batch", "username": "svc-batch"}
 
 
 def test_unauthenticated_caller_has_no_user_even_with_principal(sentry_capture: SentryCapture) -> None:
