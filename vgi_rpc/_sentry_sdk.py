@@ -8,8 +8,8 @@ each generation of the SDK. Everything that differs between them lives here:
                                                                       ``trace_lifecycle="stream"``)
 ============================  ======================================  ==========================================
 the call's root               the ambient ``Transaction``             the ambient span's *segment*
-rpc data, tags, ``rpc``       ``update_data`` / ``set_tag`` /         span attributes (tags and ``rpc.server_id``
-context                       ``set_context`` on the transaction      never overwrite an attribute already set)
+rpc data and tags             ``update_data`` / ``set_tag`` on the    span attributes (tags never overwrite an
+                              transaction                             attribute already set)
 root name ``rpc {method}``    an event processor on the outer scope   ``segment.name`` + ``sentry.segment.name.source``
                               (Falcon renames events when they are    (the integrations name the segment before
                               sent)                                   the call starts)
@@ -33,10 +33,11 @@ extra).
 
 from __future__ import annotations
 
+import contextvars
 import re
+import sys
 import threading
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -161,12 +162,12 @@ class CallFacts:
 class Call:
     """One dispatch's Sentry state: its forked scope, the root it annotated, its own span."""
 
-    __slots__ = ("_cm", "_root", "_root_failed", "_span", "_stream", "scope")
+    __slots__ = ("_current_token", "_isolation_token", "_root_failed", "_span", "_stream", "scope")
 
-    def __init__(self, cm: AbstractContextManager[Any], scope: Any) -> None:
-        self._cm = cm
+    def __init__(self, current_token: Any, isolation_token: Any, scope: Any) -> None:
+        self._current_token = current_token
+        self._isolation_token = isolation_token
         self.scope = scope
-        self._root: Any = None
         self._root_failed: Callable[[], None] | None = None
         self._span: Any = None
         self._stream = False
@@ -192,22 +193,48 @@ def is_initialized() -> bool:
 # -- scope --------------------------------------------------------------------------------------------
 
 
+_Scope = sentry_sdk.Scope
+_scope_module = sys.modules[_Scope.__module__]
+_CURRENT = getattr(_scope_module, "_current_scope", None)
+_ISOLATION = getattr(_scope_module, "_isolation_scope", None)
+
+
 def enter() -> tuple[Call, Any, Any]:
     """Fork an isolation scope for one call; returns ``(call, ambient span, outer current scope)``.
 
-    The ambient span and the outer scope are read *before* the fork: the root
-    lives on the outer scope and outlives the call.
+    What ``sentry_sdk.isolation_scope()`` does on both generations (fork the
+    current scope and the isolation scope, make the forks current), without the
+    generator-based context manager around it: the fork is the one part of the
+    hook that isolation (B2) requires, so nothing else is spent on it. The
+    ambient span and the outer scope are read *before* the fork: the root lives
+    on the outer scope and outlives the call.
     """
-    ambient = sentry_sdk.get_current_span()
-    outer = sentry_sdk.Scope.get_current_scope()  # sentry_sdk.get_current_scope() is newer than 2.10
-    cm = sentry_sdk.isolation_scope()
-    scope = cm.__enter__()
-    return Call(cm, scope), ambient, outer
+    outer = _Scope.get_current_scope()
+    ambient = outer.span
+    isolation = _Scope.get_isolation_scope()
+    if _CURRENT is None or _ISOLATION is None:  # pragma: no cover - an SDK without the two context vars
+        cm = sentry_sdk.isolation_scope()
+        scope = cm.__enter__()
+        return Call(cm, None, scope), ambient, outer
+    current_token = _CURRENT.set(outer.fork())
+    scope = isolation.fork()
+    return Call(current_token, _ISOLATION.set(scope), scope), ambient, outer
 
 
 def leave(call: Call) -> None:
-    """Leave the call's scope (after :func:`end`)."""
-    call._cm.__exit__(None, None, None)
+    """Leave the call's scope (after :func:`end`); restores the scopes the call started in."""
+    if call._isolation_token is None:  # pragma: no cover - see enter()
+        call._current_token.__exit__(None, None, None)
+        return
+    _reset(_CURRENT, call._current_token)  # type: ignore[arg-type]
+    _reset(_ISOLATION, call._isolation_token)  # type: ignore[arg-type]
+
+
+def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    try:
+        var.reset(token)
+    except (LookupError, ValueError):  # left in another context: never leave the fork installed
+        var.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)
 
 
 # -- tracing ------------------------------------------------------------------------------------------
@@ -224,14 +251,24 @@ def _streamed_span_type() -> type | None:
 _STREAMED_SPAN = _streamed_span_type() if PROBLEM is None else None
 
 
+_streaming_for: tuple[Any, bool] = (None, False)  # (client, whether it streams): options are fixed at init
+
+
 def _streaming_enabled() -> bool:
+    """Whether the active client streams spans (3.x always; 2.x with ``trace_lifecycle="stream"``)."""
+    global _streaming_for
     if GENERATION == 3:
         return True
     if _STREAMED_SPAN is None:
         return False
-    from sentry_sdk.tracing_utils import has_span_streaming_enabled
+    client = sentry_sdk.get_client()
+    cached_client, streams = _streaming_for
+    if client is not cached_client:
+        from sentry_sdk.tracing_utils import has_span_streaming_enabled
 
-    return bool(has_span_streaming_enabled(sentry_sdk.get_client().options))
+        streams = bool(has_span_streaming_enabled(client.options))
+        _streaming_for = (client, streams)
+    return streams
 
 
 def begin(call: Call, ambient: Any, outer: Any, facts: CallFacts, performance: bool) -> None:
@@ -332,8 +369,6 @@ def _transaction_root(call: Call, ambient: Any, outer: Any, facts: CallFacts) ->
     _update_data(root, facts.data)
     for key, value in facts.tags.items():
         root.set_tag(key, value)
-    if facts.context is not None:
-        root.set_context("rpc", facts.context)
     if facts.name is not None:
         root.name = facts.name
         root.source = "custom"
@@ -371,11 +406,9 @@ _USER_ATTRIBUTES = (("user.id", "id"), ("user.name", "username"), ("user.email",
 
 
 def _span_attributes(facts: CallFacts, existing: Mapping[str, Any]) -> dict[str, Any]:
-    """Tags (never over an attribute already set), then the rpc data, then ``rpc.server_id``."""
+    """Tags (never over an attribute already set), then the rpc span data."""
     attributes: dict[str, Any] = {k: v for k, v in facts.tags.items() if k not in existing}
     attributes.update(facts.data)
-    if facts.context is not None:
-        attributes["rpc.server_id"] = facts.context["server_id"]
     return attributes
 
 

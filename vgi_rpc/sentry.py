@@ -539,13 +539,16 @@ class _SentryDispatchHook:
     of whichever SDK generation is installed.
     """
 
-    __slots__ = ("_config", "_redactor", "_server_id", "_service")
+    __slots__ = ("_config", "_processors", "_reads_params", "_redactor", "_server_id", "_service", "_static")
 
     def __init__(self, config: SentryConfig, service: str, server_id: str) -> None:
         self._config = config
         self._redactor: ParamRedactor = config.param_redactor or default_redactor
+        self._reads_params = bool(config.record_params or config.tag_params)
         self._service = service
         self._server_id = server_id
+        self._static: dict[tuple[str, str, str, str], _Facts] = {}
+        self._processors: dict[tuple[str, str, str, str], Callable[[Event, Hint], Event]] = {}
 
     def __repr__(self) -> str:
         return f"_SentryDispatchHook(service={self._service!r}, config={self._config!r})"
@@ -588,6 +591,32 @@ class _SentryDispatchHook:
     # -- step 1: the call's facts (no SDK) --------------------------------------------------
 
     def _collect(self, info: DispatchInfo, auth: AuthContext, kwargs: Mapping[str, Any] | None) -> _Facts:
+        """The call's facts; those of a call that depend on its method alone are built once.
+
+        That is a call of an anonymous caller (no domain, no claims), outside a
+        stream, whose params are not recorded: everything it records then comes
+        from the config and the method, and the facts are shared read-only (the
+        SDK copies tags, data and the ``rpc`` context into its own objects).
+        """
+        if (
+            info.stream_id is None
+            and (kwargs is None or not self._reads_params)
+            and not auth.authenticated
+            and not auth.domain
+            and not auth.claims
+        ):
+            key = (info.name, info.method_type, info.service, info.server_id)
+            facts = self._static.get(key)
+            if facts is None:
+                facts = self._collect_each_time(info, auth, None)
+                if len(self._static) < _STATIC_FACTS_MAX:
+                    self._static[key] = facts
+            return facts
+        return self._collect_each_time(info, auth, kwargs)
+
+    def _collect_each_time(
+        self, info: DispatchInfo, auth: AuthContext, kwargs: Mapping[str, Any] | None
+    ) -> _Facts:
         cfg = self._config
         method = info.name
         service = info.service or self._service
@@ -603,7 +632,7 @@ class _SentryDispatchHook:
             span_data["rpc.stream_id"] = info.stream_id
 
         redaction = _NO_REDACTION
-        if kwargs is not None and (cfg.record_params or cfg.tag_params):
+        if kwargs is not None and self._reads_params:
             kept = self._redact(kwargs)
             redaction = _redaction_of(kwargs, kept)
             if cfg.record_params:
@@ -620,12 +649,14 @@ class _SentryDispatchHook:
         context: dict[str, str] | None = None
         user: dict[str, str] | None = None
         if cfg.record_request_context:
+            server_id = info.server_id or self._server_id
             context = {
                 "method": method,
                 "method_type": info.method_type,
                 "service": service,
-                "server_id": info.server_id or self._server_id,
+                "server_id": server_id,
             }
+            span_data["rpc.server_id"] = server_id  # the rest of the context is span data already
             user = _user_of(auth, cfg.user_claim_map)
             if auth.domain:
                 tags["auth.domain"] = auth.domain
@@ -639,7 +670,17 @@ class _SentryDispatchHook:
 
         own = _OwnFacts(tags, user, context)
         rpc_name = f"rpc {method}" if cfg.set_transaction_name else None
-        processor = _event_processor(rpc_name, redaction, own) if rpc_name is not None or redaction else None
+        processor: Callable[[Event, Hint], Event] | None = None
+        if redaction:
+            processor = _event_processor(rpc_name, redaction, own)
+        elif rpc_name is not None or context is not None:
+            # without secrets the processor depends on the method alone: one per method
+            method_key = (method, info.method_type, service, info.server_id)
+            processor = self._processors.get(method_key)
+            if processor is None:
+                processor = _event_processor(rpc_name, redaction, own)
+                if len(self._processors) < _STATIC_FACTS_MAX:
+                    self._processors[method_key] = processor
         scrub: Callable[[dict[str, Any]], None] | None = None
         if redaction:
 
@@ -665,8 +706,6 @@ class _SentryDispatchHook:
         # The call's own scope: everything captured during the call sees it.
         scope = call.scope
         scope.set_tags(trace.tags)
-        if trace.context is not None:
-            scope.set_context("rpc", trace.context)
         if trace.user is not None:
             scope.set_user(trace.user)
         if facts.processor is not None:
@@ -700,7 +739,11 @@ class _SentryDispatchHook:
         return kept
 
 
-@dataclass(slots=True)
+_STATIC_FACTS_MAX = 4096
+"""At most this many (method, service, server) facts are kept per hook (one per method in practice)."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Facts:
     """One call's facts: what goes to the SDK, and the processor for the call's scope."""
 
@@ -732,19 +775,28 @@ def _user_of(auth: AuthContext, claim_map: Mapping[str, str]) -> dict[str, str] 
 def _event_processor(
     rpc_name: str | None, redaction: _Redaction, own: _OwnFacts
 ) -> Callable[[Event, Hint], Event]:
-    """Processor on the call's own scope: hides redacted values and names error events.
+    """Processor on the call's own scope: hides redacted values, adds the ``rpc`` context, names events.
 
     It is appended after every processor the call's scope inherited (Falcon's
-    route-template naming included), so its name wins. Transactions are
-    redacted but not renamed: the hook's own is named ``vgi_rpc/<method>``; the
-    ambient one is handled by :func:`_apply_root_patch`.
+    route-template naming included), so its name wins. The ``rpc`` context is
+    added here, to events only, rather than on the scope: a transaction carries
+    the same facts as span data (``rpc.*``, ``rpc.server_id``), and every field
+    a transaction carries twice is serialised twice. Transactions are redacted
+    but not renamed: the hook's own is named ``vgi_rpc/<method>``; the ambient
+    one is handled by the adapter (:mod:`vgi_rpc._sentry_sdk`).
     """
+    context = own.context
 
     def process(event: Event, hint: Hint) -> Event:
         if redaction:
             redaction.event(cast("dict[str, Any]", event), own)
         if event.get("type") == "transaction":
             return event
+        if context is not None:
+            contexts = event.get("contexts")
+            if contexts is None:
+                event["contexts"] = contexts = {}
+            contexts["rpc"] = dict(context)
         if rpc_name is not None:
             event["transaction"] = rpc_name
             event["transaction_info"] = {"source": "custom"}

@@ -7,12 +7,15 @@ The suites run on sentry-sdk 2.x (``make test``) and 3.x (``make test-sdk3``).
 Error events are the same on both; what the SDK does with *spans* is not:
 
 * 2.x sends transactions: the root span's data is ``contexts.trace.data``, and
-  the transaction has its own ``tags``, ``user``, ``contexts.rpc`` and ``request``;
+  the transaction has its own ``tags``, ``user`` and ``request``;
   a failed span's status is ``internal_error``.
 * 3.x streams spans (``span`` items, ``version: 2``); ``sentry_capture.transactions``
   shows each segment as a transaction-shaped view whose ``contexts.trace.data`` is
-  the span's attributes. Tags, the ``rpc`` context's server id, the user and the
-  request are attributes there; a failed span's status is ``error``.
+  the span's attributes. Tags, the user and the request are attributes there; a
+  failed span's status is ``error``.
+
+On both, a root carries the ``rpc`` context's facts as span data (``rpc.*``,
+``rpc.server_id``); ``contexts.rpc`` is on events only.
 
 The helpers below read those facts from either shape, so a test states each
 promise once. None of them hides a difference the docs do not describe.
@@ -68,7 +71,7 @@ def trace_data(txn: dict[str, Any]) -> dict[str, Any]:
 
 
 def rpc_data(txn_or_data: dict[str, Any], *, server_id: bool = False) -> dict[str, Any]:
-    """The ``rpc.*`` span data, without ``rpc.server_id`` (3.x only: the ``rpc`` context's id)."""
+    """The ``rpc.*`` span data, without ``rpc.server_id`` (unless *server_id*)."""
     data = trace_data(txn_or_data) if "contexts" in txn_or_data else txn_or_data
     return {k: v for k, v in data.items() if k.startswith("rpc.") and (server_id or k != "rpc.server_id")}
 
@@ -113,18 +116,14 @@ def root_user(txn: dict[str, Any]) -> dict[str, str]:
 
 
 def root_server_id(txn: dict[str, Any]) -> str | None:
-    """The ``rpc`` context's server id on the root: 2.x ``contexts.rpc``; 3.x the ``rpc.server_id`` attribute."""
-    if not txn.get("streamed"):
-        value: str | None = ((txn.get("contexts") or {}).get("rpc") or {}).get("server_id")
-        return value
+    """The ``rpc`` context's server id on a root: span data ``rpc.server_id`` (events carry ``contexts.rpc``)."""
     server_id: str | None = trace_data(txn).get("rpc.server_id")
     return server_id
 
 
 def has_rpc_context(txn: dict[str, Any]) -> bool:
-    """Whether the root carries the ``rpc`` context (3.x: its server id attribute)."""
-    if not txn.get("streamed"):
-        return "rpc" in (txn.get("contexts") or {})
+    """Whether the root carries the ``rpc`` context's facts: span data ``rpc.server_id``, no ``contexts.rpc``."""
+    assert "rpc" not in (txn.get("contexts") or {}), "transactions carry span data, not contexts.rpc"
     return "rpc.server_id" in trace_data(txn)
 
 
