@@ -23,12 +23,13 @@ ratios ``make bench-check`` gates on.
 from __future__ import annotations
 
 import io
+import statistics
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from benchmarks._harness import Interleaved, Ratio, one_cpu, run_with_benchmark
+from benchmarks._harness import Interleaved, Ratio, one_cpu, quartiles, run_with_benchmark
 from benchmarks._services import Bench, BenchImpl
 from benchmarks.conftest import Profile
 from vgi_rpc import RpcServer, serve_pipe
@@ -113,6 +114,7 @@ def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[R
 @pytest.mark.benchmark(group="server-side unary handling with Sentry")
 def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
     """``server.handle_unary``: hook + implementation + Arrow response, one thread, no transport."""
+    from vgi_rpc.hooks import register_dispatch_hook
     from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
     from vgi_rpc.testing import sentry_capture
 
@@ -120,7 +122,11 @@ def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Call
     assert plain._dispatch_hook is None, "the baseline server must have no Sentry hook"
     metadata = {"vgi_rpc.method": "add", "vgi_rpc.request_version": "1", "vgi_rpc.protocol": "Bench"}
     kwargs = {"a": 1, "b": 2}
+    fork = RpcServer(Bench, BenchImpl())
+    bare = RpcServer(Bench, BenchImpl())
     with sentry_capture() as cap:
+        fork._dispatch_hook = register_dispatch_hook(None, _ForkOnlyHook())
+        bare._dispatch_hook = register_dispatch_hook(None, _BareTransactionHook())
         default = RpcServer(Bench, BenchImpl())
         perf = instrument_server_sentry(
             RpcServer(Bench, BenchImpl()), SentryConfig(record_params=True, enable_performance=True)
@@ -136,17 +142,19 @@ def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Call
 
             return run
 
-        for server in (plain, default, perf):
+        for server in (plain, fork, default, perf, bare):
             sink = io.BytesIO()
             assert server.handle_unary(server.lookup("add"), kwargs, sink, transport="pipe") is None
             assert sink.getvalue()
-        assert len(cap.transactions) == 1
+        assert len(cap.transactions) == 2
         cap.transport.clear()
         sampler = Interleaved(
             {
                 "no Sentry hook": handler(plain),
+                "fork-only hook": handler(fork),
                 "default config": handler(default),
                 "params+perf": handler(perf),
+                "bare-transaction hook": handler(bare),
             },
             ops=10,
             between=cap.transport.clear,
@@ -168,5 +176,240 @@ def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Call
             "Sentry hook, record_params+enable_performance vs no hook (handle_unary, SDK on)",
             "no Sentry hook",
             "params+perf",
+        )
+    )
+    record_ratio(
+        _overhead_ratio(
+            sampler,
+            "sentry.server.default_vs_fork",
+            "Sentry hook, default config: added cost vs a fork-only hook's (floor a, handle_unary, thread CPU)",
+            "default config",
+            "fork-only hook",
+            target=1.5,
+        )
+    )
+    record_ratio(
+        _overhead_ratio(
+            sampler,
+            "sentry.server.perf_vs_transaction",
+            "Sentry hook, record_params+enable_performance: added cost vs a bare-transaction hook's "
+            "(floor b, handle_unary, thread CPU)",
+            "params+perf",
+            "bare-transaction hook",
+            target=1.15,
+        )
+    )
+
+
+# -- the SDK's floors -------------------------------------------------------------------------------
+
+
+class _ForkOnlyHook:
+    """The least a hook that keeps calls isolated must do (floor a).
+
+    Enter a forked isolation scope, write the call's tags and ``rpc`` context
+    (what the default hook writes there), leave it at the end. No config, no
+    redaction, no naming processor, no root span, no error capture.
+    """
+
+    def on_dispatch_start(self, info: Any, auth: Any, transport_metadata: Any, kwargs: Any) -> object:
+        import sentry_sdk
+
+        cm = sentry_sdk.isolation_scope()
+        scope = cm.__enter__()
+        scope.set_tags(
+            {"auth.authenticated": "false", "rpc.method": info.name, "rpc.method_type": info.method_type}
+        )
+        scope.set_context(
+            "rpc",
+            {
+                "method": info.name,
+                "method_type": info.method_type,
+                "service": info.service,
+                "server_id": info.server_id,
+            },
+        )
+        return cm
+
+    def on_dispatch_end(self, token: Any, info: Any, error: BaseException | None) -> None:
+        token.__exit__(None, None, None)
+
+
+def _bare_transactions(n: int) -> None:
+    """Floor (b): one bare transaction started, finished and sent, per op."""
+    import sentry_sdk
+
+    for _ in range(n):
+        with sentry_sdk.start_transaction(name="vgi_rpc/add", op="rpc.server", source="custom"):
+            pass
+
+
+_BLOCK = 10
+"""Rounds per block for the added-cost ratios (see :func:`_overhead_ratio`)."""
+
+
+class _BareTransactionHook:
+    """Floor (b) measured the way the hook is: one bare transaction per dispatch, in the server thread."""
+
+    def on_dispatch_start(self, info: Any, auth: Any, transport_metadata: Any, kwargs: Any) -> object:
+        _bare_transactions(1)
+        return None
+
+    def on_dispatch_end(self, token: Any, info: Any, error: BaseException | None) -> None:
+        return None
+
+
+def _overhead_ratio(
+    sampler: Interleaved,
+    key: str,
+    title: str,
+    subject: str,
+    floor: str,
+    *,
+    baseline: str = "no Sentry hook",
+    floor_is_overhead: bool = True,
+    target: float | None = None,
+    note: str = "",
+) -> Ratio:
+    """The subject's *added* cost over the baseline, divided by the floor's (or by the floor itself).
+
+    An added cost is a difference of two round trips, and one round's difference
+    is mostly noise (18 us on 220 us whose rounds wander by 20 us), so a per-round
+    ratio is meaningless. Instead the rounds are cut into consecutive blocks of
+    :data:`_BLOCK`; in each block the added costs are differences of medians; the
+    reported value is the median over blocks, the spread their IQR.
+    """
+    base, subj, low = sampler.samples[baseline], sampler.samples[subject], sampler.samples[floor]
+    per_block: list[float] = []
+    added: list[float] = []
+    floors: list[float] = []
+    for start in range(0, len(base) - _BLOCK + 1, _BLOCK):
+        b = statistics.median(base[start : start + _BLOCK])
+        s_cost = statistics.median(subj[start : start + _BLOCK]) - b
+        f_cost = statistics.median(low[start : start + _BLOCK]) - (b if floor_is_overhead else 0.0)
+        added.append(s_cost)
+        floors.append(f_cost)
+        per_block.append(s_cost / f_cost if f_cost > 0 else float("inf"))
+    if not per_block:
+        raise RuntimeError(f"fewer than {_BLOCK} rounds: no block to compute {key} from")
+    q1, med, q3 = quartiles(per_block)
+    return Ratio(
+        key=key,
+        title=title,
+        baseline=f"{floor} ({'added ' if floor_is_overhead else ''}cost)",
+        subject=f"{subject} (added cost)",
+        median=med,
+        q1=q1,
+        q3=q3,
+        baseline_value=statistics.median(floors),
+        subject_value=statistics.median(added),
+        rounds=len(base),
+        ops=sampler.ops,
+        target=target,
+        note=note or f"median over blocks of {_BLOCK} rounds of (block-median differences)",
+        clock=sampler.clock,
+    )
+
+
+@pytest.mark.gated
+@pytest.mark.benchmark(group="Sentry hook vs the SDK's floors")
+def test_sentry_floors(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+    """The hook's added cost against the least the SDK needs, measured in the same run.
+
+    (a) a fork-only dispatch hook on the same ``serve_pipe`` round trip: the
+    default hook's added cost / the fork-only hook's (target <= 1.5x);
+    (b) one bare transaction started, finished and sent to the same in-memory
+    transport: record_params+enable_performance's added cost / one bare
+    transaction (target <= 1.15x). Process CPU time, interleaved, one CPU.
+    """
+    from vgi_rpc.hooks import register_dispatch_hook
+    from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
+    from vgi_rpc.testing import sentry_capture
+
+    plain = RpcServer(Bench, BenchImpl())
+    fork = RpcServer(Bench, BenchImpl())
+    bare = RpcServer(Bench, BenchImpl())
+    with sentry_capture() as cap:
+        fork._dispatch_hook = register_dispatch_hook(None, _ForkOnlyHook())
+        bare._dispatch_hook = register_dispatch_hook(None, _BareTransactionHook())
+        default = RpcServer(Bench, BenchImpl())
+        perf = instrument_server_sentry(
+            RpcServer(Bench, BenchImpl()), SentryConfig(record_params=True, enable_performance=True)
+        )
+        with (
+            one_cpu(),
+            serve_pipe(plain) as p_plain,
+            serve_pipe(fork) as p_fork,
+            serve_pipe(default) as p_default,
+            serve_pipe(perf) as p_perf,
+            serve_pipe(bare) as p_bare,
+        ):
+            for proxy in (p_plain, p_fork, p_default, p_perf, p_bare):
+                assert proxy.add(a=1, b=2) == 3
+            _bare_transactions(1)
+            assert [t["transaction"] for t in cap.transactions] == ["vgi_rpc/add"] * 3
+            cap.transport.clear()
+            sampler = Interleaved(
+                {
+                    "no Sentry hook": _calls(p_plain),
+                    "fork-only hook": _calls(p_fork),
+                    "default config": _calls(p_default),
+                    "params+perf": _calls(p_perf),
+                    "bare-transaction hook": _calls(p_bare),
+                    "bare transaction": _bare_transactions,
+                },
+                ops=10,
+                between=cap.transport.clear,
+                clock="process",
+            )
+            run_with_benchmark(benchmark, sampler, rounds=profile.rounds(400), warmup=10)
+        assert not cap.events
+    record_ratio(
+        _overhead_ratio(
+            sampler,
+            "sentry.floor.default_vs_fork",
+            "Sentry hook, default config: added cost vs a fork-only hook's (floor a, serve_pipe, CPU)",
+            "default config",
+            "fork-only hook",
+            target=1.5,
+        )
+    )
+    record_ratio(
+        _overhead_ratio(
+            sampler,
+            "sentry.floor.perf_vs_transaction",
+            "Sentry hook, record_params+enable_performance: added cost vs a bare-transaction hook's (floor b, serve_pipe, CPU)",
+            "params+perf",
+            "bare-transaction hook",
+            target=1.15,
+        )
+    )
+    record_ratio(
+        _overhead_ratio(
+            sampler,
+            "sentry.floor.perf_vs_transaction.main_thread",
+            "Sentry hook, record_params+enable_performance: added cost vs one bare transaction in the main thread (CPU)",
+            "params+perf",
+            "bare transaction",
+            floor_is_overhead=False,
+            note="the same transaction costs more in the server thread than in the measuring one; the gated "
+            "ratio compares like with like",
+        )
+    )
+    record_ratio(
+        sampler.ratio(
+            "sentry.floor.fork.cpu",
+            "fork-only hook vs no hook (floor a itself, serve_pipe, process time)",
+            "no Sentry hook",
+            "fork-only hook",
+        )
+    )
+    record_ratio(
+        sampler.ratio(
+            "sentry.floor.default.cpu",
+            "Sentry hook, default config vs no hook (same run as the floors, process time)",
+            "no Sentry hook",
+            "default config",
+            target=1.10,
         )
     )
