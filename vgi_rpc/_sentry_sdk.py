@@ -210,7 +210,7 @@ def enter() -> tuple[Call, Any, Any]:
     on the outer scope and outlives the call.
     """
     outer = _Scope.get_current_scope()
-    ambient = outer.span
+    ambient = getattr(outer, "_span", None)  # 2.x's Scope.span hides a streamed span: read the slot
     isolation = _Scope.get_isolation_scope()
     if _CURRENT is None or _ISOLATION is None:  # pragma: no cover - an SDK without the two context vars
         cm = sentry_sdk.isolation_scope()
@@ -475,7 +475,7 @@ def after_start_response() -> None:
     if not _failed_segments:
         return
     try:
-        current = sentry_sdk.get_current_span()
+        current = getattr(_Scope.get_current_scope(), "_span", None)
         if current is None:
             return
         segment = getattr(current, "_segment", None) or current
