@@ -62,6 +62,7 @@ __all__ = [
     "Call",
     "CallFacts",
     "after_start_response",
+    "attach_stack_like_the_sdk",
     "begin",
     "capture_exception",
     "end",
@@ -188,6 +189,34 @@ def is_initialized() -> bool:
     return client is not None and bool(
         getattr(client, "dsn", None) or getattr(client, "options", {}).get("dsn")
     )
+
+
+def attach_stack_like_the_sdk(event: dict[str, Any]) -> None:
+    """Attach the thread stack the SDK would attach to a message event, now.
+
+    With ``attach_stacktrace`` (on by default in 3.x) the SDK adds the current
+    stack, frame locals included, to an event with no exception and no stack --
+    *after* event processors ran, where no redaction can reach it. Attached
+    here (same options, same helper), the SDK keeps it and the caller can
+    redact it. The stack then also shows the few SDK frames between the capture
+    and the processor. Never raises.
+    """
+    if "exception" in event or "stacktrace" in event or "threads" in event or event.get("type"):
+        return
+    try:
+        options = sentry_sdk.get_client().options
+        if not options.get("attach_stacktrace"):
+            return
+        from sentry_sdk.utils import current_stacktrace
+
+        kwargs: dict[str, Any] = {"max_value_length": options.get("max_value_length")}
+        if GENERATION == 2:
+            kwargs["include_local_variables"] = options.get("include_local_variables", True)
+        event["threads"] = {
+            "values": [{"stacktrace": current_stacktrace(**kwargs), "crashed": False, "current": True}]
+        }
+    except Exception:  # pragma: no cover - defensive: the SDK changed under us
+        return
 
 
 # -- scope --------------------------------------------------------------------------------------------

@@ -789,6 +789,7 @@ def _event_processor(
 
     def process(event: Event, hint: Hint) -> Event:
         if redaction:
+            sdk.attach_stack_like_the_sdk(cast("dict[str, Any]", event))  # else added after us, unredacted
             redaction.event(cast("dict[str, Any]", event), own)
         if event.get("type") == "transaction":
             return event

@@ -458,3 +458,30 @@ def test_redaction_hides_any_secret_and_nothing_else(
         )
         assert _occurrences(normalised, secret) <= _occurrences(baseline, secret), secret
         assert _occurrences(baseline, NEUTRAL) == 0  # the baseline's own secret is hidden too
+
+
+@pytest.mark.sentry_options(attach_stacktrace=True)  # sentry-sdk 3's default; 2.x's is False
+def test_a_stack_the_sdk_attaches_to_a_message_is_redacted_too(sentry_capture: SentryCapture) -> None:
+    """B4: with attach_stacktrace, a message event captured during the call gets the stack's locals scrubbed.
+
+    The SDK attaches that stack *after* event processors run, so the hook attaches
+    it itself (the SDK then keeps it) and redacts it like any other.
+    """
+
+    class Notes(Protocol):
+        def note(self, api_key: str, body: str) -> int: ...
+
+    class NotesImpl:
+        def note(self, api_key: str, body: str) -> int:
+            held = [api_key]  # the secret in a local the name filter does not know
+            sentry_sdk.capture_message(f"noted {body} ({len(held)})")
+            return 1
+
+    server = instrument_server_sentry(RpcServer(Notes, NotesImpl()), SentryConfig(tag_params=("body",)))
+    assert server.dispatch("note", api_key=LONG_SECRET, body="b") == 1
+    (event,) = sentry_capture.events
+    frames = event["threads"]["values"][0]["stacktrace"]["frames"]
+    impl = next(f for f in frames if f["function"] == "note" and "held" in (f.get("vars") or {}))
+    assert impl["vars"]["api_key"] == "[Filtered]" and impl["vars"]["held"] == ["[Filtered]"]
+    assert not any(LONG_SECRET in s for s in strings_in(sentry_capture.envelopes))
+    assert event["tags"]["rpc.param.body"] == "b"
