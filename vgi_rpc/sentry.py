@@ -1,7 +1,12 @@
 """Server-side Sentry instrumentation: error capture, request context, optional tracing.
 
-Requires ``pip install vgi-rpc[sentry]``. ``import vgi_rpc`` never imports this
-module; importing it imports ``sentry_sdk``. vgi-rpc never calls
+Requires ``pip install 'vgi-rpc[sentry]'`` (sentry-sdk 2.x from 2.36, or 3.x); without
+it, importing this module raises an ``ImportError`` that names the extra, and with
+an SDK it cannot instrument, instrumenting raises :class:`SentrySdkUnsupportedError`
+(auto-attach logs a WARNING). ``import vgi_rpc`` never imports this module;
+importing it imports ``sentry_sdk``. What differs between the SDK's generations
+(transactions vs streamed span items) lives in :mod:`vgi_rpc._sentry_sdk`; this
+module reads the same for both. vgi-rpc never calls
 ``sentry_sdk.init()`` and never reads ``SENTRY_DSN``: initialise the SDK yourself,
 *before* constructing the ``RpcServer`` if you want auto-attach.
 
@@ -18,12 +23,15 @@ What one dispatch does (``docs/sentry.md`` has the full table and the tests that
   at dispatch end, so tags, user and context never reach another call (on the pipe
   nothing else forks the scope; over HTTP the WSGI integration forks per request
   and this fork nests inside it);
-* scope tags ``rpc.method``/``rpc.method_type`` (always), the ``rpc`` context, the
-  user and the auth tags (``record_request_context``), ``custom_tags`` and the
-  ``tag_params`` whitelist;
+* scope tags ``rpc.method``/``rpc.method_type`` (always), the user and the auth
+  tags (``record_request_context``), ``custom_tags`` and the ``tag_params``
+  whitelist; the ``rpc`` context on every event captured during the call;
 * span data ``rpc.*`` (and ``rpc.param.*`` with ``record_params``) on the root span
-  of the call's transaction: the ambient one (HTTP: the WSGI transaction) or, on
-  the pipe with ``enable_performance``, the hook's own ``vgi_rpc/<method>``;
+  of the call's transaction: the ambient one (HTTP: the WSGI transaction or
+  segment) or, on the pipe with ``enable_performance``, the hook's own
+  ``vgi_rpc/<method>``;
+* redaction of the params the redactor removed, in every event of the call
+  (:data:`MIN_SCRUB_CHARS`);
 * ``capture_exception`` of the *original* exception at dispatch end, inside the
   call's scope, so the one error event carries the RPC context;
 * transaction and event names ``rpc {method}`` (source ``custom``) that survive
