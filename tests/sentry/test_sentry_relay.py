@@ -28,6 +28,7 @@ import pytest
 import sentry_sdk
 from support.http import http_proxy
 from support.jwt import bearer
+from support.sentry import STREAMING
 from support.services import Calculator, CalculatorImpl, xs
 
 from vgi_rpc import RpcError, RpcServer, serve_pipe
@@ -65,6 +66,12 @@ class ProbeImpl:
     def record(self, **values: Any) -> int:
         return len(values)
 
+
+needs_transaction_items = pytest.mark.skipif(
+    STREAMING,
+    reason="sentry-relay's Python normaliser takes event and transaction items; sentry-sdk 3 sends "
+    "span items (its events are checked by the other tests of this module)",
+)
 
 FULL = SentryConfig(
     enable_performance=True,
@@ -128,7 +135,9 @@ def assert_documented_fields_survive(cap: SentryCapture, expected_items: int) ->
         assert len(stored) == len(sent)
         for before, after in zip(sent, stored, strict=True):
             fields = documented(before)
-            assert "tags[rpc.method]" in fields and "contexts.rpc.service" in fields, fields
+            # events carry the rpc context; transactions its facts as span data (docs/sentry.md)
+            rpc_service = "contexts.rpc.service" if item_type == "event" else "span 0 data rpc.service"
+            assert "tags[rpc.method]" in fields and rpc_service in fields, fields
             assert documented(after) == fields
             compared += 1
     assert compared == expected_items
@@ -137,6 +146,7 @@ def assert_documented_fields_survive(cap: SentryCapture, expected_items: int) ->
 # -- B8: documented fields survive ingestion --------------------------------------------------
 
 
+@needs_transaction_items
 def test_documented_fields_survive_ingestion_over_http(sentry_capture: SentryCapture) -> None:
     """B8 S8 S9 S11 S12 S13 S14 S18 S20 S21 S28: real waitress + JWT; unary, failing and stream calls."""
     server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()), FULL)
@@ -160,6 +170,7 @@ def test_documented_fields_survive_ingestion_over_http(sentry_capture: SentryCap
     assert_documented_fields_survive(sentry_capture, expected_items=1 + len(txns))
 
 
+@needs_transaction_items
 def test_documented_fields_survive_ingestion_over_the_pipe(sentry_capture: SentryCapture) -> None:
     """B8: the same over serve_pipe (no WSGI transaction: the hook's own vgi_rpc/<method> transactions)."""
     server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()), FULL)
@@ -252,6 +263,7 @@ def test_claim_tag_filter_drops_exactly_what_relay_marks_invalid() -> None:
     assert invalid == set(CLAIM_VALUES) - kept - {"nothing"} == {"empty", "items", "numbers", "object"}
 
 
+@needs_transaction_items
 def test_span_data_filter_keeps_only_values_the_normaliser_stores_unchanged(
     sentry_capture: SentryCapture,
 ) -> None:
@@ -279,6 +291,7 @@ def test_span_data_filter_keeps_only_values_the_normaliser_stores_unchanged(
     sentry_capture.assert_ingestible()
 
 
+@needs_transaction_items
 def test_relay_zeroes_integers_beyond_64_bits_without_a_remark() -> None:
     """B8 (a Relay fact the kit catches): an int outside [-2**63, 2**64) is stored as 0 -- no ``_meta`` remark."""
     with sentry_capture() as cap, sentry_sdk.start_transaction(name="t", op="o") as txn:
@@ -348,6 +361,7 @@ def test_long_jwt_claims_in_user_fields_survive_ingestion(sentry_capture: Sentry
 PREDICATE = "name = 'Ada Lovelace' AND email = 'ada@example.org' AND card = '4111 1111 1111 1111'"
 
 
+@needs_transaction_items
 def test_server_side_scrubbing_leaves_names_and_emails_in_a_free_text_param(
     sentry_capture: SentryCapture,
 ) -> None:
@@ -376,6 +390,7 @@ def test_server_side_scrubbing_leaves_names_and_emails_in_a_free_text_param(
     assert plain["contexts"]["trace"]["data"]["rpc.param.predicate"] == PREDICATE
 
 
+@needs_transaction_items
 def test_server_side_scrubbing_filters_a_whole_value_that_mentions_a_password(
     sentry_capture: SentryCapture,
 ) -> None:
@@ -388,6 +403,7 @@ def test_server_side_scrubbing_filters_a_whole_value_that_mentions_a_password(
     assert stored["contexts"]["trace"]["data"]["rpc.param.predicate"] == "[Filtered]"
 
 
+@needs_transaction_items
 def test_advanced_data_scrubbing_rules_and_project_settings(sentry_capture: SentryCapture) -> None:
     """S23 (the docs' advice): an Advanced Data Scrubbing rule does remove the email; sensitive fields work too."""
     server = instrument_server_sentry(
@@ -412,6 +428,7 @@ def test_advanced_data_scrubbing_rules_and_project_settings(sentry_capture: Sent
 # -- the kit's own behaviour -----------------------------------------------------------------
 
 
+@needs_transaction_items
 def test_a_payload_relay_rejects_is_reported_with_relays_error() -> None:
     """Bad input: a transaction Relay refuses outright: Relay's message, no traceback from the bindings."""
 
