@@ -471,12 +471,17 @@ def _stream_root(call: Call, ambient: Any, facts: CallFacts) -> None:
 
 
 def _stream_span(call: Call, ambient: Any, facts: CallFacts) -> None:
-    from sentry_sdk.traces import start_span
+    from sentry_sdk.traces import new_trace, start_span
 
     attributes = _span_attributes(facts, {})
     attributes["sentry.op"] = facts.op
     if ambient is None:
         attributes["sentry.segment.name.source"] = "custom"
+        # A segment takes its trace from the scope's propagation context, which every
+        # call's fork inherits from the serving thread: without this, all calls of a
+        # pipe connection would be one trace (2.x's start_transaction starts a new one).
+        # The forked scopes take the new context; the thread's own is left alone.
+        new_trace()
     call._span = start_span(name=facts.span_name, attributes=attributes)
     call._stream = True
 

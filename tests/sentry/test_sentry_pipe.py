@@ -95,6 +95,23 @@ def test_performance_transaction_per_dispatch(sentry_capture: SentryCapture) -> 
     assert event["transaction"] == "rpc fail"
 
 
+def test_each_pipe_call_is_its_own_trace(sentry_capture: SentryCapture) -> None:
+    """B2 S28: calls on one pipe connection (one serving thread) are separate traces; each event is in its call's."""
+    with serve_pipe(make_server(SentryConfig(enable_performance=True))) as proxy:
+        for message in ("one", "two", "three"):
+            with pytest.raises(RpcError):
+                proxy.fail(message=message)
+    traces = [t["contexts"]["trace"]["trace_id"] for t in sentry_capture.transactions]
+    assert len(traces) == len(set(traces)) == 3
+    for event in sentry_capture.events:
+        (txn,) = [
+            t
+            for t in sentry_capture.transactions
+            if t["contexts"]["trace"]["trace_id"] == event["contexts"]["trace"]["trace_id"]
+        ]
+        assert event["contexts"]["trace"]["span_id"] == txn["contexts"]["trace"]["span_id"]
+
+
 def test_custom_op_name(sentry_capture: SentryCapture) -> None:
     """S28: the transaction's op is SentryConfig.op_name."""
     with serve_pipe(make_server(SentryConfig(enable_performance=True, op_name="rpc.custom"))) as proxy:
