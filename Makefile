@@ -36,7 +36,7 @@ unit: $(STAMP)
 
 # The Sentry SDK's other generations, each in its own venv (make test keeps the default
 # SDK, the latest 2.x): the suites whose promises depend on the SDK run there too.
-SENTRY_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs/test_readme.py
+SENTRY_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs/test_readme.py tests/docs/test_docs_testing.py
 SDK3 := .venv-sdk3
 SDK3_VERSION := 3.0.0b2
 SDK_FLOOR := .venv-sdk-floor

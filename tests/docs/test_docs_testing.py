@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
+from support.sentry import STREAMING
 
 pytest_plugins = ["pytester"]
 
@@ -52,6 +53,21 @@ def _assert_green(result: pytest.RunResult, at_least: int) -> None:
     assert outcomes.get("passed", 0) >= at_least, result.stdout.str()
 
 
+def _needs_transaction_items(module: str, block: str) -> list[str]:
+    """``--deselect`` arguments for the examples that hand Relay transaction items, on sentry-sdk 3.
+
+    vgi_rpc.testing.relay normalises event and transaction items (what the pinned
+    sentry-relay's Python normaliser takes); sentry-sdk 3 sends span items instead.
+    """
+    if not STREAMING:
+        return []
+    out: list[str] = []
+    for name, body in re.findall(r"^def (test_\w+)\(.*?\n((?:    .*\n|\n)*)", block, re.MULTILINE):
+        if re.search(r"""(ingested|scrubbed)\(["']transaction["']""", body):
+            out += ["--deselect", f"{module}::{name}"]
+    return out
+
+
 def test_every_python_block_is_a_test_module() -> None:
     named, plain = _named_and_plain()
     assert len(plain) >= 5, "docs/testing.md lost an example"
@@ -62,11 +78,14 @@ def test_every_python_block_is_a_test_module() -> None:
 
 def test_the_examples_pass_as_a_users_test_modules(pytester: pytest.Pytester) -> None:
     _, plain = _named_and_plain()
+    deselect: list[str] = []
     for index, block in enumerate(plain):
         pytester.makepyfile(**{f"test_doc_example_{index}": block})
+        deselect += _needs_transaction_items(f"test_doc_example_{index}.py", block)
     n_tests = sum(block.count("\ndef test_") + block.startswith("def test_") for block in plain)
+    n_tests -= len(deselect) // 2
     for args in (["--snapshot-update"], [], []):  # a new port and new ids on every run
-        _assert_green(pytester.runpytest_subprocess(*RUN, *args), n_tests)
+        _assert_green(pytester.runpytest_subprocess(*RUN, *args, *deselect), n_tests)
     written = sorted(p.relative_to(pytester.path).as_posix() for p in pytester.path.rglob("*.json"))
     assert written and all(name.endswith(".sentry.json") for name in written), written
     http = [p for p in written if "test_orders_envelopes" in p]

@@ -60,9 +60,13 @@ class PerGeneration(SentryEnvelopeExtension):
 
 
 @pytest.fixture
-def sentry_snapshot(snapshot: Any) -> Any:
-    """The plugin's fixture, per generation (this module's snapshots are reviewed for both)."""
-    return snapshot.use_extension(PerGeneration)
+def sentry_snapshot(snapshot: Any, sentry_capture: SentryCapture) -> Any:
+    """The plugin's fixture (same extension, same kept fields), with one set per generation."""
+    from vgi_rpc.testing.snapshots import kept_fields
+
+    assertion = snapshot.use_extension(PerGeneration)
+    assertion.extension.keep = kept_fields(sentry_capture.init_options)
+    return assertion
 
 
 def snapshot_of(cap: SentryCapture) -> list[dict[str, Any]]:

@@ -652,7 +652,13 @@ def test_the_same_http_calls_on_two_servers_normalise_identically() -> None:
     assert str(port_a) in json.dumps(first.envelopes)  # the raw data pins the port...
     assert normalize(first) == normalize(second)  # ... the snapshot does not
     text = json.dumps(normalize(first))
-    for volatile in (str(port_a), "python-httpx/0", "sentry.python.falcon", '"filename": "vgi_rpc/', '"vgi_rpc.'):
+    for volatile in (
+        str(port_a),
+        "python-httpx/0",
+        "sentry.python.falcon",
+        '"filename": "vgi_rpc/',
+        '"vgi_rpc.',
+    ):
         assert volatile not in text, volatile
 
 
@@ -666,8 +672,38 @@ def test_session_buckets_of_two_minutes_merge_into_one() -> None:
             {"started": "2026-12-01T20:18:00.000000Z", "exited": 1, "errored": 1},
         ],
     }
-    one = {"attrs": attrs, "aggregates": [{"started": "2026-12-01T20:18:00.000000Z", "exited": 3, "errored": 1}]}
+    one = {
+        "attrs": attrs,
+        "aggregates": [{"started": "2026-12-01T20:18:00.000000Z", "exited": 3, "errored": 1}],
+    }
     assert normalize(two) == normalize(one)
     assert normalize(two)["aggregates"] == [{"errored": 1, "exited": 3, "started": "<timestamp>"}]
     with pytest.raises(SnapshotFormatError, match=r"aggregates\.0\.started"):
         normalize({"attrs": attrs, "aggregates": [{"started": "noon", "exited": 1}]})
+
+
+def test_header_attributes_of_streamed_spans_follow_the_header_rules() -> None:
+    """sentry-sdk 3 records request headers as span attributes (lists of values): same rules as headers."""
+    trace, span = "ab" * 16, "cd" * 8
+    item = {
+        "trace_id": trace,
+        "span_id": span,
+        "attributes": {
+            "http.request.header.sentry-trace": {"value": [f"{trace}-{span}-1"], "type": "array"},
+            "http.request.header.baggage": {
+                "value": [f"sentry-trace_id={trace},sentry-sample_rand=0.25"],
+                "type": "array",
+            },
+            "http.request.header.host": {"value": ["127.0.0.1:37205"], "type": "array"},
+            "http.request.header.x-custom": {"value": ["kept as is"], "type": "array"},
+        },
+    }
+    attributes = normalize(item)["attributes"]
+    assert attributes["http.request.header.sentry-trace"]["value"] == ["<trace_id:1>-<span_id:1>-1"]
+    assert "ab" * 16 not in json.dumps(attributes["http.request.header.baggage"])
+    assert attributes["http.request.header.host"]["value"] == ["127.0.0.1:<port>"]
+    assert attributes["http.request.header.x-custom"]["value"] == ["kept as is"]
+    bad = copy.deepcopy(item)
+    bad["attributes"]["http.request.header.sentry-trace"]["value"] = ["not-a-trace"]
+    with pytest.raises(SnapshotFormatError):
+        normalize(bad)

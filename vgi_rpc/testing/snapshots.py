@@ -85,7 +85,9 @@ key                                    format checked             placeholder
 ``http.*_content_length``
 =====================================  =========================  ==========================
 
-HTTP headers (keys of a ``headers`` dict, any case):
+HTTP headers (keys of a ``headers`` dict, any case; and, for span items of
+sentry-sdk 3, each value of the attributes ``http.request.header.<name>`` /
+``http.response.header.<name>``):
 
 ==========================  ================================  =======================================
 header                      format checked                    placeholder
@@ -483,6 +485,26 @@ class _Normalizer:
             "process.runtime.description": self.string("<runtime_version>"),
         }
 
+    def span_attribute_header_rule(self, name: str) -> Callable[[Any, tuple[str, ...]], Any] | None:
+        """sentry-sdk 3's span attributes ``http.request.header.<name>`` (a list of values): the header's rule.
+
+        Span streaming records headers as attributes, not under a ``headers``
+        dict; each value is checked and replaced like the same header's.
+        """
+        for prefix in ("http.request.header.", "http.response.header."):
+            if name.startswith(prefix):
+                rule = self._header_rules.get(name[len(prefix) :].lower())
+                if rule is None:
+                    return None
+
+                def each(value: Any, path: tuple[str, ...], rule: Callable[..., Any] = rule) -> Any:
+                    if isinstance(value, list):
+                        return [rule(v, (*path, str(i))) for i, v in enumerate(value)]
+                    return rule(value, path)
+
+                return each
+        return None
+
     def header_rules(self) -> dict[str, Callable[[Any, tuple[str, ...]], Any]]:
         """Rules for HTTP headers (keys directly under a ``headers`` dict), by lower-case name."""
         return {
@@ -501,6 +523,9 @@ class _Normalizer:
             rule = self._header_rules.get(name.lower())
             if rule is not None:
                 return rule
+        header_rule = self.span_attribute_header_rule(name)
+        if header_rule is not None:
+            return header_rule
         if name == "url" and path and path[-1] == "request":
             return self.url
         rule = self._rules.get(name)
