@@ -8,16 +8,14 @@ is also how a user would pin or spread turns behind no load balancer at all.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from support.http import Tracer
+from support.worker_process import PortWorker
 
 from vgi_rpc import AnnotatedBatch, RpcError
 from vgi_rpc.http import http_connect
@@ -26,42 +24,14 @@ TESTS = Path(__file__).resolve().parents[1]
 KEY = "a shared key for both workers, 32+ bytes"
 
 
-class Worker:
-    """A ``serve_http`` subprocess; its port is read from the ``PORT:n`` line it prints."""
+class Worker(PortWorker):
+    """A ``serve_http`` subprocess sharing *key* as ``token_key``."""
 
     def __init__(self, key: str) -> None:
-        env = {**os.environ, "VGI_TOKEN_KEY": key, "PYTHONPATH": str(TESTS)}
         code = "from support.http import serve_tracer_main; serve_tracer_main()"
-        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=self.stderr, env=env, text=True
+        super().__init__(
+            [sys.executable, "-c", code], env={**os.environ, "VGI_TOKEN_KEY": key, "PYTHONPATH": str(TESTS)}
         )
-        port: list[int] = []
-
-        def read_port() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if line.startswith("PORT:"):
-                    port.append(int(line[5:]))
-                    return
-
-        reader = threading.Thread(target=read_port, daemon=True)
-        reader.start()
-        reader.join(timeout=30)
-        if not port:
-            self.stop()
-            self.stderr.seek(0)
-            raise RuntimeError(f"worker did not start: {self.stderr.read().decode(errors='replace')}")
-        self.url = f"http://127.0.0.1:{port[0]}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr.close()
 
 
 class SplitTurns(httpx.BaseTransport):

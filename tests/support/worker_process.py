@@ -1,8 +1,10 @@
-"""A ``serve_http`` worker process for the HTTP tests that measure the server itself.
+"""Worker processes for the HTTP tests that need a real server in another process.
 
-``LimitsWorker(*args)`` runs ``tests/workers/http_limits_worker.py`` (default
-configuration unless *args* say otherwise), reads the port it announces, and gives
-its peak resident memory from ``/proc/<pid>/status``.
+``PortWorker(argv, env=)`` starts a process that prints ``PORT:n`` once it listens, waits
+(up to 30 s) for that line and keeps its stderr for the error message when it never
+comes. ``LimitsWorker(*args)`` runs ``tests/workers/http_limits_worker.py`` (default
+configuration unless *args* say otherwise) and gives its peak resident memory from
+``/proc/<pid>/status``.
 """
 
 from __future__ import annotations
@@ -11,18 +13,23 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 WORKER = Path(__file__).resolve().parents[1] / "workers" / "http_limits_worker.py"
 
 
-class LimitsWorker:
-    """The worker process; ``url`` once it listens, ``vmhwm()`` its peak RSS in bytes."""
+class PortWorker:
+    """A process announcing its port on stdout; ``port`` and ``url`` once it listens."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=self.stderr, text=True
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=None if env is None else dict(env),
+            text=True,
         )
         port: list[int] = []
 
@@ -37,24 +44,38 @@ class LimitsWorker:
         reader.start()
         reader.join(timeout=30)
         if not port:
+            self.stderr.seek(0)
+            err = self.stderr.read().decode(errors="replace")
             self.stop()
-            raise RuntimeError("worker did not start")
+            raise RuntimeError(f"worker did not start: {err}")
         self.port = port[0]
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Terminate the worker (kill it when it does not exit within 10 s)."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+    def __enter__(self) -> PortWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LimitsWorker(PortWorker):
+    """``tests/workers/http_limits_worker.py``; ``vmhwm()`` is its peak RSS in bytes."""
+
+    def __init__(self, *args: str) -> None:
+        super().__init__([sys.executable, str(WORKER), *args])
 
     def vmhwm(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-        self.stderr.close()
-
-    def __enter__(self) -> LimitsWorker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
