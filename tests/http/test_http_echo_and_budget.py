@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pyarrow as pa
 import pytest
 from support.http import ARROW, RecordingHook, call_body, error_md, read_stream
 from support.services import Calculator, CalculatorImpl
+from support.worker_process import PortWorker
 
 from vgi_rpc import RpcServer
 from vgi_rpc.errors import ECHO_LIMIT, MESSAGE_LIMIT
@@ -105,27 +104,8 @@ def reference_port() -> Iterator[int]:
         if os.environ.get("CI") == "true":
             pytest.fail(".venv-peer is missing in CI")
         pytest.skip(".venv-peer (official vgi-rpc 0.52.2) is not installed; `make peer-venv` creates it")
-    proc = subprocess.Popen(
-        [str(exe), "--http", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    port: list[int] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("PORT:"):
-                port.append(int(line[5:]))
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(60)
-    try:
-        assert port, "the reference server did not start"
-        yield port[0]
-    finally:
-        proc.kill()
-        proc.wait(10)
+    with PortWorker([str(exe), "--http", "0"]) as reference:
+        yield reference.port
 
 
 def echo_int_body() -> bytes:
