@@ -125,10 +125,9 @@ class _PipeClient:
 
     def _send_request(self, spec: MethodSpec, request: pa.RecordBatch) -> None:
         # built in Arrow's own buffer, then one write: not a Python call per IPC piece
-        self.writer.write(
+        self.writer.send(
             request_bytes(spec.name, request, protocol=self.protocol, protocol_version=self.version)
         )
-        self.writer.flush()
 
     def call_unary(self, spec: MethodSpec, request: pa.RecordBatch) -> pa.RecordBatch:
         self._acquire()
