@@ -129,16 +129,31 @@ def _internal_error_body(server: RpcServer, exc: BaseException, request_id: str 
 def _headers_of(env: Mapping[str, Any]) -> dict[str, str]:
     """Request headers with lower-case names, credentials left out."""
     out: dict[str, str] = {}
+    names = _HEADER_NAMES
     for key, value in env.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower()
-        elif key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-            name = key.replace("_", "-").lower()
-        else:
-            continue
-        if name not in _HIDDEN_HEADERS and value:
+        name = names.get(key)
+        if name is None:
+            name = _header_name(key)
+            if len(names) < _HEADER_NAMES_MAX:
+                names[key] = name
+        if name and value and name not in _HIDDEN_HEADERS:
             out[name] = value
     return out
+
+
+def _header_name(key: str) -> str:
+    """The header name an environ key stands for (``HTTP_X_FOO`` -> ``x-foo``), ``""`` for other keys."""
+    if key.startswith("HTTP_"):
+        return key[5:].replace("_", "-").lower()
+    if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+        return key.replace("_", "-").lower()
+    return ""
+
+
+# Each environ has the same two dozen keys; translating them anew per request was the app
+# layer's largest cost. Capped (_HEADER_NAMES_MAX): clients choose the header names.
+_HEADER_NAMES: dict[str, str] = {}
+_HEADER_NAMES_MAX = 1024
 
 
 class _Health:
@@ -307,8 +322,9 @@ class _Rpc:
         error: bool,
         budget: int | None,
     ) -> None:
-        coding = pick_coding(req.get_header("Accept-Encoding")) if self.compress else None
-        if coding is not None and len(data) >= _COMPRESS_MIN:
+        big = self.compress and len(data) >= _COMPRESS_MIN  # smaller answers go as they are
+        coding = pick_coding(req.get_header("Accept-Encoding")) if big else None
+        if coding is not None:
             data = encode_body(data, coding)
             resp.set_header("Content-Encoding", coding)
         if budget is not None and len(data) > budget:
