@@ -24,6 +24,7 @@ from vgi_rpc.testing.fake_transport import InMemoryTransport
 
 pytest_plugins = ["pytester"]
 
+
 def _boom() -> None:
     raise ZeroDivisionError("boom")
 
@@ -176,6 +177,28 @@ def test_streamed_spans_are_flattened_too() -> None:
     assert cap.transaction()["transaction"] == "root"
 
 
+def test_a_streamed_segment_is_listed_as_informatively_as_a_transaction() -> None:
+    """The report line of a ``span`` item: per span its name, ``rpc.method``, op and status; the root marked.
+
+    Runs on 2.x with ``trace_lifecycle="stream"`` and on 3.x (which always streams):
+    the same item, the same line.
+    """
+    traces = pytest.importorskip("sentry_sdk.traces", reason="span streaming is newer than this sentry-sdk")
+    options = {} if STREAMING else {"trace_lifecycle": "stream"}
+    with sentry_capture(**options) as cap:
+        with traces.start_span(name="rpc pay", attributes={"sentry.op": "rpc.server"}) as root:
+            root.set_attribute("rpc.method", "pay")
+            with traces.start_span(name="db", attributes={"sentry.op": "db.query"}):
+                pass
+            root.status = "error"
+        text = cap.describe()
+    (line,) = text.splitlines()
+    assert line.endswith(
+        "span (2): 'db' op=db.query status=ok; segment 'rpc pay' rpc.method='pay' op=rpc.server status=error"
+    ), text
+    assert cap.transaction(method="pay")["contexts"]["trace"]["status"] == "error"
+
+
 class _SlowTransport(InMemoryTransport):
     """Takes 20 ms per envelope: the SDK's batcher thread is then mid-send when a test reads."""
 
@@ -228,6 +251,19 @@ def test_capture_passes_init_options() -> None:
         assert cap.event()["release"] == "r1"
 
 
+def test_an_option_of_the_other_sdk_generation_fails_with_the_sdks_message() -> None:
+    """docs/testing.md: sentry-sdk 3 has no ``send_default_pii`` (``data_collection`` replaces it); 2.x has it."""
+    if STREAMING:
+        with (
+            pytest.raises(TypeError, match="Unknown option 'send_default_pii'"),
+            sentry_capture(send_default_pii=True),
+        ):
+            pass
+    else:
+        with sentry_capture(send_default_pii=True) as cap:
+            assert cap.client is not None and cap.client.options["send_default_pii"] is True
+
+
 def test_capture_rejects_a_transport_option() -> None:
     with pytest.raises(TypeError, match="own transport"), sentry_capture(transport=InMemoryTransport()):
         pass
@@ -274,7 +310,10 @@ def test_single_event_failure_lists_what_was_captured() -> None:
         assert "ZeroDivisionError: boom" in text
         assert "rpc.method='add'" in text
         assert "message='something else'" in text
-        assert ("span (1): 'rpc add'" if STREAMING else "transaction 'rpc add' rpc.method='add' op=rpc.server") in text
+        if STREAMING:  # the root, as a streamed segment: its name, op and status (3.x keeps no tags on it)
+            assert "span (1): segment 'rpc add' op=rpc.server status=ok" in text
+        else:
+            assert "transaction 'rpc add' rpc.method='add' op=rpc.server" in text
         with pytest.raises(AssertionError, match=r"for method 'mul', found 0"):
             cap.event("mul")
         with pytest.raises(AssertionError, match=r"exactly one transaction for method 'mul'"):

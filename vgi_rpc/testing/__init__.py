@@ -12,7 +12,7 @@ The public face is :func:`sentry_capture`, available two ways:
 
 * as a **context manager**, taking any ``sentry_sdk.init`` option::
 
-      with sentry_capture(send_default_pii=True) as cap:
+      with sentry_capture(environment="staging", attach_stacktrace=True) as cap:
           ...
       assert cap.events == []
 
@@ -474,6 +474,7 @@ def _segment_views(payloads: list[Any]) -> list[dict[str, Any]]:
 
 
 _REPORT_TEXT = 160  # longest message/exception text on one report line
+_SHOWN_SPANS = 5  # spans listed per span item on one report line
 
 
 def _clip(text: Any) -> str:
@@ -524,18 +525,27 @@ def _describe_transaction(payload: dict[str, Any]) -> str:
 
 
 def _describe_spans(payload: dict[str, Any]) -> str:
-    spans = payload.get("items", [payload])
-    names = []
-    for span in spans if isinstance(spans, list) else []:
-        attributes = span.get("attributes") or {}
-        method = (attributes.get("rpc.method") or {}).get("value")
-        status = span.get("status")
-        names.append(
-            f"{span.get('name') or span.get('description')!r}"
-            + (f" rpc.method={method!r}" if method is not None else "")
-            + (f" status={status}" if status is not None else "")
-        )
-    return f"({len(names)}): " + ", ".join(names)
+    """A ``span`` item (span streaming): each span as informative as a transaction line."""
+    spans = _span_items([payload])
+    shown = "; ".join(_describe_span(span) for span in spans[:_SHOWN_SPANS])
+    more = f" (+{len(spans) - _SHOWN_SPANS} more)" if len(spans) > _SHOWN_SPANS else ""
+    return f"({len(spans)}): {shown}{more}"
+
+
+def _describe_span(span: dict[str, Any]) -> str:
+    """``segment 'name' rpc.method='m' op=rpc.server status=error`` (``segment``: a root, a view in ``transactions``)."""
+    attributes = _attributes(span)
+    parts = ["segment"] if span.get("is_segment") else []
+    parts.append(repr(span.get("name") or span.get("description")))
+    method = attributes.get("rpc.method")
+    if method is not None:
+        parts.append(f"rpc.method={method!r}")
+    op = attributes.get("sentry.op") or span.get("op")
+    if op is not None:
+        parts.append(f"op={op}")
+    if span.get("status") is not None:
+        parts.append(f"status={span['status']}")
+    return " ".join(parts)
 
 
 def _describe_logs(payload: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ Fixtures:
            [pytest]
            sentry_options =
                environment = "test"
-               send_default_pii = true
+               attach_stacktrace = true
 
        one ``name = value`` per line; the value is JSON (``true``, ``0.5``,
        ``"text"``, ``["a"]``), else a Python literal, else the bare text;
@@ -30,11 +30,13 @@ Fixtures:
 
     3. the ``sentry_options`` marker (module, class, then function: the closest wins)::
 
-           @pytest.mark.sentry_options(send_default_pii=True)
-           def test_user(sentry_capture): ...
+           @pytest.mark.sentry_options(max_breadcrumbs=5)
+           def test_breadcrumbs(sentry_capture): ...
 
     An option ``sentry_sdk.init`` does not know fails the test at setup with
-    the SDK's own message (``TypeError: Unknown option 'x'``).
+    the SDK's own message (``TypeError: Unknown option 'x'``) -- also one the
+    other SDK generation knows: sentry-sdk 3 has no ``send_default_pii``
+    (its ``data_collection`` option replaces it).
 
     When a test that used it fails, the report gets a **Captured Sentry
     envelopes** section (like pytest's "Captured log call"): one line per
