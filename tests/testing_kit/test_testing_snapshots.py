@@ -707,3 +707,21 @@ def test_header_attributes_of_streamed_spans_follow_the_header_rules() -> None:
     bad["attributes"]["http.request.header.sentry-trace"]["value"] = ["not-a-trace"]
     with pytest.raises(SnapshotFormatError):
         normalize(bad)
+
+
+def test_batched_envelopes_go_last_so_their_timing_is_not_pinned() -> None:
+    """sessions/log envelopes race the span batcher on sentry-sdk 3: listed last; the others keep their order."""
+
+    def envelope(*types: str, trace: str = "ab" * 16) -> dict[str, Any]:
+        return {"headers": {"trace": {"trace_id": trace}}, "items": [{"type": t, "headers": {}, "payload": {}} for t in types]}
+
+    span_a, event_b = envelope("span", trace="a" * 32), envelope("event", trace="b" * 32)
+    sessions, logs = envelope("sessions"), envelope("log")
+    one = normalize([span_a, sessions, event_b, logs])
+    other = normalize([logs, span_a, event_b, sessions])
+    assert one == other
+    assert [e["items"][0]["type"] for e in one] == ["span", "event", "log", "sessions"]
+    assert [e["headers"]["trace"]["trace_id"] for e in one[:2]] == ["<trace_id:1>", "<trace_id:2>"]
+    swapped = normalize([event_b, span_a])  # calls' envelopes: the order the SDK sent them in
+    assert [e["items"][0]["type"] for e in swapped] == ["event", "span"]
+    assert normalize({"items": [], "headers": {}}) == {"headers": {}, "items": []}  # not a list: as is

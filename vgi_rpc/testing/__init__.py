@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     import sentry_sdk
 
     from vgi_rpc.testing.fake_transport import InMemoryTransport, envelope_to_dict
-    from vgi_rpc.testing.relay import ScrubbingOption
+    from vgi_rpc.testing.relay import ScrubbingOption, SpansPolicy
 
 __all__ = [
     "DEFAULT_DSN",
@@ -277,7 +277,9 @@ class SentryCapture:
     ) -> list[dict[str, Any]]:
         """Payloads of ``item_type`` as Sentry's ingestion (Relay's normaliser) would store them.
 
-        ``item_type`` is ``"event"`` or ``"transaction"``.  The payloads are in
+        ``item_type`` is ``"event"`` or ``"transaction"`` (on sentry-sdk 3, which
+        sends spans as ``span`` items Relay's bindings cannot take, asking for
+        transactions raises ``ValueError`` saying so).  The payloads are in
         Relay's shape (tags as ``[key, value]`` pairs, ``_meta`` listing every
         change).  ``data_scrubbing=True`` also applies Sentry's default
         server-side data scrubbing; a :class:`~vgi_rpc.testing.relay.DataScrubbing`
@@ -290,25 +292,30 @@ class SentryCapture:
         __tracebackhide__ = True
         from vgi_rpc.testing import relay
 
-        return relay.ingest(self._located(item_type), item_type, data_scrubbing)
+        return relay.ingest(self._located(None), item_type, data_scrubbing)
 
     def scrubbed(self, item_type: str = "event", scrubbing: ScrubbingOption = True) -> list[dict[str, Any]]:
         """:meth:`ingested` after server-side data scrubbing (Sentry's defaults unless told otherwise)."""
         __tracebackhide__ = True
         return self.ingested(item_type, data_scrubbing=scrubbing)
 
-    def assert_ingestible(self, *, ignore: Iterable[str] | None = None) -> None:
+    def assert_ingestible(self, *, ignore: Iterable[str] | None = None, spans: SpansPolicy = "warn") -> None:
         """Fail unless Relay would store every event and transaction exactly as sent.
 
         The failure lists, per field, the item, the field path, what Relay does
         (trimmed, invalid, dropped...) and Relay's remark.  ``ignore`` (field
         paths) replaces :data:`vgi_rpc.testing.relay.DEFAULT_IGNORE`.  Also fails
         when nothing checkable was captured.  Needs the ``relay`` extra.
+
+        Relay's Python normaliser cannot check ``span`` items (span streaming,
+        the only tracing mode of sentry-sdk 3): ``spans="warn"`` passes on the
+        rest with a :class:`~vgi_rpc.testing.relay.SpansNotCheckedWarning`
+        naming them, ``spans="fail"`` fails, ``spans="ignore"`` says nothing.
         """
         __tracebackhide__ = True
         from vgi_rpc.testing import relay
 
-        relay.assert_ingestible(self._located(None), ignore=ignore, describe=self.describe)
+        relay.assert_ingestible(self._located(None), ignore=ignore, describe=self.describe, spans=spans)
 
     def _located(self, item_type: str | None) -> list[tuple[str, str, Any]]:
         return [

@@ -25,6 +25,12 @@ Caveats:
 * **Events and transactions only.** The bindings expose the event
   normaliser, which handles ``event`` and ``transaction`` items.  Logs,
   sessions, standalone spans, check-ins and attachments are not checked.
+  sentry-sdk 3 sends every span as a ``span`` item (span streaming), so there
+  only error events can be checked: :func:`assert_ingestible` warns
+  (:class:`SpansNotCheckedWarning`) naming the span items it could not check,
+  or fails with ``spans="fail"``, and asking :func:`ingest` for transactions
+  when only span items were captured raises ``ValueError`` saying so -- never
+  an empty, silent answer.
 * **What is compared.** :func:`findings` reports every remark Relay adds to
   ``_meta`` (remarks the SDK itself sent, e.g. its ``[Filtered]``
   Authorization header, are not Relay's and are left out) *and* every value
@@ -52,10 +58,11 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from vgi_rpc.testing._ingest_diff import DEFAULT_IGNORE, Finding, findings, render
 
@@ -68,6 +75,7 @@ __all__ = [
     "Finding",
     "IngestionRejected",
     "ScrubbingOption",
+    "SpansNotCheckedWarning",
     "assert_ingestible",
     "check_items",
     "findings",
@@ -100,6 +108,24 @@ running under a frozen clock sees what Sentry would do to its timestamps).
 """
 
 _EXTRA_HINT = "pip install 'vgi-rpc[relay]'"
+
+_SPANS_UNCHECKABLE = (
+    "sentry-sdk 3 (span streaming) sends spans as 'span' items, which Relay's Python "
+    "normaliser does not take, so their attributes are not checked against Relay"
+)
+
+SpansPolicy = Literal["warn", "fail", "ignore"]
+"""What :func:`assert_ingestible` does about ``span`` items it cannot check."""
+
+
+class SpansNotCheckedWarning(UserWarning):
+    """:func:`assert_ingestible` passed on what it could check, but ``span`` items went unchecked.
+
+    Relay's Python normaliser takes ``event`` and ``transaction`` items; with
+    span streaming (sentry-sdk 3, or 2.x with ``trace_lifecycle="stream"``) the
+    spans travel as ``span`` items instead.  Pass ``spans="fail"`` to make that
+    a failure, ``spans="ignore"`` to accept it silently.
+    """
 
 
 def _relay() -> ModuleType:
@@ -293,9 +319,9 @@ def check_items(
 ) -> tuple[int, list[Finding]]:
     """Normalise each ``(where, item_type, payload)`` and collect its findings.
 
-    Items of types Relay's normaliser does not take are skipped.  Returns how
-    many were checked and every finding (a rejected payload is one
-    ``rejected`` finding with Relay's message).
+    Items of types Relay's normaliser does not take (``span``, ``log``...) are
+    skipped.  Returns how many were checked and every finding (a rejected
+    payload is one ``rejected`` finding with Relay's message).
     """
     ignore_list = None if ignore is None else list(ignore)
     checked = 0
@@ -318,22 +344,36 @@ def assert_ingestible(
     *,
     ignore: Iterable[str] | None = None,
     describe: Callable[[], str] | None = None,
+    spans: SpansPolicy = "warn",
 ) -> None:
     """Fail, one line per field, unless Relay would store every item exactly as sent.
+
+    ``span`` items (span streaming) cannot be checked: with ``spans="warn"``
+    (the default) a pass on the rest comes with a :class:`SpansNotCheckedWarning`
+    naming how many went unchecked; ``spans="fail"`` fails instead;
+    ``spans="ignore"`` says nothing.
 
     Raises:
         AssertionError: listing item, field path, what Relay does and Relay's
             remark for every :class:`Finding`; also when there was no
             ``event`` or ``transaction`` item to check at all (a vacuous pass
-            hides a test that captured nothing).
+            hides a test that captured nothing), and, with ``spans="fail"``,
+            when span items went unchecked.
+        ValueError: *spans* is not ``"warn"``, ``"fail"`` or ``"ignore"``.
     """
     __tracebackhide__ = True
-    checked, found = check_items(items, ignore=ignore)
+    _relay()  # a missing extra first, whatever was captured
+    if spans not in ("warn", "fail", "ignore"):
+        raise ValueError(f"assert_ingestible(spans=...) takes 'warn', 'fail' or 'ignore', not {spans!r}")
+    listed = list(items)
+    unchecked = sum(1 for _, item_type, _ in listed if item_type == "span")
+    checked, found = check_items(listed, ignore=ignore)
     captured = f"\ncaptured:\n{describe()}" if describe is not None else ""
     if checked == 0:
+        why = f" ({unchecked} 'span' item(s) were: {_SPANS_UNCHECKABLE})" if unchecked else ""
         raise AssertionError(
             "assert_ingestible(): nothing to check -- no 'event' or 'transaction' item was captured"
-            f"{captured}"
+            f"{why}{captured}"
         )
     if found:
         lines = "\n".join(f"  {f}" for f in found)
@@ -341,6 +381,14 @@ def assert_ingestible(
             f"Sentry's ingestion (Relay {_relay_version()}) would not store {len(found)} field(s) as sent:\n"
             f"{lines}{captured}"
         )
+    if unchecked and spans != "ignore":
+        message = (
+            f"assert_ingestible(): checked {checked} event/transaction item(s); "
+            f"{unchecked} 'span' item(s) not checked: {_SPANS_UNCHECKABLE}"
+        )
+        if spans == "fail":
+            raise AssertionError(f"{message}{captured}")
+        warnings.warn(message, SpansNotCheckedWarning, stacklevel=3)
 
 
 def _relay_version() -> str:
@@ -361,18 +409,29 @@ def ingest(
     normalised (and scrubbed, when *data_scrubbing* says so), in order.
 
     Raises:
-        ValueError: *item_type* is not one Relay's normaliser takes.
+        ValueError: *item_type* is not one Relay's normaliser takes, or it is
+            ``"transaction"`` and only ``span`` items (span streaming) carry
+            the spans -- an empty list would read as "nothing was sent".
         IngestionRejected: Relay rejects one of the payloads outright.
     """
     __tracebackhide__ = True
+    _relay()  # a missing extra first, whatever was captured
     if item_type not in SUPPORTED_ITEM_TYPES:
+        why = f" ({_SPANS_UNCHECKABLE})" if item_type == "span" else ""
         raise ValueError(
             f"Relay's event normaliser takes {' and '.join(map(repr, SUPPORTED_ITEM_TYPES))} items, "
-            f"not {item_type!r}"
+            f"not {item_type!r}{why}"
         )
     settings = scrubbing_of(data_scrubbing)
+    listed = list(items)
+    kinds = [kind for _, kind, _ in listed]
+    if item_type == "transaction" and "span" in kinds and "transaction" not in kinds:
+        raise ValueError(
+            f"no 'transaction' item to normalise, but {kinds.count('span')} 'span' item(s) were captured: "
+            f"{_SPANS_UNCHECKABLE}; only 'event' items can be checked here"
+        )
     out: list[dict[str, Any]] = []
-    for where, kind, payload in items:
+    for where, kind, payload in listed:
         if kind != item_type:
             continue
         stored = normalize(payload, where=where)
