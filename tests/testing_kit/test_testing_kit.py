@@ -213,7 +213,7 @@ def test_reading_waits_for_a_send_in_progress_on_the_batcher_thread() -> None:
     The thread takes its buffer under a lock and sends after releasing it; reading
     in that window used to miss the envelope being sent.
     """
-    from vgi_rpc.testing import _wait_for_batcher_threads
+    from vgi_rpc.testing._capture import _wait_for_batcher_threads
 
     traces = pytest.importorskip("sentry_sdk.traces", reason="span streaming is newer than this sentry-sdk")
     options = {} if sentry_sdk.VERSION.startswith("3.") else {"trace_lifecycle": "stream"}
