@@ -57,6 +57,7 @@ from vgi_rpc.testing.bench._gate import (
     exit_status,
     load_baseline,
     main,
+    remeasured,
     report,
     update_baseline,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "one_cpu",
     "overhead_pair",
     "quartiles",
+    "remeasured",
     "render_table",
     "report",
     "run_with_benchmark",

@@ -25,7 +25,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
@@ -43,6 +43,7 @@ __all__ = [
     "exit_status",
     "load_baseline",
     "main",
+    "remeasured",
     "update_baseline",
 ]
 
@@ -212,6 +213,23 @@ def compare(baseline: Baseline, measured: Mapping[str, Ratio], *, require_all: b
                     key, "new", f"{key}: measured {r.median:.3f}x, not in the baseline (add it with --update)"
                 )
             )
+    return out
+
+
+def remeasured(
+    first: Mapping[str, Ratio], again: Mapping[str, Ratio], keys: Iterable[str]
+) -> dict[str, Ratio]:
+    """*first* with the ratios named by *keys* replaced by their measurement in *again*.
+
+    For a gate that confirms a failure by measuring it once more: re-running the
+    failing ratio's test measures every ratio that test records, and only the one
+    being confirmed may change -- a ratio that passed in the first run keeps its
+    first measurement (a second, noisier one must neither fail nor pass the
+    gate for it).  A key *again* did not measure keeps its first value.
+    """
+    wanted = set(keys)
+    out = dict(first)
+    out.update({key: ratio for key, ratio in again.items() if key in wanted})
     return out
 
 
