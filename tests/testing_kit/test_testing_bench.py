@@ -410,6 +410,7 @@ def test_pay_vs_ping(ratio_benchmark):
 """
 
 
+@pytest.mark.timeout(600)  # six pytest subprocesses: a loaded 2-core machine needs more than the default
 def test_pytest_gate_update_pass_regression_and_baseline_errors(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
