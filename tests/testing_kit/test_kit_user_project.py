@@ -1,52 +1,32 @@
 """Acceptance of issue 14 from a user's side: a fresh project, a non-editable install, tests written from the docs.
 
-One virtual environment per test session: a wheel built from this working
-tree, installed with ``[sentry,relay,testing,otel,http]`` into a new venv (no
-editable install, no access to this checkout).  The user's project is a
-pytester directory; its tests run with the venv's interpreter.  Kept bounded:
-one venv build, a handful of pytest runs, the gate with few rounds.
+The session's ``user_full_env`` (testing_kit/conftest.py): a wheel built from
+this working tree, installed with ``[sentry,relay,testing,otel,http]`` and the
+suite's sentry-sdk into a venv of its own (no editable install, no access to
+this checkout; it reuses the packages of test_user_project.py's venv, which
+stays without relay and OpenTelemetry).  The user's project is a pytester
+directory; its tests run with the venv's interpreter.  Kept bounded: a handful
+of pytest runs, the gate with few rounds.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from support.user_venv import UserEnv
 
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[2]
-EXTRAS = "sentry,relay,testing,otel,http"
 
 
 @pytest.fixture(scope="session")
-def user_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The interpreter of a fresh venv with ``vgi-rpc[sentry,relay,testing,otel,http]`` installed from a wheel."""
-    root = tmp_path_factory.mktemp("user-venv")
-    source = root / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "vgi_rpc", source / "vgi_rpc", ignore=shutil.ignore_patterns("__pycache__"))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "-w", str(root / "dist"), str(source)], check=True, timeout=600
-    )
-    (wheel,) = (root / "dist").glob("vgi_rpc-*.whl")
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install", f"{wheel}[{EXTRAS}]"],
-        check=True,
-        timeout=900,
-    )
-    return python
+def user_python(user_full_env: UserEnv) -> Path:
+    """The interpreter of the session's venv with ``vgi-rpc[sentry,relay,testing,otel,http]`` from a wheel."""
+    return user_full_env.python
 
 
 def run_user_pytest(pytester: pytest.Pytester, python: Path, *args: str) -> pytest.RunResult:
@@ -62,9 +42,15 @@ def run_user_pytest(pytester: pytest.Pytester, python: Path, *args: str) -> pyte
 
 
 def test_the_install_is_not_editable(user_python: Path, pytester: pytest.Pytester) -> None:
-    result = pytester.run(str(user_python), "-c", "import vgi_rpc, sentry_relay; print(vgi_rpc.__file__)")
+    """The wheel's files, not the checkout; and the suite's own sentry-sdk (3.x under make test-sdk3)."""
+    import sentry_sdk
+
+    code = "import sentry_relay, sentry_sdk, vgi_rpc; print(vgi_rpc.__file__); print(sentry_sdk.VERSION)"
+    result = pytester.run(str(user_python), "-c", code)
     assert result.ret == 0
-    assert str(REPO) not in result.stdout.str() and "site-packages" in result.stdout.str()
+    where, version = result.stdout.lines[-2:]
+    assert str(REPO) not in where and "site-packages" in where
+    assert version == sentry_sdk.VERSION
 
 
 CHECKOUT = '''

@@ -1,10 +1,9 @@
 """Acceptance: the testing kit in a user's own project, installed the way a user installs it.
 
-One session builds a temporary venv and installs this checkout into it
-**non-editable**, ``pip install '<copy of the checkout>[http,sentry,testing]'``
-(a copy of ``pyproject.toml``, ``README.md`` and ``vgi_rpc/``, so the build
-leaves nothing in the checkout; pip's cache and wheelhouse are reused). In it,
-a user's project -- an order service with a failing method, served over
+The session's user venv (``user_base_env``, testing_kit/conftest.py) has this
+checkout installed **non-editable** from a wheel, ``vgi-rpc[http,sentry,testing]``
+with the suite's own sentry-sdk (so ``make test-sdk3`` runs this on sentry-sdk 3).
+In it, a user's project -- an order service with a failing method, served over
 ``serve_pipe`` and ``start_http_server``, tests written only from README.md and
 docs/testing.md -- is run with that venv's pytest:
 
@@ -18,7 +17,8 @@ docs/testing.md -- is run with that venv's pytest:
 * the missing-extra messages name the extra: ``vgi_rpc.otel`` really is not
   installed there; falcon, sentry_sdk and syrupy are made unimportable.
 
-Cost: one venv build (about half a minute from pip's cache), six pytest runs.
+Cost: the shared venv (built once per session, with test_kit_user_project.py's),
+six pytest runs.
 """
 
 from __future__ import annotations
@@ -26,17 +26,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support.missing import run_without
-
-ROOT = Path(__file__).resolve().parents[2]
+from support.user_venv import UserEnv
 
 
 @dataclass(frozen=True)
@@ -58,35 +55,18 @@ class UserVenv:
 
 
 @pytest.fixture(scope="session")
-def user_venv(tmp_path_factory: pytest.TempPathFactory) -> UserVenv:
-    base = tmp_path_factory.mktemp("user-venv")
-    source = base / "vgi-rpc-src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "vgi_rpc", source / "vgi_rpc", ignore=shutil.ignore_patterns("__pycache__"))
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", f"{source}[http,sentry,testing]"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert install.returncode == 0, install.stdout + install.stderr
+def user_venv(tmp_path_factory: pytest.TempPathFactory, user_base_env: UserEnv) -> UserVenv:
+    python = str(user_base_env.python)
     where = subprocess.run(
         [python, "-c", "import vgi_rpc; print(vgi_rpc.__file__)"],
         capture_output=True,
         text=True,
         check=True,
-        cwd=base,
+        cwd=tmp_path_factory.getbasetemp(),
     ).stdout.strip()
-    assert Path(where).is_relative_to(venv) and "site-packages" in where, (
-        where
-    )  # not editable, not the checkout
-    project = base / "shop"
+    # not editable, not the checkout: the wheel's files in the venv
+    assert Path(where).is_relative_to(user_base_env.site_packages), where
+    project = tmp_path_factory.mktemp("shop-project") / "shop"
     for relative, text in PROJECT.items():
         path = project / relative
         path.parent.mkdir(parents=True, exist_ok=True)
