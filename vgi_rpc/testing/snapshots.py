@@ -146,6 +146,10 @@ or trimmed), except those about a volatile field, which come and go with it.
 Caveat: everything else is pinned verbatim, your frames' module, function and
 file names included, so refactoring *your* code on the stack changes the
 snapshot -- that is the point: review the diff and run ``--snapshot-update``.
+
+This module is the public face (the extension, :func:`normalize`); the per-key
+rules and their format checks are in ``_snapshot_rules``, the structural passes
+(vgi_rpc's frames, session buckets, envelope order) in ``_snapshot_shape``.
 """
 
 from __future__ import annotations
