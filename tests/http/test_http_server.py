@@ -400,3 +400,28 @@ def test_the_app_runs_under_another_wsgi_server() -> None:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+def test_stop_never_pulls_a_trigger_the_serving_thread_has_closed() -> None:
+    """``stop()`` races a serving loop that wakes on its own; it must not raise EBADF.
+
+    The serving loop wakes every 0.5 s and exits once it sees the stop flag, closing every
+    socket, the wake-up trigger included. A trigger pull that lands after that wrote to
+    a closed descriptor (``OSError: [Errno 9] Bad file descriptor``, seen in CI). Slowing
+    the pull past one loop period makes the interleaving certain.
+    """
+    import time
+
+    handle = start_http_server(Calculator, CalculatorImpl(), token_key=b"k" * 32)
+    with http_connect(Calculator, handle.base_url) as proxy:
+        assert proxy.add(a=1.0, b=2.0) == 3.0
+    waitress = handle._waitress
+    real_pull = waitress.pull_trigger
+
+    def late_pull() -> None:
+        time.sleep(0.8)  # longer than the loop's 0.5 s poll: the loop sees the flag first
+        real_pull()
+
+    waitress.pull_trigger = late_pull
+    handle.stop()
+    assert not handle._thread.is_alive()

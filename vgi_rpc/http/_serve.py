@@ -137,6 +137,11 @@ class HttpServerHandle:
         self.base_url = f"http://{shown}:{self.port}"
         self.url = self.base_url + prefix
         self._stop = threading.Event()
+        # Held while the trigger is pulled and while the serving thread closes the sockets:
+        # without it, a loop that sees _stop on its own can close the trigger between
+        # stop()'s set() and its pull(), which then writes to a closed descriptor (EBADF).
+        self._closing = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"vgi_rpc-http-{self.port}", daemon=True)
         self._thread.start()
 
@@ -151,16 +156,19 @@ class HttpServerHandle:
                 wasyncore.loop(timeout=0.5, map=self._map(), use_poll=w.adj.asyncore_use_poll, count=1)
         finally:
             w.task_dispatcher.shutdown()
-            wasyncore.close_all(self._map())
+            with self._closing:
+                self._closed = True
+                wasyncore.close_all(self._map())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, close connections and wait for the serving thread (idempotent)."""
         if self._stop.is_set():
             return
-        self._stop.set()
-        pull = getattr(self._waitress, "pull_trigger", None)
-        if pull is not None:
-            pull()
+        with self._closing:
+            self._stop.set()
+            pull = getattr(self._waitress, "pull_trigger", None)
+            if pull is not None and not self._closed:
+                pull()
         self._thread.join(timeout)
 
     def __enter__(self) -> HttpServerHandle:
