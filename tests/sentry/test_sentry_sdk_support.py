@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -50,11 +51,32 @@ def test_the_installed_sdk_is_supported_and_the_range_matches_pyproject() -> Non
     assert f'sentry = ["sentry-sdk{_sentry_sdk.SUPPORTED}"]' in pyproject
 
 
+_PUT_FIRST = """
+import sys
+for _entry in reversed({path!r}):
+    while _entry in sys.path:
+        sys.path.remove(_entry)
+    sys.path.insert(0, _entry)
+for _name in [m for m in sys.modules if m == "sentry_sdk" or m.startswith("sentry_sdk.")]:
+    del sys.modules[_name]  # preloaded by a .pth or sitecustomize: not the one asked for
+"""
+
+
 def _python(code: str, path: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh interpreter whose first ``sys.path`` entries are *path*.
+
+    PYTHONPATH alone does not decide which ``sentry_sdk`` is imported: a ``.pth``
+    file (an editable install's finder, ``distutils-precedence.pth``) may reorder
+    ``sys.path`` or import modules first, and a ``sentry_sdk`` directory without
+    its ``__init__.py`` is only a namespace portion that the venv's regular package
+    beats. So *path* is also put first by the code itself, and any ``sentry_sdk``
+    already imported is forgotten; callers check ``sentry_sdk.__file__``.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
     env["PYTHONPATH"] = os.pathsep.join([*path, env.get("PYTHONPATH", "")])
+    prologue = _PUT_FIRST.format(path=path) if path else ""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", prologue + textwrap.dedent(code)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -64,31 +86,62 @@ def _python(code: str, path: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+_PROBE = """
+import json, sentry_sdk
+print(json.dumps([sentry_sdk.VERSION, sentry_sdk.__file__]))
+"""
+
+
+def _imported_from(target: Path) -> tuple[str, str] | None:
+    """The (version, file) of the ``sentry_sdk`` a child imports with *target* first, if it is *target*'s."""
+    result = _python(_PROBE, [str(target)])
+    if result.returncode != 0:
+        return None
+    version, file = json.loads(result.stdout.strip().splitlines()[-1])
+    inside = Path(file).resolve().is_relative_to(target.resolve())
+    return (version, file) if inside else None
+
+
+def install_old_sdk(target: Path) -> Path:
+    """Make *target* hold a complete sentry-sdk 1.45.1 that a child really imports; returns *target*.
+
+    A directory left by an earlier, interrupted or partly cleaned install (e.g. a
+    ``sentry_sdk/`` holding only ``__pycache__``) is not trusted: it is removed and
+    installed afresh, then checked again by importing it in a child.
+    """
+    if _imported_from(target) == (OLD_SDK, str(target / "sentry_sdk" / "__init__.py")):
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--upgrade",
+            "--target",
+            str(target),
+            f"sentry-sdk=={OLD_SDK}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if install.returncode != 0:
+        pytest.fail(f"could not install sentry-sdk {OLD_SDK} into {target}: {install.stderr}")
+    found = _imported_from(target)
+    if found is None or found[0] != OLD_SDK:
+        pytest.fail(f"sentry-sdk {OLD_SDK} installed into {target}, but a child imports {found}")
+    return target
+
+
 @pytest.fixture(scope="module")
 def old_sdk() -> str:
-    """A directory holding the real sentry-sdk 1.45.1 (installed once beside this venv)."""
-    target = Path(sys.prefix) / f"sentry-sdk-{OLD_SDK}"
-    if not (target / "sentry_sdk").is_dir():
-        install = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--no-deps",
-                "--target",
-                str(target),
-                f"sentry-sdk=={OLD_SDK}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if install.returncode != 0:
-            pytest.fail(f"could not install sentry-sdk {OLD_SDK} into {target}: {install.stderr}")
-    return str(target)
+    """A directory holding the real sentry-sdk 1.45.1 (installed once beside this venv, checked each run)."""
+    return str(install_old_sdk(Path(sys.prefix) / f"sentry-sdk-{OLD_SDK}"))
 
 
 _UNSUPPORTED = """
@@ -104,7 +157,7 @@ logger.addHandler(Keep())
 logger.setLevel(logging.DEBUG)
 
 import sentry_sdk
-assert sentry_sdk.VERSION == "{version}", sentry_sdk.VERSION
+assert sentry_sdk.VERSION == "{version}", (sentry_sdk.VERSION, sentry_sdk.__file__)
 sentry_sdk.init(dsn="https://public@sentry.invalid/1", default_integrations=False)
 
 from typing import Protocol
@@ -118,7 +171,7 @@ class AdderImpl:
     def add(self, a: int, b: int) -> int:
         return a + b
 
-out = {{}}
+out = {{"sdk": [sentry_sdk.VERSION, sentry_sdk.__file__]}}
 server = RpcServer(Adder, AdderImpl())  # the SDK is initialised: auto-attach runs
 out["auto_hook"] = repr(server._dispatch_hook)
 out["records"] = records
@@ -144,6 +197,59 @@ def unsupported(old_sdk: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return data
+
+
+def test_the_child_runs_the_unsupported_sdk_from_its_directory(
+    unsupported: dict[str, Any], old_sdk: str
+) -> None:
+    """B7 (the premise of the tests below): the child's sentry_sdk is 1.45.1, imported from its directory."""
+    version, file = unsupported["sdk"]
+    assert version == OLD_SDK
+    assert Path(file).resolve() == (Path(old_sdk) / "sentry_sdk" / "__init__.py").resolve()
+
+
+def test_a_stale_sdk_directory_is_installed_afresh(tmp_path: Path) -> None:
+    """B7 (the kit's premise): a ``sentry_sdk/`` left without its sources loses to the venv's; it is reinstalled.
+
+    Such a directory is a namespace portion, which a regular package later on the
+    path beats -- the venv's supported SDK would then run the "unsupported" tests.
+    """
+    target = tmp_path / f"sentry-sdk-{OLD_SDK}"
+    (target / "sentry_sdk" / "__pycache__").mkdir(parents=True)
+    assert _imported_from(target) is None  # the venv's sentry_sdk wins over the stale directory
+    install_old_sdk(target)
+    assert _imported_from(target) == (OLD_SDK, str(target / "sentry_sdk" / "__init__.py"))
+
+
+def test_a_preloaded_sdk_does_not_decide_the_childs(old_sdk: str, tmp_path: Path) -> None:
+    """B7 (the kit's premise): a sitecustomize/.pth that imports the venv's SDK first is undone by the child."""
+    (tmp_path / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            saved = sys.path[:]
+            sys.path[:] = [p for p in sys.path if p != {old_sdk!r}]
+            import sentry_sdk  # the venv's
+            sys.path[:] = saved
+            """
+        ),
+        encoding="utf-8",
+    )
+    code = "import sys; print(sys.modules['sentry_sdk'].VERSION)"
+    preloaded = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([old_sdk, str(tmp_path)])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert preloaded.returncode == 0, preloaded.stderr
+    assert preloaded.stdout.strip() != OLD_SDK  # without the prologue, the venv's SDK is the one loaded
+    result = _python(_PROBE, [old_sdk, str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    version, file = json.loads(result.stdout.strip().splitlines()[-1])
+    assert version == OLD_SDK and Path(file).resolve().is_relative_to(Path(old_sdk).resolve())
 
 
 def _names_version_and_remedy(text: str) -> bool:
