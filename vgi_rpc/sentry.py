@@ -76,6 +76,23 @@ ParamRedactor: TypeAlias = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 TAG_VALUE_MAX_CHARS = 200
 """Sentry's cap on a tag value; longer values (``tag_params``, claim tags) are clipped."""
 
+# What Sentry's ingestion (Relay) stores unchanged, measured with sentry-relay (B8,
+# tests/sentry/test_sentry_relay.py): the hook sends a value as Relay stores it or not at all.
+_RELAY_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000")
+)
+"""Unicode ``White_Space``: what Relay strips from tag values (``str.isspace`` also has U+001C-U+001F)."""
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+_TAG_INT_LIMIT = 10**TAG_VALUE_MAX_CHARS
+_SPAN_INT_MIN, _SPAN_INT_MAX = -(2**63), 2**64 - 1
+"""Relay stores span data integers in this range; outside it, silently as 0."""
+USER_FIELD_MAX_CHARS: Mapping[str, int] = MappingProxyType(
+    {"id": 128, "username": 128, "email": 75, "name": 128}
+)
+"""Relay's limits on the user fields; a longer value is not sent (Relay would cut it)."""
+
 _SECRET_KEY = re.compile(r"password|token|secret|key|authorization", re.IGNORECASE)
 _FILTERED = "[Filtered]"
 _PRIMITIVES: tuple[type, ...] = (str, bool, int, float)
@@ -130,18 +147,25 @@ class SentryConfig:
             ``auth.authenticated`` and the ``claim_tags``). Default ``True``.
             ``False`` removes exactly those; ``rpc.method``/``rpc.method_type``
             tags, ``custom_tags``, ``tag_params``, span data and naming stay.
-        custom_tags: Extra tags applied to every event of every call.
+        custom_tags: Extra tags applied to every event of every call. Keys and
+            values must be ones Sentry stores as given (keys: 1-200 characters
+            from ``A-Z a-z 0-9 _ . : -``; values: 1-200 characters, no newline,
+            no outer whitespace), else ``ValueError``.
         ignored_exceptions: Exception types (matched with ``isinstance``) that are
             not reported, e.g. ``(PermissionError,)``.
         op_name: Operation of the hook's transaction/span (default ``"rpc.server"``).
         claim_tags: Maps claim keys to tag names, e.g. ``{"tenant_id": "auth.tenant_id"}``.
-            Values are stringified and clipped to 200 characters; absent, ``None``,
-            empty and non-scalar claims are skipped.
+            Values are stringified, stripped of outer whitespace and clipped to 200
+            characters; absent, ``None``, empty, non-scalar claims and values
+            holding a newline are skipped (Sentry would drop them).
         user_claim_map: Maps Sentry user fields to claim names (default: OIDC
             ``preferred_username`` -> ``username``, ``email``, ``name``). Claims that
-            are absent, empty or not strings are skipped. ``user.id`` is always
-            ``auth.principal`` and is not configurable here; ``user.username`` is
-            the mapped claim, or ``auth.principal`` when that claim gives nothing.
+            are absent, empty, not strings or longer than Sentry keeps in the
+            field (:data:`USER_FIELD_MAX_CHARS`: email 75, the others 128
+            characters) are skipped. ``user.id`` is always
+            ``auth.principal`` (left out if longer than 128 characters) and is not
+            configurable here; ``user.username`` is the mapped claim, or
+            ``auth.principal`` when that claim gives nothing.
             Users are set only for authenticated callers.
         set_transaction_name: Name the call's transaction and its events
             ``rpc {method}`` (source ``custom``) instead of the WSGI/Falcon route
@@ -149,11 +173,14 @@ class SentryConfig:
             ``enable_performance``) is always ``vgi_rpc/<method>``.
         record_params: Record kwargs as ``rpc.param.<k>`` span data on the root span
             (and on the hook's own span). Default ``False``: kwargs may carry user
-            data and Sentry's scrubber matches key names only.
+            data and Sentry's scrubber matches key names only. Integers outside
+            ``[-2**63, 2**64)`` are not recorded (Sentry would store 0).
         tag_params: Whitelist of param names also copied into scope tags
             ``rpc.param.<k>`` (independent of ``record_params``), after the
             redactor. Only ``str``/``bool``/``int``/``float`` values; stringified
-            (``bool`` as ``"true"``/``"false"``) and clipped to 200 characters.
+            (``bool`` as ``"true"``/``"false"``), stripped of outer whitespace and
+            clipped to 200 characters; a value that is then empty or holds a
+            newline is not sent (Sentry would drop it).
         param_redactor: Applied to kwargs before anything is recorded. ``None``
             means :func:`default_redactor`; a callable replaces it;
             :func:`noop_redactor` disables filtering. If it raises, returns a
@@ -192,6 +219,25 @@ class SentryConfig:
             raise ValueError(
                 f"max_param_value_bytes must be a positive int, got {self.max_param_value_bytes!r}"
             )
+        self._check_tags()
+
+    def _check_tags(self) -> None:
+        """Tag keys and ``custom_tags`` values that Sentry would not store as given are errors (B8)."""
+        keys = [
+            *(("custom_tags", key) for key in self.custom_tags),
+            *(("claim_tags", tag) for tag in self.claim_tags.values()),
+            *(("tag_params", f"rpc.param.{name}") for name in self.tag_params),
+        ]
+        for option, key in keys:
+            problem = _tag_key_problem(key) if type(key) is str else "a tag key must be a str"
+            if problem is not None:
+                raise ValueError(f"{option}: tag {key!r} would be dropped by Sentry ({problem})")
+        for key, value in self.custom_tags.items():
+            if type(value) is not str or _stored_tag_text(value) != value:
+                raise ValueError(
+                    f"custom_tags: the value of {key!r} ({value!r}) is not stored as given by Sentry "
+                    "(a tag value is a str of 1-200 characters, no newline, no outer whitespace)"
+                )
 
 
 def instrument_server_sentry(server: RpcServer, config: SentryConfig | None = None) -> RpcServer:
@@ -305,7 +351,9 @@ def _span_value(key: str, value: Any, max_bytes: int) -> Any:
         return _clip_string(key, value, max_bytes)
     if kind is float:
         return value if math.isfinite(value) else None
-    if kind in _PRIMITIVES:
+    if kind is int:
+        return value if _SPAN_INT_MIN <= value <= _SPAN_INT_MAX else None
+    if kind is bool:
         return value
     if kind is list or kind is tuple:
         if not value:
@@ -318,17 +366,51 @@ def _span_value(key: str, value: Any, max_bytes: int) -> Any:
             return None if any(v is None for v in items) else items
         if first is float and not all(math.isfinite(v) for v in value):
             return None
+        if first is int and not all(_SPAN_INT_MIN <= v <= _SPAN_INT_MAX for v in value):
+            return None
         return list(value)
     return None
 
 
 def _tag_value(value: Any) -> str | None:
+    """*value* as a tag value Sentry stores unchanged (B8), or ``None`` to leave the tag out.
+
+    ``bool`` becomes ``"true"``/``"false"``; ``str``, ``int`` and ``float`` their
+    ``str()``, then :func:`_stored_tag_text`. An ``int`` of more than 200 digits is
+    left out rather than clipped into a different number.
+    """
     kind = type(value)
     if kind is bool:
         return "true" if value else "false"
-    if kind in _PRIMITIVES:
-        text = str(value)
-        return text[:TAG_VALUE_MAX_CHARS] if text else None
+    if kind is str:
+        return _stored_tag_text(value)
+    if kind is int:
+        return _stored_tag_text(str(value)) if -_TAG_INT_LIMIT < value < _TAG_INT_LIMIT else None
+    if kind is float:
+        return _stored_tag_text(str(value))
+    return None
+
+
+def _stored_tag_text(text: str) -> str | None:
+    """*text* as Relay stores a tag value, or ``None`` where Relay would drop it (B8).
+
+    Relay strips outer whitespace (Unicode ``White_Space``), keeps at most 200
+    characters and marks a value that is then empty or holds a newline invalid.
+    So: stripped, clipped to 200, stripped again (the clip may end on a space);
+    empty or with a ``\\n`` inside: not sent.
+    """
+    stripped = text.strip(_RELAY_WHITESPACE)
+    if len(stripped) > TAG_VALUE_MAX_CHARS:
+        stripped = stripped[:TAG_VALUE_MAX_CHARS].rstrip(_RELAY_WHITESPACE)
+    if not stripped or "\n" in stripped:
+        return None
+    return stripped
+
+
+def _tag_key_problem(key: str) -> str | None:
+    """Why Relay would not store a tag named *key* (``None`` if it would): B8, checked at config time."""
+    if _TAG_KEY.fullmatch(key) is None:
+        return "Sentry keeps tag keys of 1-200 characters from A-Z a-z 0-9 _ . : - only"
     return None
 
 
@@ -666,8 +748,9 @@ class _SentryDispatchHook:
             }
             span_data["rpc.server_id"] = server_id  # the rest of the context is span data already
             user = _user_of(auth, cfg.user_claim_map)
-            if auth.domain:
-                tags["auth.domain"] = auth.domain
+            domain = _stored_tag_text(auth.domain) if auth.domain else None
+            if domain is not None:
+                tags["auth.domain"] = domain
             tags["auth.authenticated"] = "true" if auth.authenticated else "false"
             for claim, tag in cfg.claim_tags.items():
                 text = _tag_value(auth.claims.get(claim))
@@ -764,20 +847,31 @@ def _user_of(auth: AuthContext, claim_map: Mapping[str, str]) -> dict[str, str] 
 
     ``id`` is the principal; each field of *claim_map* is its claim when that is a
     non-empty string; ``username`` falls back to the principal when its claim
-    gives nothing (absent, empty, not a string, or not mapped).
+    gives nothing (absent, empty, not a string, or not mapped). A value longer
+    than Relay keeps in its field (:data:`USER_FIELD_MAX_CHARS`) gives nothing
+    too: a cut email or name is a wrong one (B8).
     """
     if not auth.authenticated:
         return None
     user: dict[str, str] = {}
-    if auth.principal:
-        user["id"] = auth.principal
+    principal = auth.principal or ""
+    if not _fits_user_field("id", principal):
+        principal = ""
+    if principal:
+        user["id"] = principal
     for sentry_field, claim in claim_map.items():
         value = auth.claims.get(claim)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and _fits_user_field(sentry_field, value):
             user[sentry_field] = value
-    if "username" not in user and auth.principal:
-        user["username"] = auth.principal
+    if "username" not in user and principal:
+        user["username"] = principal
     return user or None
+
+
+def _fits_user_field(sentry_field: str, value: str) -> bool:
+    """Whether Relay stores *value* in *sentry_field* uncut (B8: ``USER_FIELD_MAX_CHARS``)."""
+    limit = USER_FIELD_MAX_CHARS.get(sentry_field)
+    return limit is None or len(value) <= limit
 
 
 def _event_processor(

@@ -303,32 +303,107 @@ def test_relay_zeroes_integers_beyond_64_bits_without_a_remark() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="the hook records ints beyond 64 bits, which Relay stores as 0"
-)
 def test_recorded_params_beyond_64_bits_are_not_sent(sentry_capture: SentryCapture) -> None:
-    """B8 S25: in-process ``dispatch`` passes Python ints through, so the filter must range-check them."""
+    """B8 S25: in-process ``dispatch`` passes Python ints through; one Relay would store as 0 is not sent."""
     server = instrument_server_sentry(
         RpcServer(Calculator, CalculatorImpl()), SentryConfig(record_params=True, enable_performance=True)
     )
     assert server.dispatch("add", a=2**70, b=1) == 2**70 + 1
+    (txn,) = sentry_capture.transactions
+    data = txn["contexts"]["trace"]["data"]
+    assert "rpc.param.a" not in data and data["rpc.param.b"] == 1
     sentry_capture.assert_ingestible()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="tag values are not stripped of whitespace / newlines before sending",
+@needs_transaction_items
+def test_span_data_integers_at_relays_bounds(sentry_capture: SentryCapture) -> None:
+    """B8 S25: -2**63 and 2**64-1 (alone or in a list) are stored as sent; one past either bound is not sent."""
+    server = instrument_server_sentry(
+        RpcServer(Probe, ProbeImpl()),
+        SentryConfig(record_params=True, enable_performance=True, param_redactor=noop_redactor),
+    )
+    values: dict[str, Any] = {
+        "i": -(2**63), "u": 2**64 - 1, "li": [-(2**63), 2**64 - 1],
+        "s": "x", "f": 0.5, "b": True, "ls": ["a"], "lf": [0.5], "lb": [True],
+        "d": {}, "raw": b"", "dc": Point(0), "mixed": [2**64], "nan": -(2**63) - 1,
+    }  # fmt: skip
+    server.dispatch("record", **values)
+    (txn,) = sentry_capture.transactions
+    data = txn["contexts"]["trace"]["data"]
+    assert data["rpc.param.i"] == -(2**63) and data["rpc.param.u"] == 2**64 - 1
+    assert data["rpc.param.li"] == [-(2**63), 2**64 - 1]
+    assert "rpc.param.mixed" not in data and "rpc.param.nan" not in data  # [2**64], -2**63-1
+    sentry_capture.assert_ingestible()
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("line one\nline two", None),  # Relay: invalid character '\n'
+        (" padded ", "padded"),  # Relay strips outer whitespace
+        ("\tleading tab", "leading tab"),
+        ("trailing newline\n", "trailing newline"),
+        ("\u3000ideographic space\u2028", "ideographic space"),
+        ("   ", None),  # empty once stripped: Relay: expected a non-empty value
+        ("\x1cinfo separator", "\x1cinfo separator"),  # str.isspace, not Unicode White_Space: kept
+        ("a\rb\tc", "a\rb\tc"),  # inner CR and tab are stored as sent
+        ("t" * 199 + " u", "t" * 199),  # clipped to 200, then the clip's trailing space goes too
+    ],
 )
-@pytest.mark.parametrize("value", ["line one\nline two", " padded ", "\tleading tab"])
 def test_tag_params_values_relay_would_change_are_sent_as_relay_stores_them(
-    sentry_capture: SentryCapture, value: str
+    sentry_capture: SentryCapture, value: str, sent: str | None
 ) -> None:
-    """B8 S21: Relay rejects a tag value with a newline and strips outer whitespace; the hook must not send either."""
+    """B8 S21: Relay rejects a tag value with a newline and strips outer whitespace; the hook sends neither."""
     server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()), SentryConfig(tag_params=("table",)))
     with pytest.raises(LookupError):
         server.dispatch("fail", table=value, message="x")
+    assert tag_map(sentry_capture.event()).get("rpc.param.table") == sent
     sentry_capture.assert_ingestible()
+    (stored,) = sentry_capture.ingested("event")
+    assert tag_map(stored).get("rpc.param.table") == sent
+
+
+def test_claim_tags_and_the_auth_domain_are_sent_as_relay_stores_them(sentry_capture: SentryCapture) -> None:
+    """B8 S20 S25: claim values with outer whitespace are stripped; one holding a newline is not sent."""
+    claim_tags = {"padded": "claim.padded", "lines": "claim.lines", "big": "claim.big", "huge": "claim.huge"}
+    server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()), SentryConfig(claim_tags=claim_tags))
+    claims = {"padded": "  acme\t", "lines": "a\nb", "big": 2**70, "huge": 10**250}
+    with http_proxy(server, bearer("p", **claims)) as proxy, pytest.raises(RpcError):
+        proxy.fail(table="t", message="m")
+    tags = tag_map(sentry_capture.event())
+    assert tags["claim.padded"] == "acme" and tags["claim.big"] == str(2**70)
+    assert "claim.lines" not in tags and "claim.huge" not in tags  # a 251-digit number is not clipped
+    sentry_capture.assert_ingestible()
+
+
+@pytest.mark.parametrize(
+    ("option", "config"),
+    [
+        ("custom_tags", {"custom_tags": {"my env": "x"}}),
+        ("custom_tags", {"custom_tags": {"env": " prod"}}),
+        ("custom_tags", {"custom_tags": {"env": "a\nb"}}),
+        ("custom_tags", {"custom_tags": {"env": "x" * 201}}),
+        ("custom_tags", {"custom_tags": {"k" * 201: "x"}}),
+        ("claim_tags", {"claim_tags": {"tenant": "auth/tenant"}}),
+        ("tag_params", {"tag_params": ("\u00e9t\u00e9",)}),
+    ],
+)
+def test_tags_sentry_would_not_store_as_configured_are_config_errors(
+    option: str, config: dict[str, Any]
+) -> None:
+    """B8: a tag key or custom value Relay would drop, cut or change is a ValueError at config time.
+
+    The keys and values above are exactly ones Relay changes (sent by hand here, each is a finding).
+    """
+    with pytest.raises(ValueError, match=rf"^{option}: "):
+        SentryConfig(**config)
+    ((key, value),) = (config.get("custom_tags") or {"": ""}).items()
+    if option == "custom_tags":
+        with sentry_capture() as raw, sentry_sdk.new_scope() as scope:
+            scope.set_tag(key, value)
+            sentry_sdk.capture_message("by hand")
+        with pytest.raises(AssertionError):
+            raw.assert_ingestible()
 
 
 def test_relays_limits_on_user_fields() -> None:
@@ -342,17 +417,26 @@ def test_relays_limits_on_user_fields() -> None:
     assert sorted(found) == ["user.email", "user.username"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="user fields from JWT claims are sent unclipped; Relay cuts email at 75, username at 128 chars",
-)
-def test_long_jwt_claims_in_user_fields_survive_ingestion(sentry_capture: SentryCapture) -> None:
-    """B8 S9: user.username/email/name come from the caller's JWT, whose claims can be longer than Relay keeps."""
+def test_long_jwt_claims_in_user_fields_are_not_sent(sentry_capture: SentryCapture) -> None:
+    """B8 S9: claims longer than Relay keeps (email 75, username 128) are not sent; username is the principal."""
     server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()))
-    claims = {"preferred_username": "u" * 129, "email": f"{'e' * 70}@example.org"}
+    claims = {"preferred_username": "u" * 129, "email": f"{'e' * 70}@example.org", "name": "n" * 128}
     with http_proxy(server, bearer("sub-9", **claims)) as proxy, pytest.raises(RpcError):
         proxy.fail(table="t", message="m")
+    assert sentry_capture.event()["user"] == {"id": "sub-9", "username": "sub-9", "name": "n" * 128}
+    sentry_capture.assert_ingestible()
+
+
+def test_a_principal_longer_than_relay_keeps_is_not_sent(sentry_capture: SentryCapture) -> None:
+    """B8 S9: a 129-character principal is neither user.id nor the username fallback; a fitting claim still is."""
+    server = instrument_server_sentry(RpcServer(Catalog, CatalogImpl()))
+    with http_proxy(server, bearer("p" * 129, email="ada@example.org")) as proxy, pytest.raises(RpcError):
+        proxy.fail(table="t", message="m")
+    assert sentry_capture.event()["user"] == {"email": "ada@example.org"}
+    sentry_capture.assert_ingestible()
+    with http_proxy(server, bearer("p" * 128)) as proxy, pytest.raises(RpcError):
+        proxy.fail(table="t", message="m")
+    assert sentry_capture.events[-1]["user"] == {"id": "p" * 128, "username": "p" * 128}
     sentry_capture.assert_ingestible()
 
 
