@@ -21,7 +21,8 @@ from support.sentry import STREAMING, root_tags, trace_data
 from support.shop import Point, make_server
 
 from vgi_rpc import RpcError, serve_pipe
-from vgi_rpc.sentry import SentryConfig, _truncate_utf8, default_redactor, noop_redactor
+from vgi_rpc._sentry_values import truncate_utf8 as _truncate_utf8
+from vgi_rpc.sentry import SentryConfig, default_redactor, noop_redactor
 from vgi_rpc.testing import SentryCapture
 
 SECRET_TOKEN = "tok-3f9a1c7e-secret-value"

@@ -85,7 +85,7 @@ class VgiFalconApp(falcon.App[falcon.Request, falcon.Response]):
     vgi_server: RpcServer
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        sentry = sys.modules.get("vgi_rpc._sentry_sdk")
+        sentry = sys.modules.get("vgi_rpc._sentry_spans")
         if sentry is not None:  # Sentry's WSGI integration sets the span status from the HTTP one
             start_response = _then(start_response, sentry.after_start_response)
         try:
