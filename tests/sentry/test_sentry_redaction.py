@@ -25,6 +25,7 @@ import sentry_sdk
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sentry_sdk.integrations.logging import LoggingIntegration
+from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcError, RpcServer, serve_pipe
 from vgi_rpc.sentry import MIN_SCRUB_CHARS, SentryConfig, default_redactor, instrument_server_sentry
@@ -290,6 +291,56 @@ def test_a_misbehaving_redactor_fails_closed(
     # fail closed: every param value counts as a secret
     assert not any(LONG_SECRET in s for s in strings_in(sentry_capture.envelopes))
     assert event["exception"]["values"][0]["value"] == "door [Filtered] refused [Filtered]; bag has 2 entries"
+
+
+@pytest.mark.parametrize(
+    "redactor", [_raises, _returns_a_list, _invents_a_key], ids=["raises", "non-mapping", "unknown-keys"]
+)
+def test_a_misbehaving_redactor_changes_no_result_and_no_event_but_the_params(
+    sentry_capture: SentryCapture, caplog: pytest.LogCaptureFixture, redactor: Any
+) -> None:
+    """S23 B1 B6 (bad input): a successful call returns what it returns without the hook; a failed one's
+    single event equals, but for the params, the event of the same call whose redactor behaves."""
+    config = SentryConfig(
+        record_params=True, tag_params=("a",), enable_performance=True, param_redactor=redactor
+    )
+    plain = RpcServer(Calculator, CalculatorImpl())
+    server = instrument_server_sentry(RpcServer(Calculator, CalculatorImpl()), config)
+    with caplog.at_level("WARNING", logger="vgi_rpc.sentry"), serve_pipe(server) as proxy:
+        with serve_pipe(plain) as bare:
+            assert proxy.add(a=2, b=40) == bare.add(a=2, b=40) == 42
+        with pytest.raises(RpcError) as failed:
+            proxy.divide(a=1.0, b=0.0)
+    assert failed.value.error_type == "ZeroDivisionError"
+    warnings = [r for r in caplog.records if r.name == "vgi_rpc.sentry"]
+    assert [r.levelname for r in warnings] == ["WARNING", "WARNING"]  # one per call
+    for txn in sentry_capture.transactions:
+        assert not any(k.startswith("rpc.param.") for k in txn["contexts"]["trace"]["data"])
+    event = sentry_capture.event()  # exactly one error event
+
+    sentry_capture.clear()
+    good = SentryConfig(record_params=True, tag_params=("a",), enable_performance=True)
+    with (
+        serve_pipe(instrument_server_sentry(RpcServer(Calculator, CalculatorImpl()), good)) as proxy,
+        pytest.raises(RpcError),
+    ):
+        proxy.divide(a=1.0, b=0.0)
+    baseline = sentry_capture.event()
+
+    def shape(e: dict[str, Any]) -> dict[str, Any]:
+        (exc,) = e["exception"]["values"]
+        return {
+            "type": exc["type"],
+            "value": exc["value"],
+            "transaction": e["transaction"],
+            "rpc": {k: v for k, v in e["contexts"]["rpc"].items() if k != "server_id"},  # another server
+            "tags": {k: v for k, v in e["tags"].items() if not k.startswith("rpc.param.")},
+            "level": e["level"],
+        }
+
+    assert "rpc.param.a" in baseline["tags"] and "rpc.param.a" not in event["tags"]
+    assert shape(event) == shape(baseline)
+    assert event["contexts"]["rpc"]["server_id"] == server.server_id
 
 
 def test_an_empty_secret_hides_nothing_and_damages_nothing(sentry_capture: SentryCapture) -> None:
