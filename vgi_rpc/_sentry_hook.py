@@ -94,32 +94,64 @@ class _SentryDispatchHook:
     # -- step 1: the call's facts (no SDK) --------------------------------------------------
 
     def _collect(self, info: DispatchInfo, auth: AuthContext, kwargs: Mapping[str, Any] | None) -> _Facts:
-        """The call's facts; those of a call that depend on its method alone are built once.
+        """The call's facts; the part of them that depends on the method alone is built once.
 
-        That is a call of an anonymous caller (no domain, no claims), outside a
-        stream, whose params are not recorded: everything it records then comes
-        from the config and the method, and the facts are shared read-only (the
-        SDK copies tags, data and the ``rpc`` context into its own objects).
+        For a call of an anonymous caller (no domain, no claims) outside a
+        stream, everything but the params comes from the config and the method:
+        those facts are shared read-only (the SDK copies tags, data and the
+        ``rpc`` context into its own objects). Recorded params without secrets
+        and without ``tag_params`` tags only add span data to a copy of them.
         """
-        if (
-            info.stream_id is None
-            and (kwargs is None or not self._reads_params)
-            and not auth.authenticated
-            and not auth.domain
-            and not auth.claims
-        ):
+        params = self._params(kwargs) if kwargs is not None and self._reads_params else None
+        if info.stream_id is None and not auth.authenticated and not auth.domain and not auth.claims:
             key = (info.name, info.method_type, info.service, info.server_id)
             facts = self._static.get(key)
             if facts is None:
                 facts = self._collect_each_time(info, auth, None)
                 if len(self._static) < _STATIC_FACTS_MAX:
                     self._static[key] = facts
-            return facts
-        return self._collect_each_time(info, auth, kwargs)
+            if params is None:
+                return facts
+            if not params.redaction and not params.tags:
+                trace = facts.trace
+                data = trace.data
+                if params.data:
+                    data = {**data, **params.data}
+                return _Facts(
+                    sdk.CallFacts(
+                        name=trace.name,
+                        span_name=trace.span_name,
+                        op=trace.op,
+                        tags=trace.tags,
+                        data=data,
+                        context=trace.context,
+                        user=trace.user,
+                        scrub=None,
+                    ),
+                    facts.processor,
+                )
+        return self._collect_each_time(info, auth, params)
 
-    def _collect_each_time(
-        self, info: DispatchInfo, auth: AuthContext, kwargs: Mapping[str, Any] | None
-    ) -> _Facts:
+    def _params(self, kwargs: Mapping[str, Any]) -> _Params:
+        """The call's params as span data and tags, after the redactor, and what to hide."""
+        cfg = self._config
+        kept = self._redact(kwargs)
+        redaction = redaction_of(kwargs, kept)
+        data: dict[str, Any] = {}
+        tags: dict[str, str] = {}
+        if cfg.record_params:
+            for key, value in kept.items():
+                recorded = span_value(key, value, cfg.max_param_value_bytes)
+                if recorded is not None:
+                    data[f"rpc.param.{key}"] = redaction.value(recorded) if redaction else recorded
+        for key in cfg.tag_params:
+            if key in kept:
+                text = tag_value(kept[key])
+                if text is not None:
+                    tags[f"rpc.param.{key}"] = redaction.text(text) if redaction else text
+        return _Params(data, tags, redaction)
+
+    def _collect_each_time(self, info: DispatchInfo, auth: AuthContext, params: _Params | None) -> _Facts:
         cfg = self._config
         method = info.name
         service = info.service or self._service
@@ -135,19 +167,10 @@ class _SentryDispatchHook:
             span_data["rpc.stream_id"] = info.stream_id
 
         redaction = NO_REDACTION
-        if kwargs is not None and self._reads_params:
-            kept = self._redact(kwargs)
-            redaction = redaction_of(kwargs, kept)
-            if cfg.record_params:
-                for key, value in kept.items():
-                    recorded = span_value(key, value, cfg.max_param_value_bytes)
-                    if recorded is not None:
-                        span_data[f"rpc.param.{key}"] = redaction.value(recorded) if redaction else recorded
-            for key in cfg.tag_params:
-                if key in kept:
-                    text = tag_value(kept[key])
-                    if text is not None:
-                        tags[f"rpc.param.{key}"] = redaction.text(text) if redaction else text
+        if params is not None:
+            redaction = params.redaction
+            span_data.update(params.data)
+            tags.update(params.tags)
 
         context: dict[str, str] | None = None
         user: dict[str, str] | None = None
@@ -245,6 +268,15 @@ class _SentryDispatchHook:
 
 _STATIC_FACTS_MAX = 4096
 """At most this many (method, service, server) facts are kept per hook (one per method in practice)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """One call's params as the hook records them: span data, tags, and the redaction they imply."""
+
+    data: dict[str, Any]
+    tags: dict[str, str]
+    redaction: Redaction
 
 
 @dataclass(frozen=True, slots=True)
