@@ -91,7 +91,8 @@ def _api_problem() -> str | None:
     ]
     if VERSION.startswith("2."):
         try:
-            from sentry_sdk.tracing import Transaction  # noqa: F401
+            # 2.x only (3.x removed the module): typed so mypy passes against either generation
+            from sentry_sdk.tracing import Transaction  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
         except ImportError:
             missing.append("sentry_sdk.tracing.Transaction")
     else:

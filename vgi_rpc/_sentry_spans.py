@@ -69,7 +69,10 @@ def _streaming_enabled() -> bool:
     client = sentry_sdk.get_client()
     cached_client, streams = _streaming_for
     if client is not cached_client:
-        from sentry_sdk.tracing_utils import has_span_streaming_enabled
+        # 2.x only (3.x always streams): typed so mypy passes against either generation
+        from sentry_sdk.tracing_utils import (  # type: ignore[attr-defined,unused-ignore]
+            has_span_streaming_enabled,
+        )
 
         streams = bool(has_span_streaming_enabled(client.options))
         _streaming_for = (client, streams)
