@@ -572,3 +572,42 @@ def test_fresh_project_no_cross_test_state(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=5)
+
+
+# -- envelopes recorded elsewhere ------------------------------------------------------------------
+
+
+def test_from_envelopes_reads_recorded_envelopes_through_the_same_views() -> None:
+    """The kit's views over envelopes another process recorded and wrote as JSON (the deploy check's case)."""
+    import json
+
+    with sentry_capture() as live:
+        with user_root("checkout") as root:
+            set_span_data(root, "rpc.method", "pay")
+        sentry_sdk.capture_message("boom")
+    written = json.dumps(live.envelopes)  # what a worker writes, one process
+    recorded = SentryCapture.from_envelopes(json.loads(written))  # what the check reads, another
+    assert not recorded.active
+    assert recorded.envelopes == live.envelopes
+    assert recorded.events == live.events and recorded.transactions == live.transactions
+    assert recorded.spans == live.spans and recorded.lost_events == []
+    assert recorded.transaction(method="pay")["transaction"] == "checkout"
+    assert recorded.describe() == live.describe()
+    view = recorded.envelopes
+    view.clear()  # a copy: the recording is not changed through it
+    assert len(recorded.envelopes) == len(live.envelopes) > 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("{}", "envelope 0 is str"),
+        ([{"headers": {}}], "envelope 0 has no 'items' list"),
+        ([{"items": [{"type": "event"}]}], "envelope 0, item 0 needs 'type' and 'payload'"),
+        ([{"items": []}, 3], "envelope 1 is int"),
+    ],
+)
+def test_from_envelopes_refuses_what_is_not_an_envelope(bad: Any, message: str) -> None:
+    """Bad input: a clear error naming the envelope and what is wrong, not a KeyError later."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SentryCapture.from_envelopes(bad)

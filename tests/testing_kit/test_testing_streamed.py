@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from support.http import http_proxy
+from support.sentry import GENERATION
 from support.shop import make_server
 
 from vgi_rpc import RpcError, serve_pipe
@@ -54,7 +55,11 @@ def test_over_http_one_view_per_call_and_every_span_flattened(sentry_capture: Se
     for view in adds:
         assert view["streamed"] is True and view["span_item"]["is_segment"] is True
         (child,) = view["spans"]
-        assert (child["description"], child["op"], child["data"]["rpc.method"]) == ("vgi_rpc/add", "rpc.server", "add")
+        assert (child["description"], child["op"], child["data"]["rpc.method"]) == (
+            "vgi_rpc/add",
+            "rpc.server",
+            "add",
+        )
         assert child["parent_span_id"] == view["contexts"]["trace"]["span_id"]
     fail = sentry_capture.transaction(method="fail")
     assert (fail["contexts"]["trace"]["op"], fail["contexts"]["trace"]["status"]) == ("http.server", "error")
@@ -106,14 +111,20 @@ def test_the_normaliser_keeps_the_links_of_streamed_spans_and_nothing_volatile()
         assert span["trace_id"] == "<trace_id:1>"
     event = first.event()
     text = json.dumps(normalize(first))
-    for volatile in (event["event_id"], event["contexts"]["trace"]["trace_id"], event["contexts"]["trace"]["span_id"]):
+    for volatile in (
+        event["event_id"],
+        event["contexts"]["trace"]["trace_id"],
+        event["contexts"]["trace"]["span_id"],
+    ):
         assert volatile not in text
 
 
 # -- Relay: what it cannot check is said, never passed silently -------------------------------------
 
 
-def test_assert_ingestible_checks_the_event_and_warns_about_the_span_items(sentry_capture: SentryCapture) -> None:
+def test_assert_ingestible_checks_the_event_and_warns_about_the_span_items(
+    sentry_capture: SentryCapture,
+) -> None:
     """B8 on span streaming: the error event is checked; the span items are named as unchecked."""
     _pipe_calls(sentry_capture)
     spans = len(sentry_capture.items("span"))
@@ -156,3 +167,54 @@ def test_ingested_transactions_from_span_items_is_an_error_not_an_empty_list(
         sentry_capture.ingested("span")
     (stored,) = sentry_capture.ingested("event")  # events are checked as on 2.x
     assert dict(stored["tags"])["rpc.method"] == "fail"
+
+
+# -- a view's tags and user ------------------------------------------------------------------------
+
+
+def test_a_view_reads_the_hooks_tags_and_user_from_the_segments_attributes(
+    sentry_capture: SentryCapture,
+) -> None:
+    """S9 S11 S12 B7 (the kit's side): a segment view's ``tags``/``user`` are the event's; nothing else is a tag."""
+    from vgi_rpc import AuthContext
+
+    config = SentryConfig(
+        enable_performance=True, custom_tags={"env": "prod"}, claim_tags={"tenant": "auth.tenant"}
+    )
+    auth = AuthContext(
+        domain="jwt", authenticated=True, principal="u-1", claims={"tenant": "acme", "email": "u@example.com"}
+    )
+    with serve_pipe(make_server(config), auth=auth) as proxy, pytest.raises(RpcError):
+        proxy.fail(message="x")
+    event = sentry_capture.event(method="fail")
+    view = sentry_capture.transaction(method="fail")
+    assert view["streamed"] is True
+    assert view["tags"] == event["tags"]  # the hook's tags, read back from the attributes
+    assert view["tags"]["env"] == "prod" and view["tags"]["auth.tenant"] == "acme"
+    assert event["user"] == {"id": "u-1", "username": "u-1", "email": "u@example.com"}
+    attributes = view["contexts"]["trace"]["data"]
+    if GENERATION == 3 or "user.id" in attributes:
+        assert view["user"] == event["user"]
+        assert attributes["user.name"] == "u-1"  # the SDK's own mapping: username travels as user.name
+    else:  # 2.x with trace_lifecycle="stream" puts no scope user on the hook's own segment here
+        assert view["user"] == {}
+    # span data and the SDK's own attributes are attributes, not tags
+    for key in ("rpc.system", "rpc.service", "rpc.server_id", "sentry.op"):
+        assert key in attributes and key not in view["tags"], key
+
+
+def test_a_view_over_http_lists_no_integration_attribute_as_a_tag(sentry_capture: SentryCapture) -> None:
+    """B7 (the kit's side): the WSGI integration's http.*/url.*/... attributes stay out of a view's tags and user."""
+    with http_proxy(make_server(PERF)) as proxy:
+        proxy.add(a=1, b=2)
+    view = sentry_capture.transaction(method="add")
+    attributes = view["contexts"]["trace"]["data"]
+    assert any(key.startswith(("http.", "url.")) for key in attributes)
+    assert set(view["tags"]) == {"rpc.method", "rpc.method_type", "auth.authenticated", "auth.domain"}
+    assert view["tags"]["rpc.method"] == "add"
+    # the caller (a JWT for "anon"), read from user.* attributes; the SDK may add the client's ip_address
+    user = {k: v for k, v in view["user"].items() if k != "ip_address"}
+    if GENERATION == 3 or "user.id" in attributes:
+        assert user == {"id": "anon", "username": "anon"}
+    else:  # 2.x with trace_lifecycle="stream" puts no user on the WSGI segment
+        assert user == {}

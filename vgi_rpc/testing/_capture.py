@@ -9,19 +9,18 @@ Importing this module does not import ``sentry_sdk``.
 
 from __future__ import annotations
 
+import copy
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vgi_rpc.testing._describe import describe_item
 from vgi_rpc.testing._payloads import method_of_transaction, segment_views, span_attributes, span_items, tag
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     import sentry_sdk
 
     from vgi_rpc.testing.fake_transport import InMemoryTransport
@@ -49,6 +48,24 @@ class SentryCapture:
         #: ``sentry_options`` fixture, keyword arguments) -- not the capture's defaults.
         self.init_options: Mapping[str, Any] = MappingProxyType(dict(init_options or {}))
         self._active = False
+
+    @classmethod
+    def from_envelopes(cls, envelopes: Iterable[Mapping[str, Any]]) -> SentryCapture:
+        """A capture over envelopes recorded elsewhere, read through the same views.
+
+        ``envelopes`` are in the shape :attr:`envelopes` returns (``{"headers",
+        "items": [{"type", "headers", "payload"}]}``), e.g. what another process's
+        capture or :class:`~vgi_rpc.testing.InMemoryTransport` recorded, written
+        as JSON and read back. The capture is closed from the start (flushing does
+        nothing); ``events``, ``transactions`` (streamed segments as views),
+        ``spans``, ``describe()``... work as on a live one, on either SDK
+        generation. ``transport`` is then a plain record of those envelopes, not
+        an SDK transport; ``lost_events`` is empty (the other side kept them).
+
+        Raises:
+            ValueError: an envelope or item is not in that shape (says which).
+        """
+        return cls(cast("InMemoryTransport", _Recorded(envelopes)))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -113,12 +130,15 @@ class SentryCapture:
         ``transaction`` is the segment's name, ``transaction_info.source`` its
         ``sentry.segment.name.source``, ``contexts.trace`` holds its ids, ``op``
         (``sentry.op``), ``status``, ``origin`` and ``data`` (every attribute,
-        unwrapped from ``{"value", "type"}``), and ``spans`` its child spans in the
-        same shape (``description`` is the name). The view also carries
-        ``"streamed": True`` and the segment item as sent under ``"span_item"``.
-        What streaming does not have is not invented: a view has no ``tags``,
-        ``user`` or ``request`` (those are attributes there), and failed spans
-        have the status ``"error"``.
+        unwrapped from ``{"value", "type"}``), ``spans`` its child spans in the
+        same shape (``description`` is the name), and ``tags`` and ``user`` read
+        from its attributes (``user`` from the SDK's ``user.*`` attributes;
+        ``tags`` its string attributes other than the SDK's, the integrations'
+        and vgi_rpc's span data -- see docs/testing.md, "On sentry-sdk 3"). The
+        view also carries ``"streamed": True`` and the segment item as sent under
+        ``"span_item"``. What streaming does not have is not invented: a view has
+        no ``request`` (the URL is an attribute), and failed spans have the
+        status ``"error"``.
         """
         return self.payloads("transaction") + segment_views(self.payloads("span"))
 
@@ -289,6 +309,36 @@ class SentryCapture:
     def __repr__(self) -> str:
         state = "active" if self._active else "closed"
         return f"<SentryCapture {state}: {len(self.transport.envelopes)} envelope(s)>"
+
+
+class _Recorded:
+    """Envelopes recorded elsewhere: what :meth:`SentryCapture.from_envelopes` reads."""
+
+    def __init__(self, envelopes: Iterable[Mapping[str, Any]]) -> None:
+        if isinstance(envelopes, str | bytes | Mapping):
+            raise ValueError(f"envelope 0 is {type(envelopes).__name__}: expected a list of envelopes")
+        self._envelopes = [_checked(index, envelope) for index, envelope in enumerate(envelopes)]
+        self.lost_events: list[dict[str, Any]] = []
+
+    @property
+    def envelopes(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self._envelopes)
+
+    def clear(self) -> None:
+        self._envelopes.clear()
+
+
+def _checked(index: int, envelope: Any) -> dict[str, Any]:
+    """A deep copy of *envelope*, if it has the shape the views read; else a ``ValueError`` saying where."""
+    if not isinstance(envelope, Mapping):
+        raise ValueError(f"envelope {index} is {type(envelope).__name__}: expected a mapping with 'items'")
+    items = envelope.get("items")
+    if not isinstance(items, list):
+        raise ValueError(f"envelope {index} has no 'items' list")
+    for position, item in enumerate(items):
+        if not isinstance(item, Mapping) or "type" not in item or "payload" not in item:
+            raise ValueError(f"envelope {index}, item {position} needs 'type' and 'payload'")
+    return copy.deepcopy({"headers": {}, **envelope})
 
 
 _BATCHERS = ("span_batcher", "log_batcher", "metrics_batcher")

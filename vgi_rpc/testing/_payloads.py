@@ -2,8 +2,8 @@
 
 Tags (a dict, or ``[key, value]`` pairs), a transaction's ``rpc.method``, the
 spans of ``span`` items (span streaming: ``{"version": 2, "items": [...]}``,
-attributes wrapped as ``{"value", "type"}``) and the transaction-shaped view of
-each streamed segment that :attr:`vgi_rpc.testing.SentryCapture.transactions`
+attributes wrapped as ``{"value", "type"}``), a segment's tags and user (from
+its attributes) and the transaction-shaped view of each streamed segment that :attr:`vgi_rpc.testing.SentryCapture.transactions`
 returns.  Plain functions on plain data; no SDK import.
 """
 
@@ -11,7 +11,39 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["method_of_transaction", "segment_views", "span_attributes", "span_items", "tag"]
+__all__ = [
+    "method_of_transaction",
+    "segment_tags",
+    "segment_user",
+    "segment_views",
+    "span_attributes",
+    "span_items",
+    "tag",
+]
+
+_NOT_TAGS = (
+    "sentry.",  # the SDK's own
+    "user.",  # the user: the view's ``user``
+    # what the SDK's integrations record (OpenTelemetry's semantic conventions)
+    "http.",
+    "url.",
+    "server.",
+    "client.",
+    "network.",
+    "thread.",
+    "process.",
+    "user_agent.",
+)
+_RPC_SPAN_DATA = frozenset({"rpc.system", "rpc.service", "rpc.stream_id", "rpc.server_id"})
+"""vgi_rpc's span data that is never a tag (the Sentry page's "span data" rows, and the rpc context's server id)."""
+
+_USER_ATTRIBUTES = (
+    ("user.id", "id"),
+    ("user.name", "username"),
+    ("user.email", "email"),
+    ("user.ip_address", "ip_address"),
+)
+"""How sentry-sdk 3 writes a scope user onto span attributes (``username`` travels as ``user.name``)."""
 
 
 def tag(event: dict[str, Any], name: str) -> Any:
@@ -51,6 +83,29 @@ def span_attributes(span: dict[str, Any]) -> dict[str, Any]:
         key: value["value"] if isinstance(value, dict) and "value" in value else value
         for key, value in attributes.items()
     }
+
+
+def segment_tags(attributes: dict[str, Any]) -> dict[str, str]:
+    """The tags of a streamed segment: its string attributes that are neither the SDK's nor span data.
+
+    Span streaming has no tags: what the hook sets as scope tags on 2.x travels
+    as attributes, among the SDK's own (``sentry.*``), those of its integrations
+    (``http.*``, ``url.*``...) and vgi_rpc's span data (``rpc.system``,
+    ``rpc.service``, ``rpc.stream_id``, ``rpc.server_id``). ``rpc.method`` and
+    ``rpc.method_type`` are both a tag and span data; a ``tag_params`` tag and a
+    recorded param share one attribute (``rpc.param.<k>``), listed while it is a
+    string. A string attribute the application set itself is listed too.
+    """
+    return {
+        key: value
+        for key, value in attributes.items()
+        if isinstance(value, str) and not key.startswith(_NOT_TAGS) and key not in _RPC_SPAN_DATA
+    }
+
+
+def segment_user(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The user of a streamed segment, from the SDK's ``user.*`` attributes (``user.name`` is ``username``)."""
+    return {field: attributes[key] for key, field in _USER_ATTRIBUTES if key in attributes}
 
 
 def _span_view(span: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +151,8 @@ def segment_views(payloads: list[Any]) -> list[dict[str, Any]]:
                 "timestamp": span.get("end_timestamp"),
                 "contexts": {"trace": trace},
                 "spans": [_span_view(c, span_attributes(c)) for c in children.get(span.get("span_id"), [])],
+                "tags": segment_tags(attributes),
+                "user": segment_user(attributes),
                 "streamed": True,
                 "span_item": span,
             }
