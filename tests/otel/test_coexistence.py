@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from support.http import http_proxy
 from support.jwt import bearer
 from support.otel import request_counts
-from support.sentry import FAILED, root_tags, root_user, span_status, trace_data
+from support.sentry import FAILED, span_status, trace_data
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcError, RpcServer, serve_pipe
@@ -144,8 +144,8 @@ def assert_sentry_output(cap: SentryCapture, transport: str, method: str, failed
     status = FAILED if failed else "ok"
     (txn,) = [t for t in cap.transactions if trace_data(t).get("rpc.method") == method]
     assert trace_data(txn)["rpc.system"] == "vgi_rpc"
-    assert root_tags(txn)["rpc.method"] == method
-    assert root_tags(txn)["env"] == "coexist"
+    assert txn["tags"]["rpc.method"] == method
+    assert txn["tags"]["env"] == "coexist"
     if transport == "pipe":  # the hook's own transaction
         assert txn["transaction"] == f"vgi_rpc/{method}"
         assert txn["contexts"]["trace"]["op"] == "rpc.server"
@@ -158,7 +158,7 @@ def assert_sentry_output(cap: SentryCapture, transport: str, method: str, failed
             f"vgi_rpc/{method}",
             status,
         )
-        assert root_user(txn)["id"] == "carol"
+        assert txn["user"]["id"] == "carol"
     events = cap.events_for(method)
     if not failed:
         assert events == []

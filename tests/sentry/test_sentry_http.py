@@ -32,8 +32,6 @@ from support.sentry import (
     http_status,
     request_url,
     root_server_id,
-    root_tags,
-    root_user,
     rpc_data,
     sdk2_logging,
     span_status,
@@ -112,9 +110,9 @@ def test_http_transaction_is_renamed_and_carries_rpc_span_data(sentry_capture: S
         "rpc.param.b": 5,
     }
     assert txn["spans"] == []  # S27: performance off: the hook starts no span
-    user = root_user(txn)
+    user = hook_user(txn)
     assert user["id"] == "sub-1" and user["username"] == "bo"
-    assert root_tags(txn)["rpc.method"] == "add"
+    assert txn["tags"]["rpc.method"] == "add"
     assert root_server_id(txn) == server.server_id
 
 
@@ -176,9 +174,9 @@ def test_producer_stream_turns_share_stream_id_and_only_init_has_params(
     assert all(request_url(t).endswith("/exchange") for t in txns if t is not init)
     # the tag_params tag lives where the params do: the /init turn only
     # (3.x: one attribute holds the tag and the span data; with record_params the typed value wins)
-    assert [root_tags(t).get("rpc.param.n") for t in txns].count("3") == (0 if STREAMING else 1)
+    assert [t["tags"].get("rpc.param.n") for t in txns].count("3") == (0 if STREAMING else 1)
     assert [trace_data(t).get("rpc.param.n") for t in txns].count(3) == 1
-    assert not any("stream_id" in k for t in txns for k in root_tags(t))  # span data only
+    assert not any("stream_id" in k for t in txns for k in t["tags"])  # span data only
 
 
 def test_exchange_stream_turns_share_stream_id(sentry_capture: SentryCapture) -> None:
@@ -288,9 +286,9 @@ def test_record_request_context_false_over_http(sentry_capture: SentryCapture) -
     assert "rpc" not in event["contexts"] and not hook_user(event)
     assert not any(k.startswith("auth.") for k in event["tags"])
     assert event["tags"]["rpc.method"] == "fail"
-    assert not has_rpc_context(txn) and not root_user(txn)
-    assert not any(k.startswith("auth.") for k in root_tags(txn))
-    assert root_tags(txn)["rpc.method"] == "fail"
+    assert not has_rpc_context(txn) and not hook_user(txn)
+    assert not any(k.startswith("auth.") for k in txn["tags"])
+    assert txn["tags"]["rpc.method"] == "fail"
     for payload in (event, txn):
         assert payload["transaction"] == "rpc fail"
     assert rpc_data(txn)["rpc.method"] == "fail"

@@ -19,7 +19,7 @@ import pytest
 import sentry_sdk
 from support.http import TOKEN_KEY, http_proxy
 from support.jwt import JWT_SECRET, bearer
-from support.sentry import STREAMING, RaisingTransport, hook_user, root_tags, root_user, sdk2_logging
+from support.sentry import STREAMING, RaisingTransport, hook_user, sdk2_logging
 from support.shop import Shop, call_with_auth, make_server
 
 from vgi_rpc import AuthContext, RpcError, serve_pipe
@@ -65,8 +65,8 @@ def test_sequential_pipe_calls_do_not_leak_scope_data(sentry_capture: SentryCapt
     assert "crumb-first" not in crumbs_of(second)
     # the next transaction is clean too
     add = sentry_capture.transaction("add")
-    assert "app.marker" not in root_tags(add) and "app" not in add["contexts"]
-    assert not root_user(add)
+    assert "app.marker" not in add["tags"] and "app" not in add["contexts"]
+    assert not hook_user(add)
 
 
 def test_authenticated_user_does_not_stick_to_the_next_anonymous_call(sentry_capture: SentryCapture) -> None:
@@ -137,8 +137,8 @@ def test_concurrent_pipe_calls_keep_their_own_data(sentry_capture: SentryCapture
     transactions = sentry_capture.transactions
     assert len(transactions) == 8 * rounds
     for txn in transactions:
-        marker = root_tags(txn)["rpc.param.marker"]
-        assert root_user(txn) == {"id": f"user-{marker}"}  # what the app set, in this call only
+        marker = txn["tags"]["rpc.param.marker"]
+        assert hook_user(txn) == {"id": f"user-{marker}"}  # what the app set, in this call only
         if not STREAMING:  # 3.x: scope tags do not reach spans (only scope attributes do)
             assert txn["tags"]["app.marker"] == marker
 
@@ -294,9 +294,9 @@ def test_concurrent_http_calls_keep_their_own_user_and_data(sentry_capture: Sent
             assert marker_of(event) == marker
     by_user: dict[str, set[str]] = {}
     for txn in sentry_capture.transactions:
-        assert txn["transaction"] == f"rpc {root_tags(txn)['rpc.method']}"
-        if root_tags(txn)["rpc.method"] == "countdown":
-            by_user.setdefault(root_user(txn)["id"], set()).add(
+        assert txn["transaction"] == f"rpc {txn['tags']['rpc.method']}"
+        if txn["tags"]["rpc.method"] == "countdown":
+            by_user.setdefault(txn["user"]["id"], set()).add(
                 txn["contexts"]["trace"]["data"]["rpc.stream_id"]
             )
     # each user ran exactly 2 streams; no turn of one user's stream was attributed to another user

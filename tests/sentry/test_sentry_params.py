@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.sentry import STREAMING, root_tags, trace_data
+from support.sentry import STREAMING, trace_data
 from support.shop import Point, make_server
 
 from vgi_rpc import RpcError, serve_pipe
@@ -215,7 +215,7 @@ def test_tag_params_copies_only_listed_params_into_tags(sentry_capture: SentryCa
     with serve_pipe(make_server(config)) as proxy, pytest.raises(RpcError):
         proxy.search(table="t" * 300, limit=5, exact=True, columns=["a"], predicate="p", fail=True)
     expected = {"rpc.param.table": "t" * 200, "rpc.param.limit": "5", "rpc.param.exact": "true"}
-    for tags in (sentry_capture.event()["tags"], root_tags(sentry_capture.transaction())):
+    for tags in (sentry_capture.event()["tags"], sentry_capture.transaction()["tags"]):
         param_tags = {k: v for k, v in tags.items() if k.startswith("rpc.param.")}
         # lists are not tag values; predicate was not listed; missing was not passed
         assert param_tags == expected
@@ -228,7 +228,7 @@ def test_tag_params_are_taken_after_the_redactor(sentry_capture: SentryCapture) 
     """S21 S23 B4: a whitelisted param the redactor removes never becomes a tag."""
     config = SentryConfig(tag_params=("table", "api_token"), enable_performance=True)
     search_once(config, table="orders", api_token=SECRET_TOKEN)
-    tags = root_tags(sentry_capture.transaction())
+    tags = sentry_capture.transaction()["tags"]
     assert tags["rpc.param.table"] == "orders"
     assert "rpc.param.api_token" not in tags
     assert SECRET_TOKEN not in json.dumps(sentry_capture.envelopes)

@@ -3,7 +3,7 @@
 For the tests that run the real ``sentry_sdk`` with ``vgi_rpc.testing``'s capture;
 nothing here patches the SDK.
 
-The suites run on sentry-sdk 2.x (``make test``) and 3.x (``make test-sdk3``).
+The suites run on sentry-sdk 3.x (``make test``) and 2.x (``make test-sdk2``, ``make test-sdk-floor``).
 Error events are the same on both; what the SDK does with *spans* is not:
 
 * 2.x sends transactions: the root span's data is ``contexts.trace.data``, and
@@ -11,8 +11,8 @@ Error events are the same on both; what the SDK does with *spans* is not:
   a failed span's status is ``internal_error``.
 * 3.x streams spans (``span`` items, ``version: 2``); ``sentry_capture.transactions``
   shows each segment as a transaction-shaped view whose ``contexts.trace.data`` is
-  the span's attributes. Tags, the user and the request are attributes there; a
-  failed span's status is ``error``.
+  the span's attributes, and whose ``tags`` and ``user`` the kit reads from them
+  (the request is attributes only); a failed span's status is ``error``.
 
 On both, a root carries the ``rpc`` context's facts as span data (``rpc.*``,
 ``rpc.server_id``); ``contexts.rpc`` is on events only.
@@ -74,45 +74,6 @@ def rpc_data(txn_or_data: dict[str, Any], *, server_id: bool = False) -> dict[st
     """The ``rpc.*`` span data, without ``rpc.server_id`` (unless *server_id*)."""
     data = trace_data(txn_or_data) if "contexts" in txn_or_data else txn_or_data
     return {k: v for k, v in data.items() if k.startswith("rpc.") and (server_id or k != "rpc.server_id")}
-
-
-def root_tags(txn: dict[str, Any]) -> dict[str, str]:
-    """The tags the call put on its root: 2.x the transaction's tags; 3.x the attributes holding them.
-
-    On 3.x tags are attributes among others; only string attributes that are not
-    the SDK's own (``sentry.*``, ``http.*``, ``url.*``...) nor span data
-    (``rpc.system/service/method_type/stream_id/server_id``, ``rpc.param.*`` with
-    ``record_params``) count, plus ``rpc.method`` (a tag and span data at once).
-    """
-    if not txn.get("streamed"):
-        tags: dict[str, str] = txn.get("tags") or {}
-        return dict(tags)
-    sdk_prefixes = (
-        "sentry.",
-        "http.",
-        "url.",
-        "server.",
-        "network.",
-        "thread.",
-        "process.",
-        "user.",
-        "client.",
-    )
-    span_data = {"rpc.system", "rpc.service", "rpc.stream_id", "rpc.server_id"}
-    return {
-        k: v
-        for k, v in trace_data(txn).items()
-        if isinstance(v, str) and not k.startswith(sdk_prefixes) and k not in span_data
-    }
-
-
-def root_user(txn: dict[str, Any]) -> dict[str, str]:
-    """The root's user: 2.x ``user``; 3.x the ``user.id`` / ``user.name`` (username) / ``user.email`` attributes."""
-    if not txn.get("streamed"):
-        return dict(txn.get("user") or {})
-    data = trace_data(txn)
-    fields = {"user.id": "id", "user.name": "username", "user.email": "email"}
-    return {field: data[attribute] for attribute, field in fields.items() if attribute in data}
 
 
 def root_server_id(txn: dict[str, Any]) -> str | None:
