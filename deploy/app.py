@@ -4,8 +4,12 @@ Every worker imports this module after the fork (no ``preload_app``), so each on
 initialises Sentry for itself: the real SDK, default integrations on, every
 transaction sampled, and vgi_rpc's in-memory transport, which here also appends each
 envelope as one JSON line to ``$VGI_SENTRY_DIR/sentry-<pid>.jsonl`` (flushed at
-once, so a killed worker's envelopes survive it). All workers share
-``$VGI_TOKEN_KEY``, so any of them serves any turn of any stream.
+once, so a killed worker's envelopes survive it). On sentry-sdk 3 spans reach the
+transport from the SDK's span batcher thread (a segment right after it ends, in
+envelopes that may hold several requests' spans); ``worker_exit`` in
+``deploy/gunicorn.conf.py`` flushes what is left when a worker exits cleanly.
+Read the files with ``vgi_rpc.testing.SentryCapture.from_envelopes``. All workers
+share ``$VGI_TOKEN_KEY``, so any of them serves any turn of any stream.
 """
 
 from __future__ import annotations

@@ -13,3 +13,16 @@ graceful_timeout = 10
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
+
+
+def worker_exit(server, worker):  # gunicorn calls it with the arbiter and the worker
+    """In the worker as it exits cleanly: send what the Sentry SDK still holds.
+
+    sentry-sdk 3 streams spans through a batcher thread; a graceful stop (SIGTERM,
+    max_requests, a reload) flushes it here, so the worker's last spans reach its
+    transport (deploy/app.py: its JSON-lines file) before the process is gone.
+    A SIGKILLed worker keeps only what it had already written.
+    """
+    import sentry_sdk
+
+    sentry_sdk.flush(timeout=5)

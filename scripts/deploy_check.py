@@ -12,9 +12,13 @@ directory; a free 127.0.0.1 port), all workers sharing one ``token_key``, then:
    produced it (a ``pid=<n>`` log line, a ``pid`` column): both workers must serve
    unary calls, and turns of the same stream must land on different workers;
 3. **Sentry**: every worker wrote its envelopes (vgi_rpc's in-memory transport, one
-   file per worker); for each stream whose turns spanned both workers, its
-   transactions in both files carry the one ``rpc.stream_id`` its ``/init`` got, as
-   many per worker as the client saw turns there;
+   file per worker), read back through ``vgi_rpc.testing.SentryCapture.from_envelopes``
+   (transactions on sentry-sdk 2.x, streamed segments on 3.x: the same views); for
+   each stream whose turns spanned both workers, its transactions in both files
+   carry the one ``rpc.stream_id`` its ``/init`` got, as many per worker as the
+   client saw turns there. A transaction is sent after its response (on 3.x from
+   the SDK's span batcher thread), so the files are re-read until those counts
+   are there, for at most ``SENTRY_WAIT_S``;
 4. **a worker dies**: 10 exchange streams are open, 8 slow calls are in flight; one
    worker holding calls is SIGKILLed. Its in-flight calls must fail cleanly
    (``RpcError``, HTTP 502 from nginx), every other call succeeds; then 50 unary
@@ -56,10 +60,13 @@ if str(ROOT) not in sys.path:
 
 from vgi_rpc import AnnotatedBatch, RpcError  # noqa: E402
 from vgi_rpc.http import http_connect  # noqa: E402
+from vgi_rpc.testing import SentryCapture  # noqa: E402
 
 TOKEN_KEY = secrets.token_hex(32)
 X_SCHEMA = pa.schema([pa.field("x", pa.float64(), False)])
 BUDGET_S = 300
+SENTRY_WAIT_S = 20.0
+"""At most this long for the workers' last transactions to reach their files (see :func:`await_sentry`)."""
 
 
 class CheckFailed(AssertionError):
@@ -306,24 +313,65 @@ def spread(url: str) -> dict[str, Any]:
     return answers
 
 
+def worker_captures(sentry_dir: Path) -> dict[int, SentryCapture]:
+    """What each worker has written so far (``sentry-<pid>.jsonl``), read through the kit's views."""
+    captures: dict[int, SentryCapture] = {}
+    for path in sorted(sentry_dir.glob("sentry-*.jsonl")):
+        # the workers are still running: a line without its newline is still being written
+        lines = path.read_text().split("\n")[:-1]
+        captures[int(path.stem.split("-")[1])] = SentryCapture.from_envelopes(
+            json.loads(line) for line in lines
+        )
+    return captures
+
+
 def sentry_by_stream(sentry_dir: Path) -> tuple[dict[str, str], dict[str, Counter[int]]]:
-    """(tag -> stream_id from the /init transactions, stream_id -> transactions per worker pid)."""
+    """(tag -> stream_id from the /init transactions, stream_id -> transactions per worker pid).
+
+    A transaction is a ``transaction`` item on sentry-sdk 2.x and a streamed segment
+    (``SentryCapture.transactions`` views it the same way) on 3.x.
+    """
     tags: dict[str, str] = {}
     per_stream: dict[str, Counter[int]] = defaultdict(Counter)
-    for path in sentry_dir.glob("sentry-*.jsonl"):
-        pid = int(path.stem.split("-")[1])
-        for line in path.read_text().splitlines():
-            for item in json.loads(line)["items"]:
-                if item["type"] != "transaction":
-                    continue
-                data = item["payload"].get("contexts", {}).get("trace", {}).get("data", {})
-                stream_id = data.get("rpc.stream_id")
-                if stream_id is None:
-                    continue
-                per_stream[stream_id][pid] += 1
-                if "rpc.param.tag" in data:
-                    tags[data["rpc.param.tag"]] = stream_id
+    for pid, capture in worker_captures(sentry_dir).items():
+        for txn in capture.transactions:
+            data = ((txn.get("contexts") or {}).get("trace") or {}).get("data") or {}
+            stream_id = data.get("rpc.stream_id")
+            if stream_id is None:
+                continue
+            per_stream[stream_id][pid] += 1
+            if "rpc.param.tag" in data:
+                tags[data["rpc.param.tag"]] = stream_id
     return tags, per_stream
+
+
+def await_sentry(
+    sentry_dir: Path, expected: dict[str, int], timeout: float = SENTRY_WAIT_S
+) -> tuple[dict[str, str], dict[str, Counter[int]], dict[str, Any]]:
+    """:func:`sentry_by_stream` once every stream in *expected* (tag -> transactions) has them all.
+
+    A call's transaction is finished after its response has left: the client can
+    have every answer before the worker sent the last transactions, and on
+    sentry-sdk 3 a segment goes through the SDK's span batcher thread first (a
+    segment is flushed at once, other spans every 5 s). So the files are re-read
+    until the expected counts are there, for at most *timeout* seconds; what is
+    missing then is reported by the checks. Also returns how long that took and how
+    many reads.
+    """
+    began = time.monotonic()
+    reads = 0
+    while True:
+        tags, per_stream = sentry_by_stream(sentry_dir)
+        reads += 1
+        short = [
+            name
+            for name, n in expected.items()
+            if name not in tags or sum(per_stream[tags[name]].values()) < n
+        ]
+        waited = time.monotonic() - began
+        if not short or waited >= timeout:
+            return tags, per_stream, {"sentry_wait_s": round(waited, 2), "sentry_reads": reads}
+        time.sleep(0.25)
 
 
 def check_spread(answers: dict[str, Any], sentry_dir: Path, worker_pids: set[int]) -> dict[str, Any]:
@@ -339,12 +387,12 @@ def check_spread(answers: dict[str, Any], sentry_dir: Path, worker_pids: set[int
         bool(mixed_p) and bool(mixed_e),
         f"no stream's turns crossed workers ({len(mixed_p)} producers, {len(mixed_e)} exchanges)",
     )
-    tags, per_stream = sentry_by_stream(sentry_dir)
+    # the client saw one answer per turn; a producer's /init runs its first turn and its
+    # last turn only finishes (no row); an exchange's /init answers no row
+    tags, per_stream, wait = await_sentry(sentry_dir, {name: len(pids) + 1 for name, pids in mixed.items()})
     for name, pids in mixed.items():
         check(name in tags, f"no /init transaction tagged {name}")
         seen = per_stream[tags[name]]
-        # the client saw one answer per turn; a producer's /init runs its first turn and its
-        # last turn only finishes (no row); an exchange's /init answers no row
         expected = Counter(pids)
         if name.startswith("p"):
             check(
@@ -362,6 +410,7 @@ def check_spread(answers: dict[str, Any], sentry_dir: Path, worker_pids: set[int
         "unary_per_worker": dict(unary_pids),
         "streams_crossing_workers": {"producer": len(mixed_p), "exchange": len(mixed_e), "of": len(streams)},
         "streams_checked_in_sentry": len(mixed),
+        **wait,
     }
 
 

@@ -2,8 +2,8 @@
 
 The page promises that its gunicorn and nginx configuration (and the app's set-up)
 are exactly the files the check uses; this keeps the two from drifting apart. The
-check itself (``scripts/deploy_check.py``: gunicorn, nginx, SIGKILL) runs in CI as
-``make deploy-check``, not inside ``make test``.
+check itself (``scripts/deploy_check.py``: gunicorn, nginx, SIGKILL) runs in CI on
+each Sentry SDK line (``make test-sdk3``, ``make test-sdk2``), not inside ``make test``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def test_the_page_shows_how_the_app_is_built() -> None:
 
 
 def test_the_check_is_wired_into_make_and_ci() -> None:
-    assert "deploy-check:" in (ROOT / "Makefile").read_text()
-    assert "make deploy-check" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "deploy-check:" in makefile
+    line = makefile[makefile.index("define sdk_line") : makefile.index("endef", makefile.index("define sdk_line"))]
+    assert "scripts/deploy_check.py" in line  # what each SDK line runs besides its suites
+    assert "$(call sdk_line,$(VENV))" in makefile and "$(call sdk_line,$(SDK2))" in makefile
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test-sdk3" in ci and "make test-sdk2" in ci
     assert "MEASURED" not in SECTION, "fill in the measured calls/s"
