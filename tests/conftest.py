@@ -12,7 +12,21 @@ No test module imports another one: anything two modules need lives in ``support
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+import vgi_rpc
+
+# `make test-latest` runs the suites against a non-editable install (what a user gets): make sure
+# they test that install, not the checkout they sit in.
+if os.environ.get("VGI_RPC_EXPECT_INSTALLED"):
+    _where = Path(vgi_rpc.__file__).resolve()
+    if Path(__file__).resolve().parents[1] in _where.parents:
+        raise pytest.UsageError(
+            f"VGI_RPC_EXPECT_INSTALLED is set, but vgi_rpc was imported from the checkout: {_where}"
+        )
 
 # The official adversarial classes run under the peer venv's pytest (`make adversarial`),
 # with their own rootdir (tests/adversarial/pytest.ini); our suite does not collect them.
