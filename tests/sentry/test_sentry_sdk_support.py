@@ -2,8 +2,10 @@
 
 The "cannot" cases run against a *real* unsupported SDK, sentry-sdk 1.45.1 (the last
 1.x), installed into a directory beside the test venv and put first on the path of a
-fresh interpreter; the "not installed" case blocks ``sentry_sdk`` with a
-``sys.meta_path`` finder in a fresh interpreter. Nothing is mocked.
+fresh interpreter; and against a "future 4.x": the real latest 3.x installed the same
+way with only its version string changed to 4.0.0 (no 4.x exists to install; the
+version is what vgi_rpc must refuse). The "not installed" case blocks ``sentry_sdk``
+with a ``sys.meta_path`` finder in a fresh interpreter. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from vgi_rpc import _sentry_sdk
 
 REPO = Path(__file__).resolve().parents[2]
 OLD_SDK = "1.45.1"
+FUTURE_SDK = "4.0.0"
+FUTURE_FROM = "3.0.0"
+"""The real release a "future 4.x" is made of (its ``consts.VERSION`` set to :data:`FUTURE_SDK`)."""
 
 
 @pytest.mark.parametrize(
@@ -33,14 +38,15 @@ OLD_SDK = "1.45.1"
         ("2.35.0", False),  # older 2.x fail the suites (B5 over HTTP, S4): not claimed
         ("2.36.0", True),
         ("2.75.0", True),
-        ("3.0.0b2", True),
+        ("3.0.0", True),
+        ("3.1.0rc1", True),
         ("3.4.1", True),
         ("4.0.0", False),
         ("not-a-version", False),
     ],
 )
 def test_the_supported_range_is_the_tested_one(version: str, supported: bool) -> None:
-    """B7: 2.x from 2.36 (make test-sdk-floor), the latest 2.x (make test) and 3.x (make test-sdk3)."""
+    """B7: 2.x from 2.36 (make test-sdk-floor), the latest 2.x (make test-sdk2) and 3.x (make test)."""
     assert (_sentry_sdk._version_problem(version) is None) is supported
 
 
@@ -144,6 +150,50 @@ def old_sdk() -> str:
     return str(install_old_sdk(Path(sys.prefix) / f"sentry-sdk-{OLD_SDK}"))
 
 
+def install_future_sdk(target: Path) -> Path:
+    """Make *target* hold the real sentry-sdk 3.0.0 calling itself 4.0.0, which a child imports; returns it."""
+    if _imported_from(target) == (FUTURE_SDK, str(target / "sentry_sdk" / "__init__.py")):
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            f"sentry-sdk=={FUTURE_FROM}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if install.returncode != 0:
+        pytest.fail(f"could not install sentry-sdk {FUTURE_FROM} into {target}: {install.stderr}")
+    consts = target / "sentry_sdk" / "consts.py"
+    text = consts.read_text(encoding="utf-8")
+    assert f'VERSION = "{FUTURE_FROM}"' in text, "sentry_sdk/consts.py no longer spells its VERSION this way"
+    consts.write_text(
+        text.replace(f'VERSION = "{FUTURE_FROM}"', f'VERSION = "{FUTURE_SDK}"'), encoding="utf-8"
+    )
+    found = _imported_from(target)
+    if found is None or found[0] != FUTURE_SDK:
+        pytest.fail(
+            f"a 'future' sentry-sdk {FUTURE_SDK} was written into {target}, but a child imports {found}"
+        )
+    return target
+
+
+@pytest.fixture(scope="module")
+def future_sdk() -> str:
+    """A directory holding the real sentry-sdk 3.0.0 whose version says 4.0.0 (made once beside this venv)."""
+    return str(install_future_sdk(Path(sys.prefix) / f"sentry-sdk-{FUTURE_SDK}-from-{FUTURE_FROM}"))
+
+
 _UNSUPPORTED = """
 import json, logging
 records = []
@@ -190,22 +240,26 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def unsupported(old_sdk: str) -> dict[str, Any]:
-    """What vgi_rpc does in a process whose initialised SDK is sentry-sdk 1.45.1."""
-    result = _python(_UNSUPPORTED.format(version=OLD_SDK), [old_sdk])
+@pytest.fixture(scope="module", params=["1.x", "4.x"])
+def unsupported(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What vgi_rpc does in a process whose initialised SDK is 1.45.1, or a "future" 4.0.0."""
+    version, where = (
+        (OLD_SDK, request.getfixturevalue("old_sdk"))
+        if request.param == "1.x"
+        else (FUTURE_SDK, request.getfixturevalue("future_sdk"))
+    )
+    result = _python(_UNSUPPORTED.format(version=version), [where])
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    data["version"], data["dir"] = version, where
     return data
 
 
-def test_the_child_runs_the_unsupported_sdk_from_its_directory(
-    unsupported: dict[str, Any], old_sdk: str
-) -> None:
-    """B7 (the premise of the tests below): the child's sentry_sdk is 1.45.1, imported from its directory."""
+def test_the_child_runs_the_unsupported_sdk_from_its_directory(unsupported: dict[str, Any]) -> None:
+    """B7 (the premise of the tests below): the child's sentry_sdk is the unsupported one, from its directory."""
     version, file = unsupported["sdk"]
-    assert version == OLD_SDK
-    assert Path(file).resolve() == (Path(old_sdk) / "sentry_sdk" / "__init__.py").resolve()
+    assert version == unsupported["version"]
+    assert Path(file).resolve() == (Path(unsupported["dir"]) / "sentry_sdk" / "__init__.py").resolve()
 
 
 def test_a_stale_sdk_directory_is_installed_afresh(tmp_path: Path) -> None:
@@ -252,8 +306,8 @@ def test_a_preloaded_sdk_does_not_decide_the_childs(old_sdk: str, tmp_path: Path
     assert version == OLD_SDK and Path(file).resolve().is_relative_to(Path(old_sdk).resolve())
 
 
-def _names_version_and_remedy(text: str) -> bool:
-    return f"sentry-sdk {OLD_SDK}" in text and f"pip install 'sentry-sdk{_sentry_sdk.SUPPORTED}'" in text
+def _names_version_and_remedy(text: str, version: str = OLD_SDK) -> bool:
+    return f"sentry-sdk {version} " in text and f"pip install 'sentry-sdk{_sentry_sdk.SUPPORTED}'" in text
 
 
 def test_auto_attach_with_an_unsupported_sdk_logs_one_warning(unsupported: dict[str, Any]) -> None:
@@ -262,7 +316,7 @@ def test_auto_attach_with_an_unsupported_sdk_logs_one_warning(unsupported: dict[
     (record,) = unsupported["records"]
     name, level, message = record
     assert (name, level) == ("vgi_rpc.sentry", "WARNING")
-    assert _names_version_and_remedy(message), message
+    assert _names_version_and_remedy(message, unsupported["version"]), message
     assert "no Sentry hook attached to RpcServer(Adder" in message
 
 
@@ -270,7 +324,7 @@ def test_instrument_server_sentry_with_an_unsupported_sdk_raises(unsupported: di
     """B7 S5: instrument_server_sentry raises SentrySdkUnsupportedError (a RuntimeError) saying the same."""
     kind, message, is_runtime_error = unsupported["instrument"]
     assert kind == "SentrySdkUnsupportedError" and is_runtime_error
-    assert _names_version_and_remedy(message), message
+    assert _names_version_and_remedy(message, unsupported["version"]), message
     assert unsupported["hook_after"] == "None"  # nothing half-attached
 
 
@@ -278,7 +332,7 @@ def test_sentry_config_with_an_unsupported_sdk_raises(unsupported: dict[str, Any
     """B7 S6: make_wsgi_app(sentry_config=) raises the same clear error (serve_http builds the same app)."""
     kind, message, _ = unsupported["sentry_config"]
     assert kind == "SentrySdkUnsupportedError"
-    assert _names_version_and_remedy(message), message
+    assert _names_version_and_remedy(message, unsupported["version"]), message
 
 
 def test_an_uninitialised_unsupported_sdk_stays_a_debug_record(old_sdk: str) -> None:

@@ -26,7 +26,7 @@ class SnapshotFormatError(AssertionError):
 
 _HEX = {n: re.compile(rf"[0-9a-f]{{{n}}}") for n in (12, 16, 32)}
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?")
-_SEMVER = re.compile(r"\d+\.\d+\.\d+([.+-]?[0-9A-Za-z.+-]*)?")  # PEP 440 pre-releases too: 3.0.0b2
+_SEMVER = re.compile(r"\d+\.\d+\.\d+([.+-]?[0-9A-Za-z.+-]*)?")  # PEP 440 pre-releases too: 3.1.0rc1
 _DECIMAL_INT = re.compile(r"\d+")
 _ADDR = re.compile(r"0x[0-9a-fA-F]{6,16}")
 _DIGITS = re.compile(r"\d+")
