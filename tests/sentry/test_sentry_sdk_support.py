@@ -108,90 +108,49 @@ def _imported_from(target: Path) -> tuple[str, str] | None:
     return (version, file) if inside else None
 
 
-def install_old_sdk(target: Path) -> Path:
-    """Make *target* hold a complete sentry-sdk 1.45.1 that a child really imports; returns *target*.
+def install_sdk(target: Path, release: str = OLD_SDK, *, calls_itself: str | None = None) -> Path:
+    """Make *target* hold the real sentry-sdk *release* that a child really imports; returns *target*.
 
-    A directory left by an earlier, interrupted or partly cleaned install (e.g. a
-    ``sentry_sdk/`` holding only ``__pycache__``) is not trusted: it is removed and
-    installed afresh, then checked again by importing it in a child.
+    *calls_itself*: the version string the installed copy reports instead (its
+    ``consts.VERSION`` rewritten, nothing else). A directory left by an earlier,
+    interrupted or partly cleaned install (e.g. a ``sentry_sdk/`` holding only
+    ``__pycache__``) is not trusted: it is removed and installed afresh, then
+    checked again by importing it in a child.
     """
-    if _imported_from(target) == (OLD_SDK, str(target / "sentry_sdk" / "__init__.py")):
+    version = calls_itself or release
+    if _imported_from(target) == (version, str(target / "sentry_sdk" / "__init__.py")):
         return target
     shutil.rmtree(target, ignore_errors=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(target)]
     install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--upgrade",
-            "--target",
-            str(target),
-            f"sentry-sdk=={OLD_SDK}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        [*pip, f"sentry-sdk=={release}"], capture_output=True, text=True, timeout=300, check=False
     )
     if install.returncode != 0:
-        pytest.fail(f"could not install sentry-sdk {OLD_SDK} into {target}: {install.stderr}")
+        pytest.fail(f"could not install sentry-sdk {release} into {target}: {install.stderr}")
+    if calls_itself is not None:
+        consts = target / "sentry_sdk" / "consts.py"
+        text = consts.read_text(encoding="utf-8")
+        assert f'VERSION = "{release}"' in text, "sentry_sdk/consts.py no longer spells its VERSION this way"
+        consts.write_text(
+            text.replace(f'VERSION = "{release}"', f'VERSION = "{calls_itself}"'), encoding="utf-8"
+        )
     found = _imported_from(target)
-    if found is None or found[0] != OLD_SDK:
-        pytest.fail(f"sentry-sdk {OLD_SDK} installed into {target}, but a child imports {found}")
+    if found is None or found[0] != version:
+        pytest.fail(f"sentry-sdk {version} installed into {target}, but a child imports {found}")
     return target
 
 
 @pytest.fixture(scope="module")
 def old_sdk() -> str:
     """A directory holding the real sentry-sdk 1.45.1 (installed once beside this venv, checked each run)."""
-    return str(install_old_sdk(Path(sys.prefix) / f"sentry-sdk-{OLD_SDK}"))
-
-
-def install_future_sdk(target: Path) -> Path:
-    """Make *target* hold the real sentry-sdk 3.0.0 calling itself 4.0.0, which a child imports; returns it."""
-    if _imported_from(target) == (FUTURE_SDK, str(target / "sentry_sdk" / "__init__.py")):
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--target",
-            str(target),
-            f"sentry-sdk=={FUTURE_FROM}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if install.returncode != 0:
-        pytest.fail(f"could not install sentry-sdk {FUTURE_FROM} into {target}: {install.stderr}")
-    consts = target / "sentry_sdk" / "consts.py"
-    text = consts.read_text(encoding="utf-8")
-    assert f'VERSION = "{FUTURE_FROM}"' in text, "sentry_sdk/consts.py no longer spells its VERSION this way"
-    consts.write_text(
-        text.replace(f'VERSION = "{FUTURE_FROM}"', f'VERSION = "{FUTURE_SDK}"'), encoding="utf-8"
-    )
-    found = _imported_from(target)
-    if found is None or found[0] != FUTURE_SDK:
-        pytest.fail(
-            f"a 'future' sentry-sdk {FUTURE_SDK} was written into {target}, but a child imports {found}"
-        )
-    return target
+    return str(install_sdk(Path(sys.prefix) / f"sentry-sdk-{OLD_SDK}"))
 
 
 @pytest.fixture(scope="module")
 def future_sdk() -> str:
     """A directory holding the real sentry-sdk 3.0.0 whose version says 4.0.0 (made once beside this venv)."""
-    return str(install_future_sdk(Path(sys.prefix) / f"sentry-sdk-{FUTURE_SDK}-from-{FUTURE_FROM}"))
+    target = Path(sys.prefix) / f"sentry-sdk-{FUTURE_SDK}-from-{FUTURE_FROM}"
+    return str(install_sdk(target, FUTURE_FROM, calls_itself=FUTURE_SDK))
 
 
 _UNSUPPORTED = """
@@ -271,7 +230,7 @@ def test_a_stale_sdk_directory_is_installed_afresh(tmp_path: Path) -> None:
     target = tmp_path / f"sentry-sdk-{OLD_SDK}"
     (target / "sentry_sdk" / "__pycache__").mkdir(parents=True)
     assert _imported_from(target) is None  # the venv's sentry_sdk wins over the stale directory
-    install_old_sdk(target)
+    install_sdk(target)
     assert _imported_from(target) == (OLD_SDK, str(target / "sentry_sdk" / "__init__.py"))
 
 
