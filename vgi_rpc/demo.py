@@ -354,6 +354,11 @@ def _request(txn: Mapping[str, Any]) -> str:
     return f"{method} {path}" + (f" -> {status[1]}" if status else "")
 
 
+def _span_status(span: Mapping[str, Any]) -> str:
+    """A child span's status (sentry-sdk releases before 2.4x sent it as the span's ``status`` tag)."""
+    return str(span.get("status") or (span.get("tags") or {}).get("status") or "-")
+
+
 def _started(txn: Mapping[str, Any]) -> float:
     """When the transaction started, for the row order (span batches need not arrive in call order)."""
     started = txn.get("start_timestamp")
@@ -420,9 +425,7 @@ def render_envelopes(envelopes: SentryCapture | Iterable[Mapping[str, Any]]) -> 
         rows.append(
             ("transaction", str(txn.get("transaction") or "-"), str(_trace(txn).get("status") or "-"))
         )
-        spans = [
-            f"{s.get('op')} {s.get('description')} ({s.get('status') or '-'})" for s in txn.get("spans") or []
-        ]
+        spans = [f"{s.get('op')} {s.get('description')} ({_span_status(s)})" for s in txn.get("spans") or []]
         details.append(
             [
                 ("request", _request(txn)),
