@@ -39,8 +39,9 @@ endef
 #                                              the demo, the deploy check and the Sentry benchmarks
 #   latest 2.x   .venv-sdk2        2.76.0      make test-sdk2: mypy, the Sentry/kit/docs/demo suites,
 #                                              the demo, the deploy check and the Sentry benchmarks
-#   floor        .venv-sdk-floor   2.36.0      make test-sdk-floor: the Sentry/kit/docs suites, less the
-#                                              envelope snapshots (they pin the latest releases' headers)
+#   floor        .venv-sdk-floor   2.36.0      make test-sdk-floor: the Sentry/kit suites and the README
+#                                              and testing-docs examples, less the envelope snapshots
+#                                              (they pin the latest releases' headers)
 #   unlocked     .venv-latest      newest      make test-latest: installed as a user does (pip, no lock,
 #                                              newest releases the ranges allow), the Sentry/kit/docs
 #                                              suites and the demo
@@ -50,6 +51,7 @@ SDK2 := .venv-sdk2
 SDK_FLOOR := .venv-sdk-floor
 LATEST := .venv-latest
 SENTRY_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs
+FLOOR_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs/test_readme.py tests/docs/test_docs_testing.py
 
 $(STAMP): pyproject.toml uv.lock $(UV)
 	$(MAKE) --no-print-directory lock-check
@@ -88,7 +90,7 @@ test-sdk2: $(SDK2)/.installed
 
 test-sdk-floor: $(SDK_FLOOR)/.installed
 	$(SDK_FLOOR)/bin/python -c "import sentry_sdk; assert sentry_sdk.VERSION == '2.36.0', sentry_sdk.VERSION; print('sentry-sdk', sentry_sdk.VERSION)"
-	$(SDK_FLOOR)/bin/pytest -q $(SENTRY_SUITES) --ignore=tests/sentry/test_sentry_snapshots.py
+	$(SDK_FLOOR)/bin/pytest -q $(FLOOR_SUITES) --ignore=tests/sentry/test_sentry_snapshots.py
 
 # What a user resolves today: a non-editable pip install with no lock and the newest releases the
 # ranges allow (rebuilt every run), then the Sentry/kit/docs suites against that install (the tests
