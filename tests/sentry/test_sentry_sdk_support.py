@@ -121,7 +121,20 @@ def install_sdk(target: Path, release: str = OLD_SDK, *, calls_itself: str | Non
     if _imported_from(target) == (version, str(target / "sentry_sdk" / "__init__.py")):
         return target
     shutil.rmtree(target, ignore_errors=True)
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(target)]
+    # --no-compile: a bytecode file written in the same second as the VERSION rewrite below,
+    # for a source of the same size, would still be taken as current and keep the old version
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-compile",
+        "--upgrade",
+        "--target",
+        str(target),
+    ]
     install = subprocess.run(
         [*pip, f"sentry-sdk=={release}"], capture_output=True, text=True, timeout=300, check=False
     )
@@ -134,6 +147,7 @@ def install_sdk(target: Path, release: str = OLD_SDK, *, calls_itself: str | Non
         consts.write_text(
             text.replace(f'VERSION = "{release}"', f'VERSION = "{calls_itself}"'), encoding="utf-8"
         )
+        shutil.rmtree(consts.parent / "__pycache__", ignore_errors=True)
     found = _imported_from(target)
     if found is None or found[0] != version:
         pytest.fail(f"sentry-sdk {version} installed into {target}, but a child imports {found}")
