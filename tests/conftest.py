@@ -22,8 +22,8 @@ import vgi_rpc
 # `make test-latest` runs the suites against a non-editable install (what a user gets): make sure
 # they test that install, not the checkout they sit in.
 if os.environ.get("VGI_RPC_EXPECT_INSTALLED"):
-    _where = Path(vgi_rpc.__file__).resolve()
-    if Path(__file__).resolve().parents[1] in _where.parents:
+    _where = Path(vgi_rpc.__file__).resolve().parent
+    if _where == Path(__file__).resolve().parents[1] / "vgi_rpc":
         raise pytest.UsageError(
             f"VGI_RPC_EXPECT_INSTALLED is set, but vgi_rpc was imported from the checkout: {_where}"
         )
