@@ -66,7 +66,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "vgi_rpc.otel",
     ),
     "kit": ("vgi_rpc.testing",),
-    "app": ("vgi_rpc.demo",),
+    "app": ("vgi_rpc.demo", "vgi_rpc._demo_table"),
     "facade": ("vgi_rpc",),
 }
 """Layer -> module prefixes (a prefix covers the module and its submodules; ``vgi_rpc`` itself
