@@ -4,8 +4,9 @@
 hands to Arrow. Both use non-blocking descriptors and ``poll()``, so a call armed
 with a deadline (:meth:`PipeIO.arm`) raises :class:`PipeTimeout` instead of waiting
 forever for a worker that neither answers nor exits, or that stops reading. The
-reader also walks the Arrow IPC framing of everything it reads (each message must
-start with the continuation marker and a sane length) and raises
+reader also follows the Arrow IPC framing of everything it reads
+(:class:`~vgi_rpc._ipc_framing.IpcFramer`: each message must start with the
+continuation marker and a sane length) and raises
 :class:`NotArrowError` showing the offending bytes as soon as the worker writes
 something else to stdout, rather than letting Arrow wait for a 1.8 GB "message"
 whose length was the text ``hell``.
@@ -15,11 +16,9 @@ from __future__ import annotations
 
 import os
 import select
-import struct
 import time
-from collections import deque
 
-from vgi_rpc._ipc_framing import CONTINUATION, message_body_length
+from vgi_rpc._ipc_framing import FramingError, IpcFramer
 
 __all__ = ["NotArrowError", "PipeIO", "PipeReader", "PipeTimeout", "PipeWriter"]
 
@@ -28,8 +27,6 @@ __all__ = ["NotArrowError", "PipeIO", "PipeReader", "PipeTimeout", "PipeWriter"]
 # munmap per read (~19 us; a unary round trip is ~120 us).
 _READ_SIZE = 1 << 16
 _WRITE_SIZE = 1 << 20
-_SHOWN = 64  # bytes of garbage quoted in the error
-_PREFIX = struct.Struct("<Ii")
 
 
 class PipeTimeout(TimeoutError):
@@ -75,103 +72,6 @@ def _poller(fd: int, events: int) -> select.poll:
     return poller
 
 
-class _Framing:
-    """Follows the IPC messages in a byte stream; raises :class:`NotArrowError` on anything else."""
-
-    __slots__ = ("ends", "meta", "need", "offset", "pending", "skip")
-
-    def __init__(self) -> None:
-        self.meta = False  # collecting a message's metadata (else its 8-byte prefix)
-        self.pending = bytearray()  # a prefix or metadata split across reads
-        self.need = 8
-        self.skip = 0  # body bytes still to pass over
-        self.offset = 0  # bytes seen before the current chunk
-        self.ends: deque[int] = deque()  # where each stream seen so far ended (just past its EOS)
-
-    def feed(self, data: bytes) -> None:
-        pos, end = 0, len(data)
-        try:
-            if not (self.skip or self.meta or self.pending):
-                pos = self._whole(data, end)
-            while pos < end:
-                if self.skip:
-                    step = min(self.skip, end - pos)
-                    self.skip -= step
-                    pos += step
-                    continue
-                need = self.need
-                if self.pending or end - pos < need:  # an element split across reads
-                    step = min(need - len(self.pending), end - pos)
-                    self.pending += data[pos : pos + step]
-                    pos += step
-                    if len(self.pending) < need:
-                        return
-                    self._element(bytes(self.pending), 0, data, pos)
-                    self.pending.clear()
-                else:
-                    self._element(data, pos, data, pos + need)
-                    pos += need
-        finally:
-            self.offset += end
-
-    def _whole(self, data: bytes, end: int) -> int:
-        """Pass over the messages lying whole in *data* (from a message boundary); where to go on from.
-
-        The usual case, a whole answer in one read, in one loop. Anything this loop
-        does not take in its stride (a message split across reads, bytes that are
-        not a message) is left, from the start of that message, to the
-        element-by-element walk in :meth:`feed`, which also names the problems.
-        """
-        pos = 0
-        unpack = _PREFIX.unpack_from
-        while pos + 8 <= end:
-            marker, size = unpack(data, pos)
-            if marker != CONTINUATION or size < 0:
-                return pos
-            if not size:  # the end of one stream
-                pos += 8
-                self.ends.append(self.offset + pos)
-                continue
-            body_at = pos + 8 + size
-            if body_at > end:
-                return pos
-            length = message_body_length(memoryview(data)[pos + 8 : body_at])
-            if length is None:
-                return pos
-            pos = body_at + length
-            if pos > end:  # the body goes on in the next read
-                self.skip = pos - end
-                return end
-        return pos
-
-    def _element(self, buf: bytes, at: int, data: bytes, after: int) -> None:
-        if self.meta:
-            length = message_body_length(memoryview(buf)[at : at + self.need])
-            if length is None:
-                self._fail(
-                    "an IPC message whose metadata is not a flatbuffer Message", buf[at : at + 16], after
-                )
-            self.skip = length or 0
-            self.meta, self.need = False, 8
-            return
-        marker, size = _PREFIX.unpack_from(buf, at)
-        if marker != CONTINUATION or size < 0:
-            self._fail(
-                "bytes that are not Arrow IPC", buf[at : at + 8] + data[after : after + _SHOWN - 8], after
-            )
-        if size:
-            self.meta, self.need = True, size
-        else:  # the end of one stream; the next one starts with a prefix again
-            self.ends.append(self.offset + after)
-
-    def _fail(self, what: str, sample: bytes, after: int) -> None:
-        at = self.offset + after - self.need
-        raise NotArrowError(
-            f"the other end wrote {what} at byte {max(0, at)} of its output: {sample[:_SHOWN]!r} "
-            "(a worker must keep stdout for the protocol: print to stderr)"
-        )
-
-
 class PipeReader:
     """A readable file object over a pipe descriptor, for Arrow: deadline-aware, framing-checked."""
 
@@ -184,7 +84,7 @@ class PipeReader:
         self._data = b""  # read from the pipe, not yet handed out from _pos on
         self._pos = 0
         self._handed = 0  # bytes handed out so far
-        self._framing = _Framing()
+        self._framing = IpcFramer(legacy=False)  # our workers (and the reference's) write the current format
         self._eof = False
         self.closed = False
 
@@ -207,8 +107,14 @@ class PipeReader:
                 continue
             if not chunk:
                 self._eof = True
-            else:
+                return chunk
+            try:
                 self._framing.feed(chunk)
+            except FramingError as exc:
+                raise NotArrowError(
+                    f"the other end wrote {exc.what} at byte {exc.at} of its output: {exc.sample!r} "
+                    "(a worker must keep stdout for the protocol: print to stderr)"
+                ) from None
             return chunk
 
     def read(self, n: int = -1) -> bytes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import struct
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from vgi_rpc._ipc_framing import CONTINUATION, message_body_length
+from vgi_rpc._ipc_framing import FramingError, IpcFramer, first_stream_end, starts_empty
 from vgi_rpc._types import IPC_WRITE_OPTIONS
 from vgi_rpc.errors import ProtocolError, RpcError, clip
 from vgi_rpc.streams import EMPTY_SCHEMA, empty_batch
@@ -96,10 +95,6 @@ def _open(source: bytes | IO[bytes] | pa.Buffer) -> pa.ipc.RecordBatchStreamRead
     return pa.ipc.open_stream(source)
 
 
-_U32 = struct.Struct("<I")
-_PREFIX = struct.Struct("<Ii")  # continuation marker, metadata length
-
-
 def _read_n(read: Callable[[int], bytes], n: int) -> bytes:
     """Up to *n* bytes: fewer only at end of file (raw pipes may return short reads)."""
     data = read(n)
@@ -119,42 +114,17 @@ def _read_n(read: Callable[[int], bytes], n: int) -> bytes:
 _PEEK = 1 << 16
 
 
-def _stream_end(buf: bytes) -> int | None:
-    """Where the IPC stream at the start of *buf* ends (after its EOS marker), if *buf* holds all of it.
-
-    ``None`` when the stream goes on past *buf*, uses the pre-1.0 framing, or is
-    not valid framing: the caller then reads message by message.
-    """
-    pos = 0
-    size = len(buf)
-    view = memoryview(buf)
-    while pos + 8 <= size:
-        marker, length = _PREFIX.unpack_from(buf, pos)
-        if marker != CONTINUATION:
-            return None
-        pos += 8
-        if length == 0:
-            return pos
-        if length < 0 or pos + length > size:
-            return None
-        body = message_body_length(view[pos : pos + length])
-        if body is None:
-            return None
-        pos += length + body
-    return None
-
-
 def read_stream_bytes(source: IO[bytes]) -> bytes:
     """Read exactly one IPC stream's bytes (to its end-of-stream marker) from a binary file.
 
     Why not ``pyarrow.ipc.open_stream(file)``: pyarrow then reads a Python file in
     many small calls back into Python (two for each message's prefix, one for its
     metadata, one for its body), which on a pipe round trip cost more than the
-    decoding itself. This reads the same framing (``vgi_rpc._ipc_framing``) with a
-    handful of buffered reads -- the message prefix, the metadata, then the body
-    whose length the metadata names -- and leaves the decoding to pyarrow, from
-    memory. (The pipe client's reader, ``vgi_rpc._pipe_io``, walks the same framing
-    with deadlines; this is the server's side, on any binary file.)
+    decoding itself. This follows the framing with :class:`~vgi_rpc._ipc_framing.IpcFramer`
+    in a handful of buffered reads -- the message prefix, the metadata, then the body
+    whose length the metadata names -- and leaves the decoding to pyarrow, from memory.
+    From a buffered reader (the pipe's) the whole stream is usually in the peeked
+    bytes already: it is found there and taken in one read.
 
     Returns ``b""`` at a clean end of file. Bytes that are not IPC framing (a bad
     prefix, a negative length, metadata that is not a message) or an end of file
@@ -164,62 +134,43 @@ def read_stream_bytes(source: IO[bytes]) -> bytes:
     """
     peek = getattr(source, "peek", None)
     if peek is not None:
-        # A buffered reader (the pipe's): the whole stream is usually buffered
-        # already, so find its end in the peeked bytes and take it in one read.
         try:
             ahead = peek(_PEEK)
         except ValueError:  # closed
             return b""
         if not ahead:
             return b""
-        end = _stream_end(ahead)
+        end = first_stream_end(ahead)
         if end is not None:
             data: bytes = source.read(end)
             return data
     read = source.read
+    framer = IpcFramer()
     parts: list[bytes] = []
-    while True:
-        prefix = _read_n(read, 4)
-        parts.append(prefix)
-        if len(prefix) < 4:
-            return b"".join(parts)
-        length = _U32.unpack(prefix)[0]
-        if length == CONTINUATION:
-            prefix = _read_n(read, 4)
-            parts.append(prefix)
-            if len(prefix) < 4:
-                return b"".join(parts)
-            length = _U32.unpack(prefix)[0]
-        if length == 0:  # end-of-stream marker
-            return b"".join(parts)
-        if length > 0x7FFFFFFF:  # a negative int32: pyarrow reports it
-            return b"".join(parts)
-        meta = _read_n(read, length)
-        parts.append(meta)
-        body = message_body_length(meta) if len(meta) == length else None
-        if body is None:
-            return b"".join(parts)
-        if body:
-            chunk = _read_n(read, body)
-            parts.append(chunk)
-            if len(chunk) < body:
-                return b"".join(parts)
+    while not framer.ends:
+        want = framer.wanted()
+        chunk = _read_n(read, want)
+        parts.append(chunk)
+        try:
+            framer.feed(chunk)
+        except FramingError:
+            break
+        if len(chunk) < want:  # end of file inside a message
+            break
+    return b"".join(parts)
 
 
 def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
     """Read one request IPC stream (schema, one batch, EOS).
 
-    Raises :class:`ProtocolError` naming the problem for bad IPC, a missing batch,
-    missing metadata or a request version we do not speak. ``EOFError`` when the
-    source is at a clean end (no bytes at all), so a pipe loop can stop.
+    Raises :class:`ProtocolError` naming the problem for bad IPC (made by
+    :meth:`ProtocolError.bad_ipc_stream`), a missing batch, missing metadata or a
+    request version we do not speak. ``EOFError`` at a clean end, so a loop can
+    stop: a file at its end (the pipe's peer closed it), or bytes holding no
+    message before the end-of-stream marker (an empty HTTP body).
     """
     if isinstance(source, bytes | bytearray | memoryview | pa.Buffer):
-        try:
-            reader = _open(source)
-        except (pa.ArrowInvalid, OSError) as exc:  # bad bytes surface as either
-            if "null or length 0" in str(exc) or ("Expected to read" in str(exc) and "got 0" in str(exc)):
-                raise EOFError from exc
-            raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+        data: bytes | bytearray | memoryview | pa.Buffer = source
     else:
         # A file (the pipe): frame the stream first, so that a clean end (the peer
         # closed) is told apart from bytes that are not Arrow IPC, which deserve an
@@ -227,24 +178,28 @@ def read_request(source: bytes | IO[bytes] | pa.Buffer) -> Request:
         data = read_stream_bytes(source)
         if not data:
             raise EOFError
-        try:
-            reader = pa.ipc.open_stream(pa.py_buffer(data))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+    try:
+        reader = _open(data)
+    except (pa.ArrowInvalid, OSError) as exc:  # bad bytes surface as either
+        if data is source and starts_empty(memoryview(source)):
+            raise EOFError from exc
+        raise ProtocolError.bad_ipc_stream("request", exc) from None
     try:
         batch, md = reader.read_next_batch_with_custom_metadata()
+        extra_batches = 0
+        for _ in reader:  # drain to EOS so the next request starts clean
+            extra_batches += 1
     except StopIteration:
         raise ProtocolError("request stream has no batch", error_kind="missing_method") from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
-    extra_batches = 0
-    try:
-        for _ in reader:  # drain to EOS so the next request starts clean
-            extra_batches += 1
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+        raise ProtocolError.bad_ipc_stream("request", exc) from None
     if extra_batches:
         raise ProtocolError(f"request stream has {extra_batches + 1} batches; a request has exactly one")
+    return _request(batch, md)
+
+
+def _request(batch: pa.RecordBatch, md: pa.KeyValueMetadata | None) -> Request:
+    """The :class:`Request` of a request stream's one batch (ProtocolError on bad dispatch metadata)."""
     meta = metadata_dict(md)
     method = meta.get(METHOD_KEY)
     if not method:
@@ -477,10 +432,7 @@ def read_response(
     """Read a whole response stream: its schema and its non-log batches (raises RpcError)."""
     try:
         reader = _open(source)
-    except pa.ArrowInvalid as exc:
-        raise ProtocolError(f"response is not a valid Arrow IPC stream: {exc}") from None
-    try:
         batches = list(iter_response(reader, on_log))
     except pa.ArrowInvalid as exc:
-        raise ProtocolError(f"response is not a valid Arrow IPC stream: {exc}") from None
+        raise ProtocolError.bad_ipc_stream("response", exc) from None
     return reader.schema, batches

@@ -1,10 +1,11 @@
 """The pipe client's reader and writer (``vgi_rpc._pipe_io``) below the proxy.
 
-The reader frames what it reads in two ways: whole messages in one loop (the
-usual case, an answer in one read) and element by element (a message split
-across reads, bytes that are not Arrow). These tests hold the two to the same
-answers -- where each stream ends, at which byte garbage starts -- whatever the
-split, and check that a write the other end does not drain still meets its deadline.
+The reader frames what it reads with ``vgi_rpc._ipc_framing.IpcFramer`` (current
+format only), which walks whole messages in one loop (the usual case, an answer in
+one read) and element by element (a message split across reads, bytes that are not
+Arrow). These tests hold the two to the same answers -- where each stream ends, at
+which byte garbage starts -- whatever the split, through the reader's own error, and
+check that a write the other end does not drain still meets its deadline.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from vgi_rpc._pipe_io import NotArrowError, PipeIO, PipeReader, PipeTimeout, PipeWriter, _Framing
+from vgi_rpc._ipc_framing import FramingError, IpcFramer
+from vgi_rpc._pipe_io import NotArrowError, PipeIO, PipeReader, PipeTimeout, PipeWriter
 
 
 def _stream(rows: int, batches: int) -> bytes:
@@ -42,8 +44,8 @@ def _splits() -> Iterator[list[int]]:
         yield [first, min(len(DATA) - 1, first + 9)]
 
 
-def _feed(data: bytes, cuts: list[int]) -> _Framing:
-    framing = _Framing()
+def _feed(data: bytes, cuts: list[int]) -> IpcFramer:
+    framing = IpcFramer(legacy=False)
     start = 0
     for cut in [*cuts, len(data)]:
         framing.feed(data[start:cut])
@@ -57,8 +59,8 @@ def test_every_stream_end_is_found_however_the_bytes_are_split() -> None:
     for cuts in _splits():
         framing = _feed(DATA, cuts)
         assert list(framing.ends) == ENDS, cuts
-        state = (framing.meta, bytes(framing.pending), framing.skip, framing.offset)
-        assert state == (False, b"", 0, len(DATA)), cuts
+        state = (framing.wanted(), bytes(framing.pending), framing.skip, framing.offset)
+        assert state == (8, b"", 0, len(DATA)), cuts  # waiting for the next 8-byte prefix
 
 
 @pytest.mark.parametrize("at", [0, len(STREAMS[0]), len(STREAMS[0]) + 8, len(STREAMS[0]) + 13])
@@ -69,12 +71,31 @@ def test_garbage_is_named_at_the_same_byte_whole_or_split(at: int) -> None:
     data = DATA[:at] + b"hello from a stray print\n" + DATA[at:]
     offsets = set()
     for cuts in ([], list(range(1, len(data)))):
-        with pytest.raises(NotArrowError) as info:
+        with pytest.raises(FramingError) as info:
             _feed(data, cuts)
-        message = str(info.value)
-        assert "print to stderr" in message
-        offsets.add(message.split(" of its output")[0].rsplit(" ", 1)[1])
+        offsets.add(info.value.at)
+        assert info.value.sample, cuts
     assert len(offsets) == 1, offsets
+
+
+def test_garbage_from_a_worker_is_a_not_arrow_error_quoting_it() -> None:
+    """What the pipe client's caller finally reads: where, what, and the advice to print to stderr."""
+    r, w = os.pipe()
+    io = PipeIO()
+    io.arm(10)
+    reader = PipeReader(r, io, owns_fd=True)
+    try:
+        os.write(w, STREAMS[0] + b"hello from a stray print\n")
+        with pytest.raises(NotArrowError) as info:
+            reader.read_stream()
+            reader.read_stream()
+    finally:
+        os.close(w)
+        reader.close()
+    assert str(info.value) == (
+        f"the other end wrote bytes that are not Arrow IPC at byte {len(STREAMS[0])} of its output: "
+        "b'hello from a stray print\\n' (a worker must keep stdout for the protocol: print to stderr)"
+    )
 
 
 def test_a_read_stream_answer_in_one_read_is_handed_over_whole() -> None:

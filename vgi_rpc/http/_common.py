@@ -8,7 +8,7 @@ import zlib
 
 import zstandard
 
-from vgi_rpc._ipc_framing import message_body_length, prefix_length
+from vgi_rpc._ipc_framing import FramingError, IpcFramer
 from vgi_rpc.errors import ProtocolError, clip
 
 ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
@@ -81,24 +81,23 @@ def _too_large(limit: int, detail: str = "") -> BodyError:
 class _IpcBody:
     """The decoded body being built: keeps its Arrow IPC stream's bytes, counts all of them.
 
-    An IPC stream is a sequence of messages, each ``0xFFFFFFFF``, an int32 metadata
-    length ``L``, ``L`` bytes of flatbuffer metadata (whose ``bodyLength`` gives the
-    size of the body that follows), until a zero length (end of stream). Reading those
-    lengths as the bytes arrive tells how far the stream can reach: a message that
-    would end past the limit is refused at once, and bytes after the stream's end are
-    only counted. Whatever this framing walk cannot make sense of is kept up to that
-    point, so Arrow itself reports the problem on exactly the bytes it would have read.
+    The stream's messages declare their own lengths: following them as the bytes
+    arrive (:class:`~vgi_rpc._ipc_framing.IpcFramer`) tells how far the stream can
+    reach, so a message that would end past the limit is refused at once, and bytes
+    after the stream's end are only counted. Whatever the framer cannot make sense
+    of is kept up to that point, so Arrow itself reports the problem on exactly the
+    bytes it would have read.
     """
 
-    __slots__ = ("buf", "keep", "limit", "meta", "scan", "total")
+    __slots__ = ("broken", "buf", "framer", "keep", "limit", "total")
 
     def __init__(self, limit: int | None) -> None:
         self.buf = bytearray()
         self.limit = limit
         self.total = 0  # decoded bytes seen, kept or not
-        self.scan = 0  # where the next message starts
-        self.meta: tuple[int, int] | None = None  # (start, end) of metadata awaiting its bodyLength
-        self.keep = 8  # keep decoded bytes up to this offset (None-like: -1 once the stream is over)
+        self.framer = IpcFramer()
+        self.broken = False  # the framer found bytes that are not IPC framing
+        self.keep = 8  # keep decoded bytes up to this offset (-1 once nothing more is kept)
 
     def add(self, chunk: bytes | memoryview) -> None:
         """Take one decoded chunk (raises the 413 as soon as the total passes the limit)."""
@@ -113,42 +112,32 @@ class _IpcBody:
             room = self.keep - len(self.buf)
             if room <= 0:
                 return  # past the end of the stream: counted, not kept
-            if not taken and room >= n:
-                self.buf += chunk
-                taken = n
-            else:
-                piece = memoryview(chunk)[taken : taken + room]
-                self.buf += piece
-                taken += len(piece)
-            self._walk()
+            piece = chunk if not taken and room >= n else memoryview(chunk)[taken : taken + room]
+            self.buf += piece
+            taken += len(piece)
+            self._follow(piece)
 
-    def _declare(self, end: int) -> None:
-        # A message reaching past the limit can never be read: keep nothing more. The
-        # verdict still follows the decoded size (413 once it passes the limit, else
-        # Arrow's 400 on what was kept), as for any body.
-        self.keep = end if self.limit is None or end <= self.limit else -1
+    def _follow(self, piece: bytes | memoryview) -> None:
+        """Frame the bytes just kept; once they reach :attr:`keep`, decide how far to keep on.
 
-    def _walk(self) -> None:
-        buf = self.buf
-        while self.keep >= 0 and len(buf) >= self.keep:
-            if self.meta is not None:
-                start, end = self.meta
-                self.meta = None
-                length = message_body_length(memoryview(buf)[start:end])
-                if length is None:  # not a Message flatbuffer: Arrow will say so
-                    self.keep = -1
-                    return
-                self.scan = end + length
-                self._declare(self.scan + 8)  # the message, then the next length prefix
-                continue
-            pos = self.scan
-            size, prefix = prefix_length(buf, pos)
-            start = pos + prefix
-            if size <= 0:  # end of stream (0) or a negative length Arrow refuses
-                self.keep = -1
-                return
-            self.meta = (start, start + size)
-            self._declare(start + size)
+        Up to the framer's next decision; nothing more once the stream ended, its
+        bytes broke the framing (Arrow will say so), or a message would end past the
+        limit (it can never be read: the verdict then follows the decoded size, 413
+        once it passes the limit, else Arrow's 400 on what was kept, as for any body).
+        """
+        framer = self.framer
+        if not self.broken:
+            try:
+                framer.feed(piece)
+            except FramingError:
+                self.broken = True
+        if len(self.buf) < self.keep:
+            return
+        if self.broken or framer.ends:
+            self.keep = -1
+            return
+        reach = framer.reach()
+        self.keep = reach if self.limit is None or reach <= self.limit else -1
 
     def result(self) -> bytearray:
         """The kept bytes: the whole body, or its IPC stream when the body went on past it."""
