@@ -38,7 +38,9 @@ class RpcError(Exception):
     Attributes:
         error_type: The server-side exception's class name (e.g. ``"ValueError"``),
             or a protocol error kind such as ``"ProtocolError"``.
-        error_message: The message exactly as the server sent it.
+        error_message: The message exactly as the server sent it (the server's
+            ``"<Type>: <message>"``). ``str()`` of the error is that message, with
+            ``"<error_type>: "`` put in front only when it does not start with it.
         remote_traceback: The server's formatted traceback, only when the server
             was configured to include tracebacks; otherwise ``None``.
         error_kind: Optional machine-readable kind (``"method_not_implemented"``...).
@@ -56,7 +58,10 @@ class RpcError(Exception):
         error_code: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        super().__init__(f"{error_type}: {error_message}")
+        # The server's message already starts with "<type>: " (the wire's log message
+        # does, as the reference server's): name the type once.
+        named = error_message.startswith(f"{error_type}: ")
+        super().__init__(error_message if named else f"{error_type}: {error_message}")
         self.error_type = error_type
         self.error_message = error_message
         self.remote_traceback = remote_traceback
@@ -75,11 +80,30 @@ class ProtocolError(Exception):
 
     Attributes:
         error_kind: Machine-readable kind, e.g. ``"bad_request"``,
-            ``"method_not_implemented"``, ``"protocol_not_supported"``.
+            ``"method_not_implemented"``, ``"protocol_not_supported"``; the peer
+            receives it as ``vgi_rpc.error_kind``.
         status: The HTTP status the HTTP transport answers with.
+        bad_ipc: Whether the bytes were not an Arrow IPC stream at all (the error
+            :meth:`bad_ipc_stream` makes). A byte-stream transport then cannot find
+            where the next request starts, so the pipe hangs up after answering. Not
+            on the wire: the peer sees ``error_kind`` ``"bad_request"``, as the
+            reference server sends it.
     """
+
+    bad_ipc = False
 
     def __init__(self, message: str, *, error_kind: str = "bad_request", status: int = 400) -> None:
         super().__init__(_bounded(message))
         self.error_kind = error_kind
         self.status = status
+
+    @classmethod
+    def bad_ipc_stream(cls, what: str, problem: object) -> ProtocolError:
+        """The one error for bytes that are not an Arrow IPC stream: ``"<what> is not a valid Arrow IPC stream: <problem>"``.
+
+        *what* names the stream (``"request"``, ``"response"``), *problem* is what
+        pyarrow said about it. The error has :attr:`bad_ipc` set.
+        """
+        error = cls(f"{what} is not a valid Arrow IPC stream: {problem}")
+        error.bad_ipc = True
+        return error
