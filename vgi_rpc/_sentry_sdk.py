@@ -1,14 +1,11 @@
-"""Which Sentry SDK is installed, and what the hook does the same way on sentry-sdk 2.x and 3.x (internal).
+"""Which Sentry SDK is installed, and the SDK calls that are the same on sentry-sdk 2.x and 3.x (internal).
 
 The hook (``vgi_rpc._sentry_hook``) reaches the SDK only through this module and
-:mod:`vgi_rpc._sentry_spans`. Here: the version check, the objects one call
-carries (:class:`CallFacts`, :class:`Call`), the SDK calls that are the same on
-both generations (``capture_exception``, ``is_initialized``, the stack the SDK
-attaches to a message) and the call's forked isolation scope (:func:`enter`,
-:func:`leave`). Error events are events on both generations: scope tags,
-contexts, users and event processors work the same, so the hook sets those
-itself. What differs -- transactions on 2.x, streamed span items on 3.x -- is
-:mod:`vgi_rpc._sentry_spans`.
+the per-call adapter :mod:`vgi_rpc._sentry_dispatch` (the call's forked scope and
+its spans: what differs between the generations, transactions on 2.x and
+streamed span items on 3.x). Here: the version check and the calls that are the
+same on both generations (``capture_exception``, ``is_initialized``, the stack
+the SDK attaches to a message).
 
 :data:`PROBLEM` says why the installed SDK cannot be instrumented (``None``
 when it can): an unknown major version, a 2.x older than :data:`MINIMUM`, or a
@@ -19,38 +16,23 @@ extra).
 
 from __future__ import annotations
 
-import contextvars
 import re
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-try:
-    import sentry_sdk
-except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subprocess test
-    if _exc.name != "sentry_sdk":
-        raise
-    raise ImportError(
-        "vgi_rpc.sentry needs the 'sentry' extra: pip install 'vgi-rpc[sentry]' (missing module: sentry_sdk)",
-        name="sentry_sdk",
-    ) from _exc
+from vgi_rpc._extras import require
 
-if TYPE_CHECKING:
-    pass
+require("vgi_rpc.sentry", "sentry")  # a missing sentry_sdk names the extra to install
+
+import sentry_sdk  # noqa: E402
 
 __all__ = [
     "MINIMUM",
     "PROBLEM",
     "SUPPORTED",
     "VERSION",
-    "Call",
-    "CallFacts",
     "attach_stack_like_the_sdk",
     "capture_exception",
-    "enter",
     "is_initialized",
-    "leave",
 ]
 
 MINIMUM = (2, 36)
@@ -123,40 +105,6 @@ GENERATION = 3 if VERSION.startswith("3.") else 2
 OK = "ok"
 
 
-# -- what the hook hands over ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class CallFacts:
-    """What one call records on its root span and the hook's own span (built by ``vgi_rpc.sentry``)."""
-
-    name: str | None
-    """``rpc {method}`` for the ambient root, or ``None`` to keep the integration's name."""
-    span_name: str
-    """The hook's own span: ``vgi_rpc/<method>``."""
-    op: str
-    tags: dict[str, str]
-    data: dict[str, Any]
-    context: dict[str, str] | None
-    user: dict[str, str] | None
-    scrub: Callable[[dict[str, Any]], None] | None
-    """Redaction for events sent outside the call's scope (the ambient transaction), or ``None``."""
-
-
-class Call:
-    """One dispatch's Sentry state: its forked scope, the root it annotated, its own span."""
-
-    __slots__ = ("_current_token", "_isolation_token", "_root_failed", "_span", "_stream", "scope")
-
-    def __init__(self, current_token: Any, isolation_token: Any, scope: Any) -> None:
-        self._current_token = current_token
-        self._isolation_token = isolation_token
-        self.scope = scope
-        self._root_failed: Callable[[], None] | None = None
-        self._span: Any = None
-        self._stream = False
-
-
 # -- the SDK calls that are the same on both generations ------------------------------------------------
 
 capture_exception = sentry_sdk.capture_exception
@@ -200,50 +148,3 @@ def attach_stack_like_the_sdk(event: dict[str, Any]) -> None:
         }
     except Exception:  # pragma: no cover - defensive: the SDK changed under us
         return
-
-
-# -- scope --------------------------------------------------------------------------------------------
-
-
-_Scope = sentry_sdk.Scope
-_scope_module = sys.modules[_Scope.__module__]
-_CURRENT = getattr(_scope_module, "_current_scope", None)
-_ISOLATION = getattr(_scope_module, "_isolation_scope", None)
-
-
-def enter() -> tuple[Call, Any, Any]:
-    """Fork an isolation scope for one call; returns ``(call, ambient span, outer current scope)``.
-
-    What ``sentry_sdk.isolation_scope()`` does on both generations (fork the
-    current scope and the isolation scope, make the forks current), without the
-    generator-based context manager around it: the fork is the one part of the
-    hook that isolation (B2) requires, so nothing else is spent on it. The
-    ambient span and the outer scope are read *before* the fork: the root lives
-    on the outer scope and outlives the call.
-    """
-    outer = _Scope.get_current_scope()
-    ambient = getattr(outer, "_span", None)  # 2.x's Scope.span hides a streamed span: read the slot
-    isolation = _Scope.get_isolation_scope()
-    if _CURRENT is None or _ISOLATION is None:  # pragma: no cover - an SDK without the two context vars
-        cm = sentry_sdk.isolation_scope()
-        scope = cm.__enter__()
-        return Call(cm, None, scope), ambient, outer
-    current_token = _CURRENT.set(outer.fork())
-    scope = isolation.fork()
-    return Call(current_token, _ISOLATION.set(scope), scope), ambient, outer
-
-
-def leave(call: Call) -> None:
-    """Leave the call's scope (after :func:`end`); restores the scopes the call started in."""
-    if call._isolation_token is None:  # pragma: no cover - see enter()
-        call._current_token.__exit__(None, None, None)
-        return
-    _reset(_CURRENT, call._current_token)  # type: ignore[arg-type]
-    _reset(_ISOLATION, call._isolation_token)  # type: ignore[arg-type]
-
-
-def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
-    try:
-        var.reset(token)
-    except (LookupError, ValueError):  # left in another context: never leave the fork installed
-        var.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)

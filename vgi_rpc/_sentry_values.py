@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "TAG_VALUE_MAX_CHARS",
+    "USER_ATTRIBUTES",
     "USER_FIELD_MAX_CHARS",
     "fits_user_field",
     "span_value",
@@ -50,6 +51,14 @@ USER_FIELD_MAX_CHARS: Mapping[str, int] = MappingProxyType(
     {"id": 128, "username": 128, "email": 75, "name": 128}
 )
 """Relay's limits on the user fields; a longer value is not sent (Relay would cut it)."""
+
+USER_ATTRIBUTES: tuple[tuple[str, str], ...] = (
+    ("user.id", "id"),
+    ("user.name", "username"),
+    ("user.email", "email"),
+)
+"""The SDK's own mapping of a scope user onto span attributes (``username`` is ``user.name``):
+what the hook writes on a streamed segment (the SDK also maps ``ip_address``; the hook writes these three)."""
 
 _PRIMITIVES: tuple[type, ...] = (str, bool, int, float)
 

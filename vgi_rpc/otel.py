@@ -46,6 +46,7 @@ from opentelemetry.metrics import Counter, Histogram, MeterProvider, get_meter_p
 from opentelemetry.propagators.textmap import Getter  # noqa: E402
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider, get_tracer_provider  # noqa: E402
 
+from vgi_rpc._telemetry import rpc_attributes  # noqa: E402
 from vgi_rpc.auth import AuthContext  # noqa: E402
 from vgi_rpc.hooks import DispatchInfo  # noqa: E402
 
@@ -73,8 +74,10 @@ AttributeValue: TypeAlias = str | bool | int | float
 """A span/metric attribute value this module accepts in configuration."""
 
 # Attribute names. The ``rpc.*`` ones without a third segment come from the
-# OpenTelemetry RPC semantic conventions; ``rpc.vgi_rpc.*`` is our namespace
-# (the conventions reserve ``rpc.<system>.*`` for system-specific attributes).
+# OpenTelemetry RPC semantic conventions (``rpc.system``, ``rpc.service``,
+# ``rpc.method``: vgi_rpc._telemetry.rpc_attributes, shared with Sentry);
+# ``rpc.vgi_rpc.*`` is our namespace (the conventions reserve ``rpc.<system>.*``
+# for system-specific attributes).
 ATTR_METHOD_TYPE = "rpc.vgi_rpc.method_type"
 """``"unary"`` or ``"stream"``."""
 ATTR_SERVER_ID = "rpc.vgi_rpc.server_id"
@@ -322,17 +325,12 @@ class _OtelDispatchHook:
         return _Started(span, context_token, start_ns)
 
     def _span_attributes(self, info: DispatchInfo, auth: AuthContext) -> dict[str, Any]:
-        attrs: dict[str, Any] = {
-            "rpc.system": "vgi_rpc",
-            "rpc.service": info.service,
-            "rpc.method": info.name,
-            ATTR_METHOD_TYPE: info.method_type,
-            ATTR_SERVER_ID: info.server_id,
-            ATTR_REQUEST_ID: info.request_id,
-            ATTR_TRANSPORT: info.transport,
-            ATTR_TURN: info.turn,
-            ATTR_AUTHENTICATED: auth.authenticated,
-        }
+        attrs = rpc_attributes(info, method_type_key=ATTR_METHOD_TYPE)
+        attrs[ATTR_SERVER_ID] = info.server_id
+        attrs[ATTR_REQUEST_ID] = info.request_id
+        attrs[ATTR_TRANSPORT] = info.transport
+        attrs[ATTR_TURN] = info.turn
+        attrs[ATTR_AUTHENTICATED] = auth.authenticated
         if info.stream_id is not None:
             attrs[ATTR_STREAM_ID] = info.stream_id
         if auth.principal:
@@ -389,13 +387,8 @@ class _OtelDispatchHook:
         error: BaseException | None,
     ) -> None:
         seconds = (time.perf_counter_ns() - start_ns) / 1e9
-        attrs: dict[str, AttributeValue] = {
-            "rpc.system": "vgi_rpc",
-            "rpc.service": info.service,
-            "rpc.method": info.name,
-            ATTR_METHOD_TYPE: info.method_type,
-            ATTR_STATUS: "ok" if error is None else "error",
-        }
+        attrs: dict[str, AttributeValue] = rpc_attributes(info, method_type_key=ATTR_METHOD_TYPE)
+        attrs[ATTR_STATUS] = "ok" if error is None else "error"
         if error is not None:
             attrs[_ERROR_TYPE] = _error_type(error)
         attrs.update(self._custom)

@@ -8,12 +8,14 @@ importing it imports ``sentry_sdk``.
 
 This module is the public face: :func:`instrument_server_sentry`, the
 auto-attach seam, and the names re-exported from the internal modules that do
-the work -- ``_sentry_config`` (:class:`SentryConfig`, the redactors),
-``_sentry_hook`` (the dispatch hook), ``_sentry_values`` (what Sentry stores
-unchanged, B8), ``_sentry_redaction`` (hiding secrets, B4/B6), and
-``_sentry_sdk`` / ``_sentry_spans`` (the SDK; what differs between its
-generations, transactions vs streamed span items, lives in the latter). The
-hook reads the same for both generations. vgi-rpc never calls
+the work, one per seam -- ``_sentry_config`` (:class:`SentryConfig`, the
+redactors), ``_sentry_hook`` (the dispatch hook: assembles a call's facts),
+``_sentry_facts`` (the facts type, and what of the params is recorded and what
+is hidden, B4/B6), ``_sentry_values`` (what Sentry stores unchanged, B8),
+``_sentry_sdk`` (which SDK is installed) and ``_sentry_dispatch`` (the SDK
+adapter: a call's forked scope and spans; what differs between the
+generations, transactions vs streamed span items, lives there). The hook reads
+the same for both generations. vgi-rpc never calls
 ``sentry_sdk.init()`` and never reads ``SENTRY_DSN``: initialise the SDK yourself,
 *before* constructing the ``RpcServer`` if you want auto-attach.
 
@@ -62,8 +64,8 @@ from vgi_rpc._sentry_config import (
     default_redactor,
     noop_redactor,
 )
+from vgi_rpc._sentry_facts import MIN_SCRUB_CHARS
 from vgi_rpc._sentry_hook import _SentryDispatchHook as _SentryDispatchHook
-from vgi_rpc._sentry_redaction import MIN_SCRUB_CHARS
 from vgi_rpc._sentry_values import TAG_VALUE_MAX_CHARS, USER_FIELD_MAX_CHARS  # noqa: F401 - documented
 
 if TYPE_CHECKING:

@@ -1,9 +1,15 @@
-"""Redaction of one call's events: hide the secrets the param redactor removed, and nothing else (internal).
+"""One call's facts, and what of its params may be recorded and what must be hidden (internal).
 
-The hook runs the user's ``param_redactor`` on a call's kwargs; the values it
-removed or replaced are that call's secrets. :class:`Redaction` hides them in
-every event captured during the call -- whole values equal to a secret, secrets
-of at least :data:`MIN_SCRUB_CHARS` characters inside free text, frame variables
+:class:`CallFacts` is everything the Sentry hook records for one call; the hook
+(:mod:`vgi_rpc._sentry_hook`) assembles it and the SDK adapter
+(:mod:`vgi_rpc._sentry_dispatch`) writes it. The params part is decided here,
+in one pass over a call's kwargs (:class:`ParamRecorder`): the user's
+``param_redactor`` runs (failing closed), what it let through becomes
+``rpc.param.*`` span data and ``tag_params`` tags (values as Sentry stores
+them, :mod:`vgi_rpc._sentry_values`), and what it removed or replaced becomes
+the call's :class:`Redaction`. That redaction hides those secrets in every
+event captured during the call -- whole values equal to a secret, secrets of at
+least :data:`MIN_SCRUB_CHARS` characters inside free text, frame variables
 named like a redacted param -- and never rewrites structure (ids, keys, names,
 exception types, SDK contexts, what the hook itself wrote): claims B4 and B6.
 No SDK is used here: events are plain dicts.
@@ -11,11 +17,29 @@ No SDK is used here: events are plain dicts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FILTERED", "MIN_SCRUB_CHARS", "NO_REDACTION", "OwnFacts", "Redaction", "redaction_of"]
+from vgi_rpc._sentry_config import ParamRedactor, SentryConfig, default_redactor
+from vgi_rpc._sentry_values import span_value, tag_value
+from vgi_rpc._telemetry import PARAM_PREFIX
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event, Hint
+
+__all__ = [
+    "FILTERED",
+    "MIN_SCRUB_CHARS",
+    "NO_REDACTION",
+    "CallFacts",
+    "ParamRecorder",
+    "Redaction",
+    "redaction_of",
+]
+
+_logger = logging.getLogger("vgi_rpc.sentry")
 
 FILTERED = "[Filtered]"
 
@@ -115,7 +139,7 @@ class Redaction:
             return [self.text(v) for v in value]
         return value
 
-    def event(self, event: dict[str, Any], own: OwnFacts) -> None:
+    def event(self, event: dict[str, Any], own: CallFacts) -> None:
         """Hide the secrets in *event* (in place); *own* is what the hook itself set."""
         for exc in _values(event.get("exception")):
             if type(exc.get("value")) is str:
@@ -212,10 +236,95 @@ def redaction_of(original: Mapping[str, Any], kept: Mapping[str, Any]) -> Redact
     return Redaction(frozenset(names), secrets)
 
 
-@dataclass(frozen=True, slots=True)
-class OwnFacts:
-    """What the hook itself put on the call's events (never rewritten by redaction)."""
+@dataclass(slots=True)
+class CallFacts:
+    """Everything the hook records for one call.
 
-    tags: Mapping[str, str]
-    user: Mapping[str, str] | None
-    context: Mapping[str, str] | None
+    Built by the hook (the processor, which closes over the facts, is set last)
+    and read-only from then on: the hook shares one per method between calls, and
+    a variant is a ``dataclasses.replace`` copy.
+
+    The tags, the user and the ``rpc`` context are also what the hook itself put
+    on the call's events: :meth:`Redaction.event` never rewrites them.
+    """
+
+    name: str | None
+    """``rpc {method}`` for the call's events and the ambient root, or ``None`` to keep the integration's name."""
+    span_name: str
+    """The hook's own span: ``vgi_rpc/<method>``."""
+    op: str
+    tags: dict[str, str]
+    data: dict[str, Any]
+    """Span data ``rpc.*`` (and ``rpc.param.*``) for the root span and the hook's own span."""
+    context: dict[str, str] | None
+    """The ``rpc`` context of the call's events (``record_request_context``), or ``None``."""
+    user: dict[str, str] | None
+    redaction: Redaction
+    """What to hide in the call's events (:data:`NO_REDACTION` when the redactor removed nothing)."""
+    processor: Callable[[Event, Hint], Event] | None = None
+    """The event processor for the call's scope (naming, ``rpc`` context, redaction), if any."""
+
+
+RecordedParams = tuple[dict[str, Any], dict[str, str], Redaction]
+"""What :meth:`ParamRecorder.record` gives: ``(span data, tags, redaction)``, keys ``rpc.param.<name>``."""
+
+
+class ParamRecorder:
+    """What a hook records of a call's kwargs: built once from the config, shared by all calls.
+
+    ``record_params`` makes span data of every kwarg the redactor keeps,
+    ``tag_params`` makes tags of the listed ones; the kwargs the redactor removed
+    or replaced make the call's :class:`Redaction`, and are also hidden inside the
+    recorded values (a secret passed in two params).
+    """
+
+    __slots__ = ("_data", "_max_bytes", "_redactor", "_tag_params")
+
+    def __init__(self, config: SentryConfig) -> None:
+        self._redactor: ParamRedactor = config.param_redactor or default_redactor
+        self._data = config.record_params
+        self._tag_params = tuple(config.tag_params)
+        self._max_bytes = config.max_param_value_bytes
+
+    def record(self, kwargs: Mapping[str, Any]) -> RecordedParams:
+        """The call's params as ``(span data, tags, redaction)``, after the redactor."""
+        kept = self._kept(kwargs)
+        redaction = redaction_of(kwargs, kept)
+        data: dict[str, Any] = {}
+        tags: dict[str, str] = {}
+        if self._data:
+            for key, value in kept.items():
+                recorded = span_value(key, value, self._max_bytes)
+                if recorded is not None:
+                    data[PARAM_PREFIX + key] = redaction.value(recorded) if redaction else recorded
+        for key in self._tag_params:
+            if key in kept:
+                text = tag_value(kept[key])
+                if text is not None:
+                    tags[PARAM_PREFIX + key] = redaction.text(text) if redaction else text
+        return data, tags, redaction
+
+    def _kept(self, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The kwargs the redactor lets through; ``{}`` (fail closed, one WARNING) if it misbehaves."""
+        redactor = self._redactor
+        try:
+            kept = redactor(kwargs)
+        except Exception:
+            _logger.warning("param_redactor %r failed; no params recorded", redactor, exc_info=True)
+            return {}
+        if not isinstance(kept, Mapping):
+            _logger.warning(
+                "param_redactor %r returned %s, not a mapping; no params recorded",
+                redactor,
+                type(kept).__name__,
+            )
+            return {}
+        unknown = [key for key in kept if key not in kwargs]
+        if unknown:
+            _logger.warning(
+                "param_redactor %r returned keys that are not params of the call (%s); no params recorded",
+                redactor,
+                ", ".join(sorted(map(repr, unknown))[:5]),
+            )
+            return {}
+        return kept

@@ -1,8 +1,13 @@
-"""The call's spans on each generation of the Sentry SDK (internal).
+"""One dispatch in the Sentry SDK: its forked scope, its root span, its own span, on both generations (internal).
 
-``vgi_rpc._sentry_hook`` decides *what* a call records; this module writes the
-root-span and own-span part of it, for whichever generation is installed
-(:mod:`vgi_rpc._sentry_sdk` holds what is the same on both, and which SDK it is):
+The SDK adapter of the hook. :meth:`DispatchScope.enter` forks the call's
+isolation scope and writes the call's facts (:class:`~vgi_rpc._sentry_facts.CallFacts`,
+assembled by :mod:`vgi_rpc._sentry_hook`) to it, to the call's root span and to
+the hook's own span; :meth:`DispatchScope.end` records the outcome and
+:meth:`DispatchScope.leave` restores the scopes the call started in. The
+:class:`DispatchScope` is the hook's token and the only owner of that state.
+What differs between the SDK generations is here (:mod:`vgi_rpc._sentry_sdk`
+says which one is installed):
 
 ============================  ======================================  ==========================================
                               transactions (sentry-sdk 2.x default)   span streaming (3.x; 2.x with
@@ -22,8 +27,9 @@ the hook's own span           ``start_transaction`` / ``start_child``  ``sentry_
 failure status                ``internal_error``                      ``error`` (the only failure status there)
 ============================  ======================================  ==========================================
 
-The HTTP app calls :func:`after_start_response` (looked up in ``sys.modules``,
-so ``vgi_rpc.http`` never imports Sentry) after each ``start_response``.
+Importing this module registers :func:`after_start_response` with
+:func:`vgi_rpc._telemetry.after_status_line`: the HTTP app runs it after each
+``start_response`` without importing Sentry.
 """
 
 from __future__ import annotations
@@ -34,15 +40,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import sentry_sdk
+import sentry_sdk.scope
 
-from vgi_rpc._sentry_sdk import GENERATION, OK, PROBLEM, Call, CallFacts
+from vgi_rpc._sentry_facts import CallFacts
+from vgi_rpc._sentry_sdk import GENERATION, OK, PROBLEM
+from vgi_rpc._sentry_values import USER_ATTRIBUTES
+from vgi_rpc._telemetry import after_status_line, reset_context_var
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event, Hint
 
-__all__ = ["after_start_response", "begin", "end"]
+__all__ = ["DispatchScope", "after_start_response"]
 
-_SCOPE = sentry_sdk.Scope
+_Scope = sentry_sdk.Scope
+# where both generations keep the current and the isolation scope (None: use isolation_scope())
+_CURRENT = getattr(sentry_sdk.scope, "_current_scope", None)
+_ISOLATION = getattr(sentry_sdk.scope, "_isolation_scope", None)
 
 
 def _streamed_span_type() -> type | None:
@@ -79,36 +92,97 @@ def _streaming_enabled() -> bool:
     return streams
 
 
-def begin(call: Call, ambient: Any, outer: Any, facts: CallFacts, performance: bool) -> None:
-    """Write *facts* on the call's root span and (with *performance*) start the hook's own span."""
-    if _STREAMED_SPAN is not None and isinstance(ambient, _STREAMED_SPAN):
-        _stream_root(call, ambient, facts)
-    elif ambient is not None:
-        _transaction_root(call, ambient, outer, facts)
-    if performance:
-        if ambient is not None:
-            streaming = _STREAMED_SPAN is not None and isinstance(ambient, _STREAMED_SPAN)
+class DispatchScope:
+    """One dispatch's Sentry state, and the hook's token: its forked scope, the root it annotated, its own span.
+
+    Made by :meth:`enter`, finished by :meth:`end` then :meth:`leave`, in the
+    dispatch's context. Only this class reads or writes its fields.
+    """
+
+    __slots__ = ("_current_token", "_isolation_token", "_root_failed", "_span", "_stream", "scope")
+
+    def __init__(self, current_token: Any, isolation_token: Any, scope: Any) -> None:
+        self._current_token = current_token
+        self._isolation_token = isolation_token
+        self.scope = scope
+        """The call's forked isolation scope."""
+        self._root_failed: Callable[[], None] | None = None
+        self._span: Any = None
+        self._stream = False
+
+    @classmethod
+    def enter(cls, facts: CallFacts, performance: bool) -> DispatchScope:
+        """Fork the call's scope, write *facts* to it and to the root, and (*performance*) start its span.
+
+        What ``sentry_sdk.isolation_scope()`` does on both generations (fork the
+        current scope and the isolation scope, make the forks current), without the
+        generator-based context manager around it: the fork is the one part of the
+        hook that isolation (B2) requires, so nothing else is spent on it. The
+        ambient span and the outer scope are read *before* the fork: the root lives
+        on the outer scope and outlives the call. On failure the fork is left.
+        """
+        outer = _Scope.get_current_scope()
+        ambient = getattr(outer, "_span", None)  # 2.x's Scope.span hides a streamed span: read the slot
+        isolation = _Scope.get_isolation_scope()
+        if _CURRENT is None or _ISOLATION is None:  # pragma: no cover - an SDK without the two context vars
+            cm = sentry_sdk.isolation_scope()
+            call = cls(cm, None, cm.__enter__())
         else:
-            streaming = _streaming_enabled()
+            current_token = _CURRENT.set(outer.fork())
+            scope = isolation.fork()
+            call = cls(current_token, _ISOLATION.set(scope), scope)
+        try:
+            call._write(facts, ambient, outer, performance)
+        except BaseException:
+            call.leave()
+            raise
+        return call
+
+    def _write(self, facts: CallFacts, ambient: Any, outer: Any, performance: bool) -> None:
+        # The call's own scope: everything captured during the call sees it.
+        scope = self.scope
+        scope.set_tags(facts.tags)
+        if facts.user is not None:
+            scope.set_user(facts.user)
+        if facts.processor is not None:
+            scope.add_event_processor(facts.processor)
+        # The ambient root (HTTP: the WSGI transaction or segment) is sent after this
+        # call's scope is gone, so it gets the same facts directly; then the hook's span.
+        streaming = _STREAMED_SPAN is not None and isinstance(ambient, _STREAMED_SPAN)
         if streaming:
-            _stream_span(call, ambient, facts)
+            self._root_failed = _stream_root(ambient, facts)
+        elif ambient is not None:
+            self._root_failed = _transaction_root(ambient, outer, facts)
+        if performance:
+            if ambient is None:
+                streaming = _streaming_enabled()
+            if streaming:
+                self._span = _stream_span(ambient, facts)
+                self._stream = True
+            else:
+                self._span = _transaction_span(ambient, facts)
+
+    def end(self, failed: bool) -> None:
+        """Record the outcome on the root and finish the hook's own span (never raises)."""
+        if failed and self._root_failed is not None:
+            self._root_failed()
+        span = self._span
+        if span is None:
+            return
+        if self._stream:
+            span.status = "error" if failed else OK
+            span.end()
         else:
-            _transaction_span(call, ambient, facts)
+            span.set_status("internal_error" if failed else OK)
+            span.__exit__(None, None, None)  # finishes and sends; never raises
 
-
-def end(call: Call, failed: bool) -> None:
-    """Record the outcome on the root and finish the hook's own span (never raises)."""
-    if failed and call._root_failed is not None:
-        call._root_failed()
-    span = call._span
-    if span is None:
-        return
-    if call._stream:
-        span.status = "error" if failed else OK
-        span.end()
-    else:
-        span.set_status("internal_error" if failed else OK)
-        span.__exit__(None, None, None)  # finishes and sends; never raises
+    def leave(self) -> None:
+        """Leave the call's scope (after :meth:`end`); restores the scopes the call started in."""
+        if self._isolation_token is None:  # pragma: no cover - see enter()
+            self._current_token.__exit__(None, None, None)
+            return
+        reset_context_var(_CURRENT, self._current_token)  # type: ignore[arg-type]
+        reset_context_var(_ISOLATION, self._isolation_token)  # type: ignore[arg-type]
 
 
 # -- sentry-sdk 2.x transactions --------------------------------------------------------------------------
@@ -118,9 +192,7 @@ def end(call: Call, failed: bool) -> None:
 class _RootPatch:
     """What to apply to an ambient transaction's event when it is sent."""
 
-    name: str | None
-    user: dict[str, str] | None
-    scrub: Callable[[dict[str, Any]], None] | None
+    facts: CallFacts
     failed: bool = False
     """Set at dispatch end when the call raised: the transaction reports ``internal_error``."""
 
@@ -147,13 +219,14 @@ def _apply_root_patch(event: Event, hint: Hint) -> Event:
         patch = _pending.pop(span_id, None)
     if patch is None:
         return event
-    if patch.scrub is not None:  # e.g. a span the implementation started with a secret in its description
-        patch.scrub(cast("dict[str, Any]", event))
-    if patch.name is not None:
-        event["transaction"] = patch.name
+    facts = patch.facts
+    if facts.redaction:  # e.g. a span the implementation started with a secret in its description
+        facts.redaction.event(cast("dict[str, Any]", event), facts)
+    if facts.name is not None:
+        event["transaction"] = facts.name
         event["transaction_info"] = {"source": "custom"}
-    if patch.user is not None:
-        event["user"] = {**(event.get("user") or {}), **patch.user}
+    if facts.user is not None:
+        event["user"] = {**(event.get("user") or {}), **facts.user}
     if patch.failed:
         # An RPC error travels as HTTP 200 (+ X-VGI-RPC-Error), so the WSGI integration
         # reports "ok"; the transaction is the RPC's and must show that it failed.
@@ -170,10 +243,11 @@ def _update_data(span: Any, data: dict[str, Any]) -> None:
             span.set_data(key, value)
 
 
-def _transaction_root(call: Call, ambient: Any, outer: Any, facts: CallFacts) -> None:
+def _transaction_root(ambient: Any, outer: Any, facts: CallFacts) -> Callable[[], None] | None:
+    """Write *facts* on the ambient transaction; returns what marks it failed (``None``: nothing to mark)."""
     root = ambient.containing_transaction
     if root is None:
-        return
+        return None
     _update_data(root, facts.data)
     for key, value in facts.tags.items():
         root.set_tag(key, value)
@@ -181,8 +255,8 @@ def _transaction_root(call: Call, ambient: Any, outer: Any, facts: CallFacts) ->
         root.name = facts.name
         root.source = "custom"
     if not root.sampled:
-        return
-    patch = _RootPatch(facts.name, facts.user, facts.scrub)
+        return None
+    patch = _RootPatch(facts)
     with _pending_lock:
         if len(_pending) >= _PENDING_MAX:  # transactions dropped before our processor ran
             _pending.pop(next(iter(_pending)))
@@ -194,23 +268,21 @@ def _transaction_root(call: Call, ambient: Any, outer: Any, facts: CallFacts) ->
     def failed() -> None:
         patch.failed = True
 
-    call._root_failed = failed
+    return failed
 
 
-def _transaction_span(call: Call, ambient: Any, facts: CallFacts) -> None:
+def _transaction_span(ambient: Any, facts: CallFacts) -> Any:
+    """Start the hook's own span: a child of the ambient one, else a transaction ``vgi_rpc/<method>``."""
     if ambient is not None:
         span = ambient.start_child(op=facts.op, name=facts.span_name)
     else:
         span = sentry_sdk.start_transaction(op=facts.op, name=facts.span_name, source="custom")  # type: ignore[attr-defined,unused-ignore]
     _update_data(span, facts.data)
     span.__enter__()
-    call._span = span
+    return span
 
 
 # -- span streaming (sentry-sdk 3.x, and 2.x with trace_lifecycle="stream") --------------------------------
-
-_USER_ATTRIBUTES = (("user.id", "id"), ("user.name", "username"), ("user.email", "email"))
-"""The SDK's own mapping of a scope user onto span attributes (``username`` is ``user.name``)."""
 
 
 def _span_attributes(facts: CallFacts, existing: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,13 +300,14 @@ def _user_info_allowed() -> bool:
     return True
 
 
-def _stream_root(call: Call, ambient: Any, facts: CallFacts) -> None:
+def _stream_root(ambient: Any, facts: CallFacts) -> Callable[[], None] | None:
+    """Write *facts* on the ambient span's segment; returns what marks it failed (``None``: nothing to mark)."""
     root = getattr(ambient, "_segment", None) or ambient
     if root.sampled is not True:
-        return
+        return None
     root.set_attributes(_span_attributes(facts, root.get_attributes()))
     if facts.user is not None and _user_info_allowed():
-        for attribute, field in _USER_ATTRIBUTES:
+        for attribute, field in USER_ATTRIBUTES:
             if field in facts.user:
                 root.set_attribute(attribute, facts.user[field])
     if facts.name is not None:
@@ -246,10 +319,11 @@ def _stream_root(call: Call, ambient: Any, facts: CallFacts) -> None:
         if root.get_attributes().get("sentry.op") == "http.server":
             _mark_failed(root)  # the WSGI integration will set the HTTP-derived status later
 
-    call._root_failed = failed
+    return failed
 
 
-def _stream_span(call: Call, ambient: Any, facts: CallFacts) -> None:
+def _stream_span(ambient: Any, facts: CallFacts) -> Any:
+    """Start the hook's own streamed span (a segment of a new trace when nothing is ambient)."""
     from sentry_sdk.traces import new_trace, start_span
 
     attributes = _span_attributes(facts, {})
@@ -261,14 +335,13 @@ def _stream_span(call: Call, ambient: Any, facts: CallFacts) -> None:
         # pipe connection would be one trace (2.x's start_transaction starts a new one).
         # The forked scopes take the new context; the thread's own is left alone.
         new_trace()
-    call._span = start_span(name=facts.span_name, attributes=attributes)
-    call._stream = True
+    return start_span(name=facts.span_name, attributes=attributes)
 
 
 # The WSGI integration sets the segment's status from the HTTP status when the
 # response starts, after the call has ended, and an RPC error is HTTP 200. The
-# HTTP app calls after_start_response() once the status line is decided, in the
-# request's context, and a segment whose call failed gets its "error" back.
+# HTTP app runs after_start_response() once the status line is decided, in the
+# request's context (registered below), and a segment whose call failed gets its "error" back.
 _failed_segments: dict[str, Any] = {}  # span id -> segment
 _failed_lock = threading.Lock()
 
@@ -283,12 +356,12 @@ def _mark_failed(root: Any) -> None:
 def after_start_response() -> None:
     """Called by the HTTP app after ``start_response``: re-apply ``error`` to a failed call's segment.
 
-    Never raises (it runs on every HTTP response while this module is imported).
+    Never raises (it runs on every HTTP response once this module is imported).
     """
     if not _failed_segments:
         return
     try:
-        current = getattr(_SCOPE.get_current_scope(), "_span", None)
+        current = getattr(_Scope.get_current_scope(), "_span", None)
         if current is None:
             return
         segment = getattr(current, "_segment", None) or current
@@ -298,3 +371,6 @@ def after_start_response() -> None:
             failed.status = "error"
     except Exception:  # pragma: no cover - defensive: the SDK changed under us
         return
+
+
+after_status_line(after_start_response)  # the HTTP app's seam: vgi_rpc._telemetry, no import either way
