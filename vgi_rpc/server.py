@@ -1,9 +1,10 @@
 """RpcServer: one Protocol's method table, request decoding, the hook chain, and the calls it makes.
 
 The data path: a transport (``vgi_rpc.pipe``, ``vgi_rpc.http``) frames bytes and
-decodes a request with ``vgi_rpc.wire``; the server finds the method
-(:meth:`RpcServer.lookup`), checks the version and turns the request batch into
-keyword arguments (:meth:`RpcServer.decode_kwargs`); then one
+decodes a request with ``vgi_rpc.wire``; an :class:`Admission` (the one home of the
+rules a request must pass before its call, whatever the transport) finds the method,
+checks the protocol, the method's kind and the version, and turns the request batch
+into keyword arguments (:meth:`RpcServer.decode_kwargs`); then one
 :class:`~vgi_rpc.call.Call` (:meth:`RpcServer.call`) runs the hooks, the
 implementation and writes the response. The server holds the dispatch hooks
 (``hooks=``, :meth:`RpcServer.add_hook`, :meth:`RpcServer.remove_hooks`).
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -34,11 +36,11 @@ from vgi_rpc.hooks import (
     strip_dispatch_hooks,
 )
 from vgi_rpc.methods import MethodSpec, ParamSpec, method_table, protocol_names
-from vgi_rpc.wire import error_metadata
+from vgi_rpc.wire import PROTOCOL_KEY, Request, error_metadata
 
 # MethodSpec and ParamSpec live in vgi_rpc.methods; they are re-exported here for
 # code that imported them from the server module.
-__all__ = ["MethodSpec", "ParamSpec", "RpcServer", "as_server"]
+__all__ = ["Admission", "ExpectedKind", "MethodSpec", "ParamSpec", "RpcServer", "as_server"]
 
 
 def _check_param_fields(spec: MethodSpec, schema: pa.Schema) -> None:
@@ -311,6 +313,94 @@ class RpcServer:
         return error_metadata(
             exc, server_id=self.server_id, request_id=request_id, include_traceback=self.include_tracebacks
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedKind:
+    """The method kind a way in serves: HTTP's unary route, or its stream ``/init`` and ``/exchange``.
+
+    Attributes:
+        stream: ``True``: stream methods only; ``False``: unary methods only.
+        redirect: ``redirect(where)``: how the client reaches a method of the other kind
+            from *where* (the address the request was sent to), for the refusal's message.
+            Called only to refuse.
+    """
+
+    stream: bool
+    redirect: Callable[[str], str]
+
+
+class Admission:
+    """The rules a request passes before its call, in one place for every transport.
+
+    A transport builds one per way in (the pipe per connection, the HTTP app per
+    server); what differs between transports is a parameter, never a copy. In order:
+
+    1. the protocol is named -- by the request's own metadata on a transport with no
+       URL (the pipe: ``protocol_not_specified`` when it is missing), else by the URL;
+    2. it is this server's (``protocol_not_supported``, 404), and
+    3. the method is served here (``method_not_implemented``, 404): :meth:`RpcServer.lookup`;
+    4. its kind is the one the way in serves, when it serves one kind only
+       (:class:`ExpectedKind`: HTTP's routes), else ``bad_request``;
+    5. (the transport reads the request here: over HTTP after 1-4, so that a wrong
+       route is refused before the body is read) when the URL named protocol and
+       method, the request agrees with it: the same method, and the same protocol if
+       its metadata names one;
+    6. ``vgi_rpc.protocol_version`` has our major.minor (:meth:`RpcServer.check_version`);
+    7. the parameters decode (:meth:`RpcServer.decode_kwargs`).
+
+    :meth:`route` runs 1-4 (all an HTTP stream turn needs: its token names the rest),
+    :meth:`request` runs 5-7 and returns the keyword arguments.
+
+    Args:
+        server: The server requests are admitted to.
+        by_url: Whether something outside the request (the HTTP URL) names the protocol
+            and method; ``False`` (the pipe): the request's metadata is their only name.
+    """
+
+    __slots__ = ("by_url", "server")
+
+    def __init__(self, server: RpcServer, *, by_url: bool = False) -> None:
+        self.server = server
+        self.by_url = by_url
+
+    def route(
+        self, method: str, protocol: str | None, expected: ExpectedKind | None = None, where: str = ""
+    ) -> MethodSpec:
+        """Rules 1-4: the method *method* of *protocol*, of the *expected* kind (any when ``None``)."""
+        server = self.server
+        if not protocol and not self.by_url:
+            # Without a URL the metadata is the only thing that names the protocol,
+            # so a request without it is unroutable.
+            raise ProtocolError(
+                f"request carries no {PROTOCOL_KEY} metadata: a pipe request must name its "
+                f"protocol ({server.protocol_name!r} here)",
+                error_kind="protocol_not_specified",
+            )
+        spec = server.methods.get(method)
+        if spec is None or protocol != server.protocol_name:
+            spec = server.lookup(method, protocol)  # refuses (or, given no protocol, finds the method)
+        if expected is not None and (spec.method_type == "stream") != expected.stream:
+            raise ProtocolError(f"{spec.name} is a {spec.method_type} method: {expected.redirect(where)}")
+        return spec
+
+    def request(self, spec: MethodSpec, request: Request) -> dict[str, Any]:
+        """Rules 5-7 for a *request* routed to *spec*: its keyword arguments."""
+        server = self.server
+        if self.by_url:
+            if request.method != spec.name:
+                raise ProtocolError(
+                    f"the URL names method {spec.name!r} but the request metadata names {clip(request.method)!r}"
+                )
+            named = request.metadata.get(PROTOCOL_KEY)
+            if named and named != server.protocol_name:
+                raise ProtocolError(
+                    f"the request metadata names protocol {clip(named)!r} but this URL serves "
+                    f"{server.protocol_name!r}"
+                )
+        if server.protocol_version is not None:  # else no version to disagree with
+            server.check_version(request.metadata)
+        return server.decode_kwargs(spec, request.batch)
 
 
 def _value(spec: MethodSpec, param: ParamSpec, column: pa.Array) -> Any:

@@ -10,11 +10,12 @@ import falcon.testing
 import pyarrow as pa
 import pytest
 import zstandard
-from support.http import ARROW, BUDGET, TOKEN_KEY, RecordingHook, call_body, error_md, read_stream
+from support.http import ARROW, BUDGET, TOKEN_KEY, call_body, error_md, read_stream
 from support.services import Calculator, CalculatorImpl, TypesService, TypesServiceImpl
 
 from vgi_rpc import RpcServer
 from vgi_rpc.http import VgiFalconApp, make_wsgi_app
+from vgi_rpc.testing import RecordingHook
 
 
 def make(prefix: str = "", **options: Any) -> tuple[falcon.testing.TestClient, RpcServer, RecordingHook]:
@@ -274,19 +275,8 @@ def test_garbage_or_truncated_arrow_is_400(client: falcon.testing.TestClient, bo
     assert text in error_md(r.content)["vgi_rpc.log_message"]
 
 
-def test_url_method_must_match_metadata_method(client: falcon.testing.TestClient) -> None:
-    r = post(client, "/Calculator/add", call_body("divide", {"a": 1.0, "b": 2.0}))
-    assert r.status_code == 400
-    assert (
-        "URL names method 'add' but the request metadata names 'divide'"
-        in error_md(r.content)["vgi_rpc.log_message"]
-    )
-
-
-def test_metadata_protocol_must_match(client: falcon.testing.TestClient) -> None:
-    r = post(client, "/Calculator/add", call_body("add", {"a": 1, "b": 2}, protocol="Other"))
-    assert r.status_code == 400
-    assert "names protocol 'Other'" in error_md(r.content)["vgi_rpc.log_message"]
+# The URL/metadata agreement and the one-kind-per-route rules: tests/core/test_admission.py,
+# beside the rules both transports share.
 
 
 def test_request_version_must_be_1(client: falcon.testing.TestClient) -> None:
@@ -302,22 +292,6 @@ def test_missing_or_mistyped_parameter_is_400(client: falcon.testing.TestClient)
     assert "missing parameter 'b'" in error_md(r.content)["vgi_rpc.log_message"]
     r = post(client, "/Calculator/add", call_body("add", {"a": "one", "b": 2}))
     assert r.status_code == 400
-
-
-@pytest.mark.parametrize(
-    ("path", "method", "text"),
-    [
-        ("/Calculator/add/exchange", "add", "add is a unary method"),
-        ("/Calculator/add/init", "add", "add is a unary method"),
-        ("/Calculator/countdown", "countdown", "countdown is a stream method"),
-    ],
-)
-def test_wrong_endpoint_for_the_method_kind_is_400(
-    client: falcon.testing.TestClient, path: str, method: str, text: str
-) -> None:
-    r = post(client, path, call_body(method, {"a": 1, "b": 2} if method == "add" else {"n": 1}))
-    assert r.status_code == 400
-    assert text in error_md(r.content)["vgi_rpc.log_message"]
 
 
 def test_body_over_max_request_bytes_is_413() -> None:

@@ -6,8 +6,10 @@
 * ``/exchange``: the sealed token gives back the stream (state, schemas,
   ``stream_id``); the input batch (or the producer tick, or a cancel) runs one turn.
 
-This module only frames: it decodes the request body, opens the incoming token
-and hands the request to one :class:`~vgi_rpc.call.Call`, which runs the turn (one
+This module only frames: it decodes the request body, has the server's
+:class:`~vgi_rpc.server.Admission` admit it (the URL was routed by the caller,
+through the same admission), opens the incoming token and hands the request to
+one :class:`~vgi_rpc.call.Call`, which runs the turn (one
 dispatch-hook start/end pair, ``transport="http"``, that sees the original
 exception) and writes the answer, sealing the next token through the function this
 module gives it. Failures of the implementation are answered 200 with an
@@ -24,15 +26,14 @@ import pyarrow as pa
 
 from vgi_rpc.auth import AuthContext
 from vgi_rpc.call import Sealer
-from vgi_rpc.errors import ProtocolError, clip
+from vgi_rpc.errors import ProtocolError
 from vgi_rpc.http._state import StatePayloadError, pack_stream, unpack_stream
 from vgi_rpc.http._tokens import TokenSealer
 from vgi_rpc.methods import MethodSpec
-from vgi_rpc.server import RpcServer
+from vgi_rpc.server import Admission, RpcServer
 from vgi_rpc.streams import AnnotatedBatch, Stream
 from vgi_rpc.wire import (
     CANCEL_KEY,
-    PROTOCOL_KEY,
     PROTOCOL_KEYS,
     STREAM_STATE_KEY,
     metadata_dict,
@@ -46,13 +47,21 @@ TurnResult = tuple[bytes, bool]
 
 
 class Turns:
-    """Runs unary calls and stream turns for one :class:`RpcServer`."""
+    """Runs unary calls and stream turns for one :class:`RpcServer`.
 
-    __slots__ = ("sealer", "server")
+    Attributes:
+        server: The server.
+        sealer: Seals and opens the stream tokens.
+        admission: The server's admission for requests whose URL names protocol and
+            method: route with it before reading the body, then pass the spec here.
+    """
+
+    __slots__ = ("admission", "sealer", "server")
 
     def __init__(self, server: RpcServer, sealer: TokenSealer) -> None:
         self.server = server
         self.sealer = sealer
+        self.admission = Admission(server, by_url=True)
 
     # ------------------------------------------------------------------ request decoding
 
@@ -62,18 +71,7 @@ class Turns:
             request = read_request(body)
         except EOFError:
             raise ProtocolError("request body is empty: expected an Arrow IPC stream") from None
-        if request.method != spec.name:
-            raise ProtocolError(
-                f"the URL names method {spec.name!r} but the request metadata names {clip(request.method)!r}"
-            )
-        wire_protocol = request.metadata.get(PROTOCOL_KEY)
-        if wire_protocol and wire_protocol != self.server.protocol_name:
-            raise ProtocolError(
-                f"the request metadata names protocol {clip(wire_protocol)!r} but this URL serves "
-                f"{self.server.protocol_name!r}"
-            )
-        self.server.check_version(request.metadata)
-        return self.server.decode_kwargs(spec, request.batch)
+        return self.admission.request(spec, request)
 
     # ------------------------------------------------------------------ unary
 
@@ -141,10 +139,10 @@ def _read_single_batch(body: bytes | bytearray) -> tuple[pa.RecordBatch, dict[st
     except StopIteration:
         raise ProtocolError("/exchange request stream has no batch") from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+        raise ProtocolError.bad_ipc_stream("request", exc) from None
     try:
         for _ in reader:
             raise ProtocolError("/exchange request stream has more than one batch")
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ProtocolError(f"request is not a valid Arrow IPC stream: {exc}") from None
+        raise ProtocolError.bad_ipc_stream("request", exc) from None
     return batch, metadata_dict(raw)

@@ -37,7 +37,7 @@ from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.call import StreamInputError, TurnInput
 from vgi_rpc.errors import ProtocolError
 from vgi_rpc.methods import MethodSpec
-from vgi_rpc.server import RpcServer, as_server
+from vgi_rpc.server import Admission, RpcServer, as_server
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch
 from vgi_rpc.wire import CANCEL_KEY, PROTOCOL_KEY, PROTOCOL_KEYS, ResponseWriter, metadata_dict, read_request
 
@@ -63,6 +63,26 @@ def _write_error_stream(server: RpcServer, writer: IO[bytes], exc: BaseException
     out.meta(server.error_md(exc))
     out.close()
     writer.flush()
+
+
+def _refuse(
+    server: RpcServer, reader: IO[bytes], writer: IO[bytes], exc: ProtocolError, spec: MethodSpec | None
+) -> bool:
+    """Answer a request that admission refused; ``False`` when the pipe broke meanwhile.
+
+    A refused unary call's error stream has the method's result schema, as its answer
+    would have; a refused stream call's input stream is drained, so the pipe stays in
+    step for the next request.
+    """
+    stream = spec is not None and spec.method_type == "stream"
+    try:
+        schema = EMPTY_SCHEMA if stream or spec is None else spec.result_schema
+        _write_error_stream(server, writer, exc, schema)
+        if stream:
+            _drain_input(reader)
+    except OSError:
+        return False
+    return True
 
 
 class _Inputs:
@@ -115,6 +135,7 @@ def serve_streams(
     breaks the IPC framing ends the connection (after answering), since the byte
     stream can no longer be trusted.
     """
+    admission = Admission(server)
     maybe_orphan = False
     while True:
         try:
@@ -130,7 +151,7 @@ def serve_streams(
                 continue
             with contextlib.suppress(OSError):
                 _write_error_stream(server, writer, exc, EMPTY_SCHEMA)
-            if "not a valid Arrow IPC stream" in str(exc):
+            if exc.bad_ipc:  # not Arrow IPC: where the next request starts cannot be known
                 return
             continue
         except OSError:
@@ -138,28 +159,12 @@ def serve_streams(
         maybe_orphan = False
         spec: MethodSpec | None = None
         try:
-            protocol = request.metadata.get(PROTOCOL_KEY)
-            if not protocol:
-                # On a pipe the metadata is the only thing that names the protocol (over
-                # HTTP the URL does), so a request without it is unroutable.
-                raise ProtocolError(
-                    f"request carries no {PROTOCOL_KEY} metadata: a pipe request must name its "
-                    f"protocol ({server.protocol_name!r} here)",
-                    error_kind="protocol_not_specified",
-                )
-            spec = server.lookup(request.method, protocol)
-            server.check_version(request.metadata)
-            kwargs = server.decode_kwargs(spec, request.batch)
+            # No URL on a pipe: the request's metadata names its protocol and method.
+            spec = admission.route(request.method, request.metadata.get(PROTOCOL_KEY))
+            kwargs = admission.request(spec, request)
         except ProtocolError as exc:
             maybe_orphan = spec is None
-            try:
-                stream = spec is not None and spec.method_type == "stream"
-                _write_error_stream(
-                    server, writer, exc, EMPTY_SCHEMA if stream or spec is None else spec.result_schema
-                )
-                if stream:
-                    _drain_input(reader)
-            except OSError:
+            if not _refuse(server, reader, writer, exc, spec):
                 return
             continue
         try:
