@@ -29,7 +29,6 @@ from support.http import TOKEN_KEY, http_proxy, wsgi_client
 from vgi_rpc import (
     AnnotatedBatch,
     CallContext,
-    DispatchInfo,
     ExchangeState,
     OutputCollector,
     ProducerState,
@@ -38,6 +37,7 @@ from vgi_rpc import (
     serve_pipe,
 )
 from vgi_rpc.http import http_connect, make_wsgi_app
+from vgi_rpc.testing import RecordingHook
 from vgi_rpc.wire import LogMessage
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -98,19 +98,6 @@ class LifecycleImpl:
         return Stream(output_schema=N_SCHEMA, state=DataThenLogs(n), header=Unasked("nobody asked"))  # type: ignore[arg-type]
 
 
-class Ends:
-    """Records every (info, error) a hook's end receives."""
-
-    def __init__(self) -> None:
-        self.ends: list[tuple[DispatchInfo, BaseException | None]] = []
-
-    def on_dispatch_start(self, info: DispatchInfo, auth: Any, md: Any, kwargs: Any) -> None:
-        return None
-
-    def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
-        self.ends.append((info, error))
-
-
 @contextmanager
 def connected(transport: str, server: RpcServer, on_log: Any) -> Iterator[Any]:
     if transport == "pipe":
@@ -138,7 +125,7 @@ def test_logs_reach_the_client_before_the_turns_data(transport: str) -> None:
     def on_log(message: LogMessage) -> None:
         events.append(message.message)
 
-    ends = Ends()
+    ends = RecordingHook()
     with connected(transport, RpcServer(Lifecycle, LifecycleImpl(), hooks=[ends]), on_log) as proxy:
         for batch in proxy.data_then_logs(n=2):
             events.append(f"batch {batch.batch.column('n')[0].as_py()}")
@@ -150,7 +137,7 @@ def test_logs_reach_the_client_before_the_turns_data(transport: str) -> None:
         "ctx.log after batch 1",
         "batch 1",
     ]
-    stream_ids = {info.stream_id for info, _ in ends.ends}
+    stream_ids = {c.info.stream_id for c in ends.calls}
     assert len(stream_ids) == 1 and HEX32.fullmatch(str(stream_ids.pop()))
 
 
@@ -158,12 +145,12 @@ def test_logs_reach_the_client_before_the_turns_data(transport: str) -> None:
 def test_a_failing_on_cancel_reaches_the_hook_as_the_calls_error(
     transport: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ends = Ends()
+    ends = RecordingHook()
     with connected(transport, RpcServer(Lifecycle, LifecycleImpl(), hooks=[ends]), None) as proxy:
         session = proxy.cancel_fails(factor=2.0)
         assert session.exchange(AnnotatedBatch.from_pydict({"x": [1.5]})).to_pydict() == {"x": [3.0]}
         session.cancel()
-    errors = [error for _, error in ends.ends if error is not None]
+    errors = [c.error for c in ends.calls if c.error is not None]
     assert [(type(e), str(e)) for e in errors] == [(LookupError, "cancel handler failed")]
     assert any("cancel_fails raised LookupError" in r.getMessage() for r in caplog.records)
 

@@ -36,6 +36,7 @@ from vgi_rpc import (
     strip_dispatch_hooks,
 )
 from vgi_rpc.hooks import CompositeDispatchHook, _CompositeDispatchHook, iter_hooks
+from vgi_rpc.testing import RecordingHook
 
 HEX16 = re.compile(r"[0-9a-f]{16}")
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -66,15 +67,19 @@ class Journal:
             return [e for e in self.events if e[0] == phase]
 
 
-class Recorder:
-    """Records start/end; start returns a token end checks it gets back."""
+class Recorder(RecordingHook):
+    """The public RecordingHook, also journalling each start and end under its name.
+
+    The journal, shared by several hooks, shows the order *across* hooks; the
+    recording (``calls``) what this hook saw. ``tokens_ok`` turns false if end is
+    handed a token this hook's start did not return.
+    """
 
     def __init__(self, name: str, journal: Journal) -> None:
+        super().__init__()
         self.name = name
         self.journal = journal
         self.tokens_ok = True
-        self.metadata: list[Mapping[str, str]] = []
-        self.auth: list[AuthContext] = []
 
     def on_dispatch_start(
         self,
@@ -84,14 +89,13 @@ class Recorder:
         kwargs: Mapping[str, Any] | None,
     ) -> object:
         self.journal.add(("start", self.name, info, dict(kwargs) if kwargs is not None else None))
-        self.metadata.append(dict(transport_metadata))
-        self.auth.append(auth)
-        return (self.name, info.request_id)
+        return super().on_dispatch_start(info, auth, transport_metadata, kwargs)
 
     def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
-        if token != (self.name, info.request_id):
+        if not any(token is c and c.info is info for c in self.calls):
             self.tokens_ok = False
         self.journal.add(("end", self.name, info, error))
+        super().on_dispatch_end(token, info, error)
 
     def __repr__(self) -> str:
         return f"Recorder({self.name})"
@@ -407,10 +411,11 @@ def test_unary_hook_gets_transport_metadata_and_anonymous_auth(journal: Journal)
     server.add_hook(hook)
     with serve_pipe(server) as proxy:
         proxy.add(a=1, b=2)
-    assert hook.metadata[0]["vgi_rpc.method"] == "add"
-    assert hook.metadata[0]["vgi_rpc.protocol"] == "Calculator"
-    assert hook.auth[0] == AuthContext()
-    assert not hook.auth[0].authenticated
+    (call,) = hook.calls
+    assert call.metadata["vgi_rpc.method"] == "add"
+    assert call.metadata["vgi_rpc.protocol"] == "Calculator"
+    assert call.auth == AuthContext()
+    assert not call.auth.authenticated
 
 
 def test_in_process_dispatch_info(journal: Journal) -> None:

@@ -21,12 +21,13 @@ import io
 import falcon.testing
 import pyarrow as pa
 import pytest
-from support.http import ARROW, TOKEN_KEY, RecordingHook, error_md, read_stream
+from support.http import ARROW, TOKEN_KEY, error_md, read_stream
 from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import RpcServer
 from vgi_rpc.http import make_wsgi_app
 from vgi_rpc.pipe import serve_streams
+from vgi_rpc.testing import RecordingHook
 from vgi_rpc.wire import request_bytes
 
 

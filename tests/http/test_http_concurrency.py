@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from support.http import TOKEN_KEY, RecordingHook, Tracer, TracerImpl
+from support.http import TOKEN_KEY, Tracer, TracerImpl
 from support.jwt import JWT_SECRET, sign_jwt
 
 from vgi_rpc import AnnotatedBatch, RpcServer
 from vgi_rpc.http import HttpServerHandle, http_connect, jwt_authenticator, start_http_server
+from vgi_rpc.testing import RecordingHook
 
 THREADS = 8
 CALLS = 200

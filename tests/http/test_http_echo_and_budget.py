@@ -19,7 +19,7 @@ import falcon.testing
 import httpx
 import pyarrow as pa
 import pytest
-from support.http import ARROW, RecordingHook, call_body, error_md, read_stream
+from support.http import ARROW, call_body, error_md, read_stream
 from support.services import Calculator, CalculatorImpl
 from support.worker_process import PortWorker
 
@@ -27,6 +27,7 @@ from vgi_rpc import RpcServer
 from vgi_rpc.errors import ECHO_LIMIT, MESSAGE_LIMIT
 from vgi_rpc.http import make_wsgi_app, start_http_server
 from vgi_rpc.pipe import serve_streams
+from vgi_rpc.testing import RecordingHook
 from vgi_rpc.wire import metadata_dict, request_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

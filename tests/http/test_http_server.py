@@ -17,7 +17,6 @@ from support.http import (
     ARROW,
     BUDGET,
     TOKEN_KEY,
-    RecordingHook,
     call_body,
     error_md,
     read_stream,
@@ -30,6 +29,7 @@ from support.services import Calculator, CalculatorImpl
 
 from vgi_rpc import AnnotatedBatch, RpcError, RpcServer
 from vgi_rpc.http import HttpServerHandle, http_connect, jwt_authenticator, make_wsgi_app, start_http_server
+from vgi_rpc.testing import RecordingHook
 from vgi_rpc.wire import LogMessage
 
 LIMIT = 64 * 1024

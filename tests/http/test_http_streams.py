@@ -18,7 +18,6 @@ from support.http import (
     Banner,
     Headed,
     HeadedImpl,
-    RecordingHook,
     call_body,
     error_md,
     read_stream,
@@ -38,6 +37,7 @@ from vgi_rpc import (
     Stream,
 )
 from vgi_rpc.http import jwt_authenticator, make_wsgi_app
+from vgi_rpc.testing import RecordingHook
 from vgi_rpc.wire import STREAM_STATE_KEY
 
 STATE = STREAM_STATE_KEY

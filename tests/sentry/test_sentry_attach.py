@@ -23,7 +23,7 @@ from support.shop import Shop, ShopImpl
 from vgi_rpc import AuthContext, DispatchInfo, RpcError, RpcServer, serve_pipe
 from vgi_rpc.otel import OtelConfig, instrument_server
 from vgi_rpc.sentry import SentryConfig, _auto_attach, _SentryDispatchHook, instrument_server_sentry
-from vgi_rpc.testing import SentryCapture, sentry_capture
+from vgi_rpc.testing import RecordingHook, SentryCapture, sentry_capture
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -175,26 +175,6 @@ def test_instrument_with_no_config_uses_defaults(sentry_capture: SentryCapture) 
     assert len(sentry_capture.events) == 1
 
 
-class RecordingHook:
-    """A plain non-Sentry hook that records what it saw."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-
-    def on_dispatch_start(
-        self,
-        info: DispatchInfo,
-        auth: AuthContext,
-        transport_metadata: Mapping[str, str],
-        kwargs: Mapping[str, Any] | None,
-    ) -> object:
-        self.seen.append(("start", info.name))
-        return None
-
-    def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
-        self.seen.append(("end", info.name))
-
-
 @pytest.mark.parametrize("otel_first", [True, False], ids=["otel-first", "sentry-first"])
 def test_replace_keeps_otel_and_other_hooks_in_place(sentry_capture: SentryCapture, otel_first: bool) -> None:
     """S7 S29: replacing the Sentry hook keeps the OTel hook and any other hook, in order, all still working."""
@@ -225,7 +205,8 @@ def test_replace_keeps_otel_and_other_hooks_in_place(sentry_capture: SentryCaptu
     fail_once(server)
     assert sentry_capture.event()["tags"]["env"] == "replaced"
     assert [s.name for s in exporter.get_finished_spans()] == ["vgi_rpc/fail"]
-    assert recorder.seen == [("start", "fail"), ("end", "fail")]
+    (call,) = recorder.calls
+    assert (call.name, call.ended, call.error is not None) == ("fail", True, True)
     provider.shutdown()
 
 

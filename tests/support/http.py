@@ -3,7 +3,6 @@
 * request/response bodies as the official client builds them: :func:`call_body`,
   :func:`turn_body`, :func:`read_stream`, :func:`error_md`, :func:`token_of`
   (for Falcon's test client or raw ``httpx``);
-* :class:`RecordingHook`: a dispatch hook that records every start/end pair;
 * :class:`Tracer` (rows say which process, stream and caller served them;
   :func:`serve_tracer_main` runs it in a worker process) and :class:`Headed`
   (a producer whose ``/init`` carries a :class:`Banner` header);
@@ -16,10 +15,9 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -29,9 +27,7 @@ from support.jwt import JWT_SECRET, bearer
 from support.services import COUNT_SCHEMA, Countdown
 from vgi_rpc import (
     AnnotatedBatch,
-    AuthContext,
     CallContext,
-    DispatchInfo,
     ExchangeState,
     OutputCollector,
     ProducerState,
@@ -94,43 +90,6 @@ def token_of(body: Any) -> str | None:
     for _, md in read_stream(body)[1]:
         token = md.get(STREAM_STATE_KEY, token)
     return token
-
-
-@dataclass
-class Seen:
-    """One dispatch as a hook saw it."""
-
-    info: DispatchInfo
-    auth: AuthContext
-    metadata: dict[str, str]
-    kwargs: dict[str, Any] | None
-    error: BaseException | None = None
-    ended: bool = False
-
-
-@dataclass
-class RecordingHook:
-    """A dispatch hook that records every start/end pair (thread-safe)."""
-
-    calls: list[Seen] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_dispatch_start(
-        self,
-        info: DispatchInfo,
-        auth: AuthContext,
-        transport_metadata: Mapping[str, str],
-        kwargs: Mapping[str, Any] | None,
-    ) -> object:
-        seen = Seen(info, auth, dict(transport_metadata), None if kwargs is None else dict(kwargs))
-        with self.lock:
-            self.calls.append(seen)
-        return seen
-
-    def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
-        assert isinstance(token, Seen)
-        token.error = error
-        token.ended = True
 
 
 # --------------------------------------------------------------------------- a service that tells who served

@@ -17,36 +17,13 @@ The public face is :func:`sentry_capture`, available two ways:
       assert cap.events == []
 
 Inside, the real ``sentry_sdk`` is initialised with an
-:class:`~vgi_rpc.testing.fake_transport.InMemoryTransport`
-(``traces_sample_rate=1.0``, default integrations on, a fixed fake DSN on the
-reserved ``.invalid`` domain, a fixed ``release``) against a *fresh* global, isolation and current
-scope.  On exit the capture's client is flushed and closed, and the scopes and
-client that were active before are put back, so a test using it changes
-nothing for the next test -- and a client some earlier test installed with
-``sentry_sdk.init`` receives nothing from this one.
-
-Everything read from a :class:`SentryCapture` is plain JSON data (dicts, lists,
-strings, numbers) and is read *after* a flush.
-
-Caveats:
-
-* **Threads.** Threads started inside the capture report to it while it is
-  active; join them before you read (a flush cannot wait for your threads).
-  A thread still running after the capture exits reports to whatever client
-  was restored (usually none).
-* **The SDK's background machinery.** The in-memory transport is synchronous,
-  so error events and transactions are recorded before the SDK call returns.
-  Logs, metrics and session aggregates are batched by SDK worker threads;
-  every accessor calls :meth:`SentryCapture.flush` first, which drains them.
-* **``before_send`` / ``before_send_transaction``** (pass them as options) run
-  before the transport: an event they drop is *not* in ``envelopes``; the
-  SDK reports it in :attr:`SentryCapture.lost_events` instead.  What you see is
-  what would have been sent.
-* **Calling ``sentry_sdk.init`` inside a capture** replaces its client: later
-  events go to the new client, not to the capture (the failure messages say
-  so).  The extra client is closed when the capture exits.
-* **Integrations** are installed process-wide by the SDK, once, and stay
-  installed after the capture; with no active client they do nothing.
+:class:`~vgi_rpc.testing.fake_transport.InMemoryTransport` against fresh scopes;
+on exit the scopes and client that were active before are put back. Everything
+read from a :class:`SentryCapture` is plain JSON data, read after a flush.
+:class:`RecordingHook` records what each dispatch saw, for testing hooks and
+servers without Sentry. The user documentation -- isolation, caveats (threads,
+the SDK's background workers, ``before_send``, ``release``), options, snapshots --
+is docs/testing.md; ``RecordingHook`` is in the README's "Dispatch hooks".
 
 This module sets the SDK up and puts it back (:func:`sentry_capture`); what a
 capture gives is :class:`SentryCapture` (``_capture``), which reads payloads of
@@ -56,21 +33,24 @@ either SDK generation with ``_payloads`` and lists them with ``_describe``.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from vgi_rpc._telemetry import reset_context_var
 from vgi_rpc.testing._capture import FLUSH_TIMEOUT, SentryCapture
+from vgi_rpc.testing._recording import RecordedCall, RecordingHook
 
 if TYPE_CHECKING:
     from vgi_rpc.testing.fake_transport import InMemoryTransport, envelope_to_dict
 
-SentryCapture.__module__ = __name__  # its public home
+SentryCapture.__module__ = RecordingHook.__module__ = RecordedCall.__module__ = __name__  # their public home
 
 __all__ = [
     "DEFAULT_DSN",
     "DEFAULT_RELEASE",
     "InMemoryTransport",
+    "RecordedCall",
+    "RecordingHook",
     "SentryCapture",
     "envelope_to_dict",
     "sentry_capture",
@@ -112,8 +92,8 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
     On exit (also on error) the capture's client is flushed and closed, and
     the previous global scope, isolation scope and current scope -- hence the
     previous client -- are restored.  Must be entered and exited in the same
-    thread/context (pytest does that for fixtures).  See the module docstring
-    for caveats (threads, SDK background workers, ``before_send``).
+    thread/context (pytest does that for fixtures).  Caveats (threads, SDK
+    background workers, ``before_send``): docs/testing.md, "Caveats".
 
     Also available as the pytest fixture ``sentry_capture``.
     """
@@ -157,12 +137,5 @@ def sentry_capture(**init_options: Any) -> Iterator[SentryCapture]:
             if isinstance(final_client, sentry_sdk.Client) and final_client is not cap.client:
                 final_client.close(timeout=FLUSH_TIMEOUT)
             _sentry_scope._global_scope = saved_global
-            _reset(_sentry_scope._current_scope, cur_token)
-            _reset(_sentry_scope._isolation_scope, iso_token)
-
-
-def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
-    try:
-        var.reset(token)
-    except ValueError:  # exited in another context: put the old value back anyway
-        var.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)
+            reset_context_var(_sentry_scope._current_scope, cur_token)  # exited in another context too
+            reset_context_var(_sentry_scope._isolation_scope, iso_token)
