@@ -42,6 +42,7 @@ from vgi_rpc import (
     Stream,
     serve_pipe,
 )
+from vgi_rpc.testing import RecordingHook
 from vgi_rpc.wire import LogMessage
 
 HEX12 = re.compile(r"[0-9a-f]{12}")
@@ -180,24 +181,16 @@ def test_ctx_is_injected_with_call_facts(calc: Calc) -> None:
 
 def test_serve_pipe_auth_is_the_caller_of_every_call_on_the_connection() -> None:
     """``serve_pipe(..., auth=)``: the pipe has no credentials, the server's starter fixes the caller."""
-    seen: list[AuthContext] = []
-
-    class AuthHook:
-        def on_dispatch_start(self, info: Any, auth: AuthContext, md: Any, kwargs: Any) -> None:
-            seen.append(auth)
-
-        def on_dispatch_end(self, token: Any, info: Any, error: Any) -> None:
-            pass
-
+    hook = RecordingHook()
     who = AuthContext(domain="pipe", authenticated=True, principal="worker-7", claims={"team": "ops"})
     impl = CalculatorImpl()
-    server = RpcServer(Calculator, impl, hooks=[AuthHook()])
+    server = RpcServer(Calculator, impl, hooks=[hook])
     with serve_pipe(server, auth=who) as proxy:
         facts = proxy.whoami()
         assert impl.last_ctx is not None and impl.last_ctx.auth is who
         assert len(list(proxy.countdown(n=1))) == 1
     assert (facts["auth_domain"], facts["authenticated"]) == ("pipe", "True")
-    assert seen == [who, who]  # the unary call and the stream call
+    assert [c.auth for c in hook.calls] == [who, who]  # the unary call and the stream call
     with serve_pipe(Calculator, CalculatorImpl()) as proxy:
         assert proxy.whoami()["authenticated"] == "False"  # ANONYMOUS by default
 
@@ -261,7 +254,7 @@ def test_tracebacks_are_sent_only_when_configured() -> None:
         p.fail(message="deep down")
     assert info.value.remote_traceback is not None
     assert "deep down" in info.value.remote_traceback
-    assert "_raise" in info.value.remote_traceback
+    assert "raise_named" in info.value.remote_traceback
 
 
 def test_result_that_does_not_fit_the_return_type_is_an_error_for_the_client() -> None:

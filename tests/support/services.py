@@ -11,10 +11,10 @@ scripts in ``tests/workers/`` put ``tests/`` on ``sys.path`` themselves.
 * :class:`TypesService`: one echo method per supported annotation (with
   ``protocol_name`` set, so the wire name differs from the class name).
 
-Stream states are dataclasses whose fields are Arrow-mappable (HTTP carries the
-state in a token). Cancellation and processing are recorded in module-level
-registries keyed by a caller-chosen ``tag``, readable remotely through
-``Calculator.stream_events``, so subprocess tests can observe them too.
+The stream states live in ``support.streams`` (re-exported here). Cancellation
+and processing are recorded there in module-level registries keyed by a
+caller-chosen ``tag``, readable remotely through ``Calculator.stream_events``,
+so subprocess tests can observe them too.
 """
 
 from __future__ import annotations
@@ -22,20 +22,28 @@ from __future__ import annotations
 import enum
 import os
 import sys
-import threading
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Optional, Protocol
 
 import pyarrow as pa
 
+from support.streams import (  # re-exported: suites import them from here too
+    COUNT_SCHEMA,
+    ERROR_TYPES,
+    X_SCHEMA,
+    Y_SCHEMA,
+    Countdown,
+    FailingExchange,
+    FailingProducer,
+    Scaler,
+    raise_named,
+    record,
+    stream_events,
+    xs,
+)
 from vgi_rpc import (
-    AnnotatedBatch,
     ArrowType,
     CallContext,
-    ExchangeState,
-    OutputCollector,
-    ProducerState,
     Stream,
 )
 
@@ -93,125 +101,6 @@ class Shape:
     origin: Point
     label: str | None = None
     weights: dict[str, int] | None = None
-
-
-# --------------------------------------------------------------------------- event registry
-
-_EVENTS_LOCK = threading.Lock()
-_EVENTS: dict[str, list[str]] = defaultdict(list)
-
-
-def record(tag: str, event: str) -> None:
-    """Record *event* for stream *tag* (``"process"``, ``"cancel"``...)."""
-    with _EVENTS_LOCK:
-        _EVENTS[tag].append(event)
-
-
-def stream_events(tag: str) -> list[str]:
-    """Events recorded so far for *tag*, in order."""
-    with _EVENTS_LOCK:
-        return list(_EVENTS.get(tag, ()))
-
-
-ERROR_TYPES: dict[str, type[Exception]] = {
-    "ValueError": ValueError,
-    "RuntimeError": RuntimeError,
-    "ZeroDivisionError": ZeroDivisionError,
-    "FileNotFoundError": FileNotFoundError,
-    "ArrowInvalid": pa.ArrowInvalid,
-    "PermissionError": PermissionError,
-}
-"""Exception classes the failing methods can raise, by name (``error_type`` parameter)."""
-
-
-def _raise(error_type: str, message: str) -> None:
-    raise ERROR_TYPES[error_type](message)
-
-
-# --------------------------------------------------------------------------- stream states
-
-COUNT_SCHEMA = pa.schema([pa.field("i", pa.int64(), nullable=False)])
-X_SCHEMA = pa.schema([pa.field("x", pa.float64())])
-Y_SCHEMA = pa.schema([pa.field("y", pa.float64())])
-
-
-def xs(*values: float) -> AnnotatedBatch:
-    """An input batch for ``Calculator.scale`` / ``fail_process``: column ``x``, type inferred."""
-    return AnnotatedBatch.from_pydict({"x": list(values)})
-
-
-@dataclass
-class Countdown(ProducerState):
-    """Emits ``n-1 ... 0`` one row per turn, logging each tick, then finishes."""
-
-    n: int
-    tag: str = ""
-
-    def produce(self, out: OutputCollector, ctx: CallContext) -> None:
-        """One row per turn; ``finish()`` when exhausted."""
-        if self.n <= 0:
-            out.finish()
-            return
-        self.n -= 1
-        if self.tag:
-            record(self.tag, "produce")
-        out.log("INFO", f"tick {self.n}", remaining=self.n)
-        out.emit_pydict({"i": [self.n]})
-
-
-@dataclass
-class Scaler(ExchangeState):
-    """Multiplies column ``x`` by ``factor`` into column ``y``; records process/cancel by tag."""
-
-    factor: float
-    tag: str = ""
-
-    def exchange(self, input: AnnotatedBatch, out: OutputCollector, ctx: CallContext) -> None:
-        """Emit ``y = x * factor``; echoes the input's custom metadata."""
-        if self.tag:
-            record(self.tag, "process")
-        xs = input.batch.column("x").to_pylist()
-        md = dict(input.custom_metadata or {})
-        if md:
-            out.log("DEBUG", "input metadata", **md)
-        out.emit_pydict({"y": [None if x is None else x * self.factor for x in xs]}, metadata=md or None)
-
-    def on_cancel(self, ctx: CallContext) -> None:
-        """Record the cancel."""
-        if self.tag:
-            record(self.tag, "cancel")
-
-
-@dataclass
-class FailingProducer(ProducerState):
-    """Emits ``n`` rows, then raises ``ERROR_TYPES[error_type](message)``."""
-
-    n: int
-    message: str
-    error_type: str = "RuntimeError"
-    emitted: int = 0
-
-    def produce(self, out: OutputCollector, ctx: CallContext) -> None:
-        """Emit until ``n``, then fail."""
-        if self.emitted >= self.n:
-            _raise(self.error_type, self.message)
-        self.emitted += 1
-        out.emit_pydict({"i": [self.emitted]})
-
-
-@dataclass
-class FailingExchange(ExchangeState):
-    """Echoes ``x`` as ``y``; raises ``ERROR_TYPES[error_type](message)`` on a negative ``x``."""
-
-    message: str
-    error_type: str = "ValueError"
-
-    def exchange(self, input: AnnotatedBatch, out: OutputCollector, ctx: CallContext) -> None:
-        """Fail on negative input, else echo."""
-        xs = input.batch.column("x").to_pylist()
-        if any(x is not None and x < 0 for x in xs):
-            _raise(self.error_type, self.message)
-        out.emit_pydict({"y": xs})
 
 
 # --------------------------------------------------------------------------- Calculator
@@ -300,7 +189,7 @@ class CalculatorImpl:
         return None
 
     def fail(self, message: str, error_type: str = "ValueError") -> int:
-        _raise(error_type, message)
+        raise_named(error_type, message)
         raise AssertionError("unreachable")
 
     def whoami(self, ctx: CallContext) -> dict[str, str]:
@@ -345,7 +234,7 @@ class CalculatorImpl:
         return Stream(output_schema=Y_SCHEMA, state=Scaler(factor=factor, tag=tag), input_schema=X_SCHEMA)
 
     def fail_init(self, message: str, error_type: str = "ValueError") -> Stream[Countdown]:
-        _raise(error_type, message)
+        raise_named(error_type, message)
         raise AssertionError("unreachable")
 
     def fail_produce(self, n: int, message: str, error_type: str = "RuntimeError") -> Stream[FailingProducer]:

@@ -5,8 +5,9 @@ Unary calls that succeed, fail (``ValueError``, ``PermissionError``, ``KeyError`
 every parameter type ``record_params`` must keep or drop; ``login`` holds secrets
 the redactor must hide; a producer (``countdown``, column ``n``, optionally
 failing at a given value) and an exchange (``scale``, column ``x``, failing on
-negative input). Names, columns and exception types are asserted by the Sentry
-tests: add, don't change.
+negative input; both states, ``Ticks`` and ``CheckedScale``, live in
+``support.streams``). Names, columns and exception types are asserted by the
+Sentry tests: add, don't change.
 """
 
 from __future__ import annotations
@@ -18,38 +19,13 @@ from typing import Any, Protocol
 import pyarrow as pa
 import sentry_sdk
 
+from support.streams import CheckedScale, Ticks
 from vgi_rpc import AnnotatedBatch, AuthContext, RpcServer
 from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
-from vgi_rpc.streams import ExchangeState, OutputCollector, ProducerState, Stream
+from vgi_rpc.streams import Stream
 
 COUNT_SCHEMA = pa.schema([pa.field("n", pa.int64())])
 X_SCHEMA = pa.schema([pa.field("x", pa.float64())])
-
-
-@dataclass
-class Countdown(ProducerState):
-    n: int
-    fail_at: int = -1
-
-    def produce(self, out: OutputCollector, ctx: Any) -> None:
-        if self.n == self.fail_at:
-            raise RuntimeError(f"producer failed at {self.n}")
-        if self.n <= 0:
-            out.finish()
-            return
-        out.emit_pydict({"n": [self.n]})
-        self.n -= 1
-
-
-@dataclass
-class Scale(ExchangeState):
-    factor: float
-
-    def exchange(self, input: AnnotatedBatch, out: OutputCollector, ctx: Any) -> None:
-        xs = input.batch.column("x").to_pylist()
-        if any(x < 0 for x in xs):
-            raise ArithmeticError("negative input")
-        out.emit_pydict({"x": [x * self.factor for x in xs]})
 
 
 @dataclass
@@ -82,8 +58,8 @@ class Shop(Protocol):
         fail: bool = False,
     ) -> int: ...
     def login(self, user: str, api_token: str, db_password: str) -> int: ...
-    def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]: ...
-    def scale(self, factor: float) -> Stream[Scale]: ...
+    def countdown(self, n: int, fail_at: int = -1) -> Stream[Ticks]: ...
+    def scale(self, factor: float) -> Stream[CheckedScale]: ...
 
 
 class ShopImpl:
@@ -115,15 +91,15 @@ class ShopImpl:
         credentials = (api_token, db_password)  # a local holding the secrets, as real code would
         raise PermissionError(f"login refused for {user} ({len(credentials)} credentials)")
 
-    def countdown(self, n: int, fail_at: int = -1) -> Stream[Countdown]:
+    def countdown(self, n: int, fail_at: int = -1) -> Stream[Ticks]:
         if n < 0:
             raise ValueError("n must be >= 0")
-        return Stream(COUNT_SCHEMA, Countdown(n, fail_at))
+        return Stream(COUNT_SCHEMA, Ticks(n, fail_at))
 
-    def scale(self, factor: float) -> Stream[Scale]:
+    def scale(self, factor: float) -> Stream[CheckedScale]:
         if factor == 0:
             raise ZeroDivisionError("factor must not be 0")
-        return Stream(X_SCHEMA, Scale(factor), input_schema=X_SCHEMA)
+        return Stream(X_SCHEMA, CheckedScale(factor), input_schema=X_SCHEMA)
 
 
 def make_server(config: SentryConfig | None = None) -> RpcServer:
