@@ -12,12 +12,14 @@ import importlib
 
 __all__ = ["EXTRAS", "MissingExtraError", "require"]
 
-#: The top-level modules each extra of ``pyproject.toml`` provides (and that vgi_rpc imports).
+#: The modules each extra of ``pyproject.toml`` provides (and that vgi_rpc imports).
+#: ``tests/core/test_extras.py`` checks this table against ``pyproject.toml`` both ways.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "http": ("falcon", "waitress", "httpx", "zstandard", "cryptography", "joserfc"),
     "sentry": ("sentry_sdk",),
     "otel": ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.sdk"),
-    "testing": ("pytest", "syrupy"),
+    "relay": ("sentry_relay",),
+    "testing": ("pytest", "syrupy", "pytest_benchmark"),
 }
 
 
@@ -41,16 +43,23 @@ class MissingExtraError(ModuleNotFoundError):
         self.extras = extras
 
 
-def require(feature: str, *extras: str) -> None:
+def require(feature: str, *extras: str, only: tuple[str, ...] = ()) -> None:
     """Import every module of ``extras``; raise :class:`MissingExtraError` naming them if one is missing.
 
     ``feature`` is what the caller is (``"vgi_rpc.http"``, ``"sentry_capture"``),
-    used in the message. Modules already imported cost a dict lookup. A module
-    that is installed but fails to import for another reason (a broken
-    install) raises its own error, unchanged.
+    used in the message. ``only`` narrows the check to those modules of the
+    extras (``require("the sentry_snapshot fixture", "testing", only=("syrupy",))``:
+    a feature that needs one package of an extra does not import the others).
+    Modules already imported cost a dict lookup. A module that is installed but
+    fails to import for another reason (a broken install) raises its own error,
+    unchanged.
     """
+    if only and not set(only) <= {m for extra in extras for m in EXTRAS[extra]}:
+        raise ValueError(f"require(only={only!r}) names a module none of the extras {extras!r} provides")
     for extra in extras:
         for module in EXTRAS[extra]:
+            if only and module not in only:
+                continue
             try:
                 importlib.import_module(module)
             except ModuleNotFoundError as exc:

@@ -5,12 +5,13 @@ imported (``support.missing.run_without``: an import blocker on ``sys.meta_path`
 makes ``import falcon`` -- or ``sentry_sdk``, ``syrupy``, ``opentelemetry`` --
 fail exactly as it fails where the package is not installed).  Nothing of
 Sentry is mocked: the blocked package is simply absent.  The acceptance suite
-(``tests/testing_kit/test_user_project.py``) repeats the user-facing cases in a venv built
+(``tests/testing_kit/test_user_project_snapshots_and_extras.py``) repeats the user-facing cases in a venv built
 from a non-editable install, where OpenTelemetry is absent for real.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -28,13 +29,25 @@ CASES = [
     ("httpx", "import vgi_rpc.http", "vgi_rpc.http", "http"),
     ("joserfc", "from vgi_rpc.http import jwt_authenticator", "vgi_rpc.http", "http"),
     ("opentelemetry", "import vgi_rpc.otel", "vgi_rpc.otel", "otel"),
-    ("sentry_sdk", "from vgi_rpc.testing import sentry_capture\nsentry_capture().__enter__()", "sentry_capture", "sentry"),
-    ("sentry_sdk", "from vgi_rpc.testing import InMemoryTransport", "vgi_rpc.testing.InMemoryTransport", "sentry"),
+    (
+        "sentry_sdk",
+        "from vgi_rpc.testing import sentry_capture\nsentry_capture().__enter__()",
+        "sentry_capture",
+        "sentry",
+    ),
+    (
+        "sentry_sdk",
+        "from vgi_rpc.testing import InMemoryTransport",
+        "vgi_rpc.testing.InMemoryTransport",
+        "sentry",
+    ),
     ("syrupy", "import vgi_rpc.testing.snapshots", "vgi_rpc.testing.snapshots", "testing"),
 ]
 
 
-@pytest.mark.parametrize(("blocked", "code", "feature", "extra"), CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("blocked", "code", "feature", "extra"), CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES]
+)
 def test_a_missing_package_names_its_extra(blocked: str, code: str, feature: str, extra: str) -> None:
     probe = f"""
 try:
@@ -60,7 +73,16 @@ def test_the_demo_names_both_of_its_extras() -> None:
 
 
 def test_the_core_and_the_kit_import_without_any_extra() -> None:
-    everything = ("falcon", "waitress", "httpx", "zstandard", "cryptography", "joserfc", "sentry_sdk", "syrupy")
+    everything = (
+        "falcon",
+        "waitress",
+        "httpx",
+        "zstandard",
+        "cryptography",
+        "joserfc",
+        "sentry_sdk",
+        "syrupy",
+    )
     proc = run_without(
         (*everything, "opentelemetry"),
         """
@@ -91,19 +113,72 @@ def test_missing_extra_error_is_an_import_error_naming_the_module() -> None:
     require("here", *EXTRAS)  # everything is installed in the test venv: no error
 
 
-def test_extras_table_matches_pyproject() -> None:
-    """Every extra require() names exists in pyproject.toml and lists a package for each module."""
+#: The extras of pyproject.toml that only gather others and tools for this project's own suite.
+META_EXTRAS = {"test", "dev"}
+
+#: Each distribution an extra lists -> the module of ``EXTRAS`` that stands for it.
+DISTRIBUTION_MODULE = {
+    "falcon": "falcon",
+    "waitress": "waitress",
+    "httpx": "httpx",
+    "zstandard": "zstandard",
+    "cryptography": "cryptography",
+    "joserfc": "joserfc",
+    "sentry-sdk": "sentry_sdk",
+    "opentelemetry-api": "opentelemetry.trace",
+    "opentelemetry-sdk": "opentelemetry.sdk",
+    "sentry-relay": "sentry_relay",
+    "pytest": "pytest",
+    "syrupy": "syrupy",
+    "pytest-benchmark": "pytest_benchmark",
+}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pyproject_extras() -> dict[str, set[str]]:
+    """``[project.optional-dependencies]``: extra -> the canonical names of its distributions."""
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-    extras = pyproject["project"]["optional-dependencies"]
-    distribution = {"sentry_sdk": "sentry-sdk", "opentelemetry": "opentelemetry-api"}
+    extras: dict[str, list[str]] = pyproject["project"]["optional-dependencies"]
+    return {
+        extra: {_canonical(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in reqs}
+        for extra, reqs in extras.items()
+    }
+
+
+def test_extras_table_matches_pyproject_both_ways() -> None:
+    """EXTRAS has exactly pyproject's extras (less the meta ones), each package of one has its module."""
+    extras = _pyproject_extras()
+    assert set(EXTRAS) == set(extras) - META_EXTRAS
+    for extra, distributions in extras.items():
+        if extra in META_EXTRAS:
+            continue
+        for dist in distributions:
+            assert dist in DISTRIBUTION_MODULE, f"extra {extra!r}: say which module stands for {dist!r}"
+            assert DISTRIBUTION_MODULE[dist] in EXTRAS[extra], (extra, dist)
+
+
+def test_every_module_of_the_table_comes_from_its_extra() -> None:
+    """The other way round: each module of EXTRAS is installed by a distribution its extra lists."""
+    from importlib.metadata import packages_distributions
+
+    installed_by = {top: {_canonical(d) for d in dists} for top, dists in packages_distributions().items()}
+    extras = _pyproject_extras()
     for extra, modules in EXTRAS.items():
-        assert extra in extras, extra
-        requirements = " ".join(extras[extra])
         for module in modules:
             top = module.split(".")[0]
-            assert distribution.get(top, top) in requirements, (extra, module)
+            assert installed_by.get(top, set()) & extras[extra], (extra, module)
+    assert {_canonical(d) for d in DISTRIBUTION_MODULE} == set(DISTRIBUTION_MODULE)  # names as pyproject's
+
+
+def test_require_only_checks_the_named_modules() -> None:
+    require("here", "testing", only=("syrupy",))
+    with pytest.raises(ValueError, match="none of the extras"):
+        require("here", "testing", only=("sentry_sdk",))
 
 
 # -- the pytest plugin in a project that lacks an extra ----------------------------------------------
@@ -148,5 +223,7 @@ def test_sentry_snapshot_without_syrupy_fails_naming_the_extra(pytester: pytest.
     proc = _pytest_without(("syrupy",), pytester.path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 passed, 1 error" in proc.stdout
-    assert "the sentry_snapshot fixture needs the 'testing' extra: pip install 'vgi-rpc[testing]'" in proc.stdout
+    assert (
+        "the sentry_snapshot fixture needs the 'testing' extra: pip install 'vgi-rpc[testing]'" in proc.stdout
+    )
     assert "fixture 'snapshot' not found" not in proc.stdout

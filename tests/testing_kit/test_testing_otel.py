@@ -200,4 +200,5 @@ def test_without_the_otel_sdk_the_import_names_the_extra() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "the OpenTelemetry SDK (the 'otel' extra): pip install 'vgi-rpc[otel]'" in proc.stdout
+    assert "vgi_rpc.testing.otel needs the 'otel' extra: pip install 'vgi-rpc[otel]'" in proc.stdout
+    assert "(missing module: opentelemetry.sdk)" in proc.stdout

@@ -48,27 +48,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-try:
-    from opentelemetry import metrics as _metrics_api
-    from opentelemetry import trace as _trace_api
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        Gauge,
-        HistogramDataPoint,
-        InMemoryMetricReader,
-        MetricsData,
-        NumberDataPoint,
-    )
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    raise ModuleNotFoundError(
-        "vgi_rpc.testing.otel needs the OpenTelemetry SDK (the 'otel' extra): pip install 'vgi-rpc[otel]'",
-        name=exc.name,
-    ) from exc
+from vgi_rpc._extras import require
 
-from vgi_rpc.otel import OtelConfig
+require("vgi_rpc.testing.otel", "otel")  # a missing OpenTelemetry SDK names the extra to install
+
+from opentelemetry import metrics as _metrics_api  # noqa: E402
+from opentelemetry import trace as _trace_api  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import (  # noqa: E402
+    Gauge,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    MetricsData,
+    NumberDataPoint,
+)
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+from vgi_rpc.otel import OtelConfig  # noqa: E402
 
 __all__ = ["CapturedSpan", "MetricPoint", "OtelCapture", "SpanEvent", "SpanParent", "otel_capture"]
 

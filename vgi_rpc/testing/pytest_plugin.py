@@ -183,7 +183,7 @@ else:
         """Unavailable: syrupy is not installed (the ``testing`` extra brings it)."""
         from vgi_rpc._extras import require
 
-        require("the sentry_snapshot fixture", "testing")
+        require("the sentry_snapshot fixture", "testing", only=("syrupy",))
         raise AssertionError("unreachable: syrupy is importable after all")  # pragma: no cover
 
 

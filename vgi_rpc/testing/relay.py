@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
+from vgi_rpc._extras import require
 from vgi_rpc.testing._ingest_diff import DEFAULT_IGNORE, Finding, findings, render
 
 __all__ = [
@@ -107,8 +108,6 @@ timestamps more than 30 days old or a minute in the future flagged (so a test
 running under a frozen clock sees what Sentry would do to its timestamps).
 """
 
-_EXTRA_HINT = "pip install 'vgi-rpc[relay]'"
-
 _SPANS_UNCHECKABLE = (
     "sentry-sdk 3 (span streaming) sends spans as 'span' items, which Relay's Python "
     "normaliser does not take, so their attributes are not checked against Relay"
@@ -132,13 +131,8 @@ def _relay() -> ModuleType:
     """``sentry_relay``, imported on first use, with its ``RUST_BACKTRACE`` side effect undone."""
     before = os.environ.get("RUST_BACKTRACE")
     try:
+        require("checking what Sentry would store (Relay's normaliser)", "relay")
         import sentry_relay
-    except ImportError as exc:
-        raise ModuleNotFoundError(
-            "checking what Sentry would store needs Sentry's Relay normaliser (the 'relay' extra): "
-            f"{_EXTRA_HINT}",
-            name="sentry_relay",
-        ) from exc
     finally:
         if before is None:
             os.environ.pop("RUST_BACKTRACE", None)

@@ -67,14 +67,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _benchmark_fixture(request: pytest.FixtureRequest) -> Any:
-    try:
-        import pytest_benchmark  # noqa: F401
-    except ImportError:
-        raise ModuleNotFoundError(
-            "the ratio_benchmark fixture needs pytest-benchmark (the 'testing' extra): "
-            "pip install 'vgi-rpc[testing]'",
-            name="pytest_benchmark",
-        ) from None
+    from vgi_rpc._extras import require
+
+    require("the ratio_benchmark fixture", "testing", only=("pytest_benchmark",))
     try:
         return request.getfixturevalue("benchmark")
     except pytest.FixtureLookupError:
