@@ -1,7 +1,7 @@
 """Run code in a fresh interpreter where some packages cannot be imported -- as if not installed.
 
 Shared by the suites that check the missing-extra messages
-(``core/test_extras.py``, ``testing_kit/test_user_project.py``). An import blocker on ``sys.meta_path`` makes
+(``core/test_extras.py``, ``testing_kit/test_user_project_snapshots_and_extras.py``). An import blocker on ``sys.meta_path`` makes
 ``import falcon`` fail exactly as it fails where falcon is not installed
 (``ModuleNotFoundError`` with ``name`` set), after dropping the package from
 ``sys.modules``. Nothing is mocked: the package is simply not importable.

@@ -1,7 +1,7 @@
 """Temporary venvs with this checkout installed the way a user installs it: from a wheel, non-editable.
 
-Shared by the two user-project suites (``testing_kit/test_user_project.py``,
-``testing_kit/test_kit_user_project.py``) through the session fixtures of
+Shared by the two user-project suites (``testing_kit/test_user_project_snapshots_and_extras.py``,
+``testing_kit/test_user_project_relay_otel_ratios.py``) through the session fixtures of
 ``testing_kit/conftest.py``, so one session builds one wheel and installs its
 dependencies once:
 
@@ -57,7 +57,9 @@ def make_venv(where: Path, wheel: Path, extras: str, *, on_top_of: UserEnv | Non
     _run([sys.executable, "-m", "venv", str(where)], timeout=120)
     python = where / "bin" / "python"
     site = Path(
-        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60).strip()
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60
+        ).strip()
     )
     if on_top_of is not None:
         (site / "_user_base.pth").write_text(f"{on_top_of.site_packages}\n")

@@ -1,10 +1,10 @@
 """Session fixtures of the testing-kit suites: the users' venvs, built once per session.
 
 ``user_base_env`` is what a user of the testing kit installs,
-``vgi-rpc[http,sentry,testing]`` from a wheel (``test_user_project.py``: it
+``vgi-rpc[http,sentry,testing]`` from a wheel (``test_user_project_snapshots_and_extras.py``: it
 also proves that ``vgi_rpc.otel`` names its extra where OpenTelemetry really is
 not installed). ``user_full_env`` adds ``[relay,otel]`` on top of it, in a venv
-of its own (``test_kit_user_project.py``). Both use the running suite's
+of its own (``test_user_project_relay_otel_ratios.py``). Both use the running suite's
 sentry-sdk. See ``support/user_venv.py``.
 """
 

@@ -1,4 +1,4 @@
-"""Acceptance: the testing kit in a user's own project, installed the way a user installs it.
+"""Envelope snapshots, the failure report and missing-extra messages in a user's project installed from a wheel.
 
 The session's user venv (``user_base_env``, testing_kit/conftest.py) has this
 checkout installed **non-editable** from a wheel, ``vgi-rpc[http,sentry,testing]``
@@ -17,7 +17,7 @@ docs/testing.md -- is run with that venv's pytest:
 * the missing-extra messages name the extra: ``vgi_rpc.otel`` really is not
   installed there; falcon, sentry_sdk and syrupy are made unimportable.
 
-Cost: the shared venv (built once per session, with test_kit_user_project.py's),
+Cost: the shared venv (built once per session, with test_user_project_relay_otel_ratios.py's),
 six pytest runs.
 """
 

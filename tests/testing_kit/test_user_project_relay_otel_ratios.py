@@ -1,9 +1,15 @@
-"""Acceptance of issue 14 from a user's side: a fresh project, a non-editable install, tests written from the docs.
+"""The kit's Relay check, OpenTelemetry capture and ratio gate in a user's project installed from a wheel.
+
+A fresh project with every extra (``[sentry,relay,testing,otel,http]``, not
+editable), tests written from the docs: documented envelopes pass Relay's
+``assert_ingestible``, a long tag is flagged, ``otel_capture`` sees one server span
+per call and restores the providers, and ``ratio_benchmark`` gates the Sentry
+hook's cost (first written as the acceptance of issue 14).
 
 The session's ``user_full_env`` (testing_kit/conftest.py): a wheel built from
 this working tree, installed with ``[sentry,relay,testing,otel,http]`` and the
 suite's sentry-sdk into a venv of its own (no editable install, no access to
-this checkout; it reuses the packages of test_user_project.py's venv, which
+this checkout; it reuses the packages of test_user_project_snapshots_and_extras.py's venv, which
 stays without relay and OpenTelemetry).  The user's project is a pytester
 directory; its tests run with the venv's interpreter.  Kept bounded: a handful
 of pytest runs, the gate with few rounds.
