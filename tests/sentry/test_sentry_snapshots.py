@@ -3,7 +3,8 @@
 ``tests/sentry/test_sentry_*.py`` assert individual values; this module pins the
 *whole* envelope each scenario sends, normalised by
 :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension` and stored in
-``tests/sentry/snapshots/test_sentry_snapshots/``. Any change to what
+``tests/snapshots/test_sentry_snapshots/`` (the project's snapshots
+folder, one level up from this module). Any change to what
 ``vgi_rpc/sentry.py`` puts in an envelope -- a field added, renamed, moved or
 valued differently -- fails one of these tests; review the diff, then run
 ``pytest --snapshot-update``.
@@ -50,13 +51,15 @@ pytestmark = pytest.mark.sentry_options(release="vgi-rpc@snapshot", environment=
 
 
 class PerGeneration(SentryEnvelopeExtension):
-    """One snapshot set per SDK generation: sentry-sdk 3 streams spans, so its envelopes
-    differ legitimately (span items instead of transactions); its set lives in ``sdk3/``."""
+    """``tests/snapshots/<module>/``, one set per SDK generation: sentry-sdk 3 streams spans,
+    so its envelopes differ legitimately (span items instead of transactions); its set lives
+    in ``sdk3/``."""
 
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
-        base = super().dirname(test_location=test_location)
-        return str(Path(base) / "sdk3") if STREAMING else base
+        tests_dir = Path(test_location.filepath).parent.parent
+        base = tests_dir / cls.snapshot_dirname / test_location.basename
+        return str(base / "sdk3") if STREAMING else str(base)
 
 
 @pytest.fixture
@@ -85,6 +88,8 @@ X_SCHEMA = pa.schema([pa.field("x", pa.float64())])
 
 
 # -- the service ----------------------------------------------------------------------------------
+# Its own states, not support.streams' Ticks/CheckedScale: the snapshots pin the module
+# and file the failing frames come from (``test_sentry_snapshots``) and their messages.
 
 
 @dataclass
@@ -482,7 +487,7 @@ _unmutated_collect = _SentryDispatchHook._collect
 
 def _mutated_collect(self, info, auth, kwargs):
     facts = _unmutated_collect(self, info, auth, kwargs)
-    facts.trace.tags["mutant"] = "yes"  # a tag on events, and on spans (3.x: an attribute)
+    facts.tags["mutant"] = "yes"  # a tag on events, and on spans (3.x: an attribute)
     return facts
 
 
@@ -499,12 +504,14 @@ def test_a_changed_sentry_field_fails_the_snapshots(
     shutil.copytree(package, pytester.path / "vgi_rpc", ignore=shutil.ignore_patterns("__pycache__"))
     sentry_py = pytester.path / "vgi_rpc" / "sentry.py"
     sentry_py.write_text(sentry_py.read_text(encoding="utf-8") + _MUTANT, encoding="utf-8")
-    shutil.copy(here / "test_sentry_snapshots.py", pytester.path / "test_sentry_snapshots.py")
+    (pytester.path / "sentry").mkdir()
+    shutil.copy(here / "test_sentry_snapshots.py", pytester.path / "sentry" / "test_sentry_snapshots.py")
     shutil.copytree(
         here.parent / "support", pytester.path / "support", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copytree(
-        here / "snapshots" / "test_sentry_snapshots", pytester.path / "snapshots" / "test_sentry_snapshots"
+        here.parent / "snapshots" / "test_sentry_snapshots",
+        pytester.path / "snapshots" / "test_sentry_snapshots",
     )
     monkeypatch.setenv("PYTHONPATH", str(pytester.path))
 
