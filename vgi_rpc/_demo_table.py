@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vgi_rpc.testing import SentryCapture
+from vgi_rpc.testing._payloads import session_totals
+from vgi_rpc.testing._payloads import tags as tags_of
 
 __all__ = ["explain", "item_counts", "render_envelopes"]
 
@@ -35,13 +37,6 @@ def _capture(envelopes: SentryCapture | Iterable[Mapping[str, Any]]) -> SentryCa
 def _mappings(payloads: Iterable[Any]) -> list[Mapping[str, Any]]:
     """The payloads that are JSON objects (an item the SDK sent as bytes gets no row here)."""
     return [p for p in payloads if isinstance(p, Mapping)]
-
-
-def _tags(view: Mapping[str, Any]) -> dict[str, Any]:
-    tags = view.get("tags") or {}
-    if isinstance(tags, list):  # the SDK may send [[k, v], ...]
-        return {str(k): v for k, v in tags}
-    return dict(tags)
 
 
 def _kv(mapping: Mapping[str, Any] | None) -> str:
@@ -67,7 +62,7 @@ def _http_status(txn: Mapping[str, Any]) -> tuple[str, Any] | None:
     (3.x) has no tags, the status is the segment's ``http.response.status_code``
     attribute. The tag first: it is what Sentry's search and tag lists show.
     """
-    tags = _tags(txn)
+    tags = tags_of(txn)
     if "http.status_code" in tags:
         return "http.status_code", tags["http.status_code"]
     data = _data(txn)
@@ -115,13 +110,8 @@ def _event_status(event: Mapping[str, Any]) -> str:
 
 
 def _session_totals(payloads: Iterable[Any]) -> dict[str, int]:
-    totals = dict.fromkeys(_SESSION_COUNTS, 0)
-    for payload in payloads:
-        buckets = payload.get("aggregates") if isinstance(payload, Mapping) else None
-        for bucket in buckets or []:
-            for key in _SESSION_COUNTS:
-                totals[key] += int(bucket.get(key) or 0)
-    return totals
+    totals = session_totals(payloads)
+    return {key: totals.get(key, 0) for key in _SESSION_COUNTS}
 
 
 def _counted(totals: Mapping[str, int]) -> str:
@@ -151,53 +141,66 @@ def render_envelopes(envelopes: SentryCapture | Iterable[Mapping[str, Any]]) -> 
     (client reports, attachments...) get a bare row.
     """
     capture = _capture(envelopes)
-    rows: list[tuple[str, str, str]] = []
-    details: list[list[tuple[str, str]]] = []
-    for txn in sorted(_mappings(capture.transactions), key=_started):
-        rows.append(
-            ("transaction", str(txn.get("transaction") or "-"), str(_trace(txn).get("status") or "-"))
-        )
-        spans = [f"{s.get('op')} {s.get('description')} ({_span_status(s)})" for s in txn.get("spans") or []]
-        details.append(
-            [
-                ("request", _request(txn)),
-                ("tags", _kv(dict(sorted(_tags(txn).items())))),
-                ("user", _user(txn)),
-                (
-                    "rpc.* span data",
-                    _kv({k: v for k, v in sorted(_data(txn).items()) if k.startswith("rpc.")}),
-                ),
-                ("child spans", ", ".join(spans) or "-"),
-            ]
-        )
-    for event in _mappings(capture.events):
-        rows.append(("event", str(event.get("transaction") or "-"), _event_status(event)))
-        details.append(
-            [
-                ("tags", _kv(dict(sorted(_tags(event).items())))),
-                ("contexts.rpc", _kv(dict(sorted(((event.get("contexts") or {}).get("rpc") or {}).items())))),
-                ("user", _user(event)),
-            ]
-        )
+    rows: list[tuple[_Row, _Details]] = []
+    rows.extend(_transaction_row(txn) for txn in sorted(_mappings(capture.transactions), key=_started))
+    rows.extend(_event_row(event) for event in _mappings(capture.events))
     for payload in capture.payloads("sessions"):
-        rows.append(("sessions", "(release health)", _counted(_session_totals([payload]))))
         aggregates = payload.get("aggregates") if isinstance(payload, Mapping) else None
-        details.append([("aggregates", json.dumps(aggregates, sort_keys=True, default=str))])
-    for item in capture.items():
-        if item["type"] not in _READ_ITEMS:
-            rows.append((str(item["type"]), "-", "-"))
-            details.append([])
-    if not rows:
-        return "(nothing reached the transport)"
+        rows.append(
+            (
+                ("sessions", "(release health)", _counted(_session_totals([payload]))),
+                [("aggregates", json.dumps(aggregates, sort_keys=True, default=str))],
+            )
+        )
+    rows.extend(
+        ((str(item["type"]), "-", "-"), []) for item in capture.items() if item["type"] not in _READ_ITEMS
+    )
+    return _table(rows) if rows else "(nothing reached the transport)"
+
+
+_Row = tuple[str, str, str]
+_Details = list[tuple[str, str]]
+
+
+def _transaction_row(txn: Mapping[str, Any]) -> tuple[_Row, _Details]:
+    """A transaction's row (name, status) and what is listed under it."""
+    spans = [f"{s.get('op')} {s.get('description')} ({_span_status(s)})" for s in txn.get("spans") or []]
+    rpc_data = {k: v for k, v in sorted(_data(txn).items()) if k.startswith("rpc.")}
+    return (
+        ("transaction", str(txn.get("transaction") or "-"), str(_trace(txn).get("status") or "-")),
+        [
+            ("request", _request(txn)),
+            ("tags", _kv(dict(sorted(tags_of(txn).items())))),
+            ("user", _user(txn)),
+            ("rpc.* span data", _kv(rpc_data)),
+            ("child spans", ", ".join(spans) or "-"),
+        ],
+    )
+
+
+def _event_row(event: Mapping[str, Any]) -> tuple[_Row, _Details]:
+    """An error event's row (transaction, status) and what is listed under it."""
+    return (
+        ("event", str(event.get("transaction") or "-"), _event_status(event)),
+        [
+            ("tags", _kv(dict(sorted(tags_of(event).items())))),
+            ("contexts.rpc", _kv(dict(sorted(((event.get("contexts") or {}).get("rpc") or {}).items())))),
+            ("user", _user(event)),
+        ],
+    )
+
+
+def _table(rows: list[tuple[_Row, _Details]]) -> str:
+    """The numbered table: one line per row, its details indented under it."""
     header = ("kind", "name", "status")
     num = len(str(len(rows)))
-    kind, name = (max(len(r[i]) for r in [header, *rows]) for i in range(2))
+    kind, name = (max(len(r[i]) for r in [header, *(row for row, _ in rows)]) for i in range(2))
 
-    def line(index: object, row: tuple[str, str, str]) -> str:
+    def line(index: object, row: _Row) -> str:
         return f"{index!s:>{num}}  {row[0]:<{kind}}  {row[1]:<{name}}  {row[2]}"
 
-    out = [line("#", header), "-" * (num + kind + name + 6 + max(len(r[2]) for r in rows))]
-    for index, (row, lines) in enumerate(zip(rows, details, strict=True), start=1):
+    out = [line("#", header), "-" * (num + kind + name + 6 + max(len(row[2]) for row, _ in rows))]
+    for index, (row, lines) in enumerate(rows, start=1):
         out.append(line(index, row))
         out.extend(f"{'':>{num}}      {label + ':':<17} {text}" for label, text in lines)
     return "\n".join(out)

@@ -308,6 +308,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    calls, envelopes = _serve_and_call(dsn, out, args.quiet, logs)
+    logging.getLogger().removeHandler(logs)
+    # Read after the SDK flushed and closed (sessions and batched spans are in), through
+    # the kit's views: the same rows on sentry-sdk 2.x and 3.x, in-memory or with a DSN.
+    capture = SentryCapture.from_envelopes(envelopes)
+    _report(capture, calls, out, args.quiet)
+    if args.json:
+        text = json.dumps(capture.envelopes, indent=2, sort_keys=True, default=str)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+            print(f"\nenvelopes written to {args.json}", file=out)
+    return 0
+
+
+def _serve_and_call(
+    dsn: str | None, out: TextIO, quiet: bool, logs: _LogRecorder
+) -> tuple[list[Any], list[Any]]:
+    """Serve the demo over HTTP with Sentry on, make the calls; returns them and the envelopes sent."""
     from vgi_rpc.http import http_connect, jwt_authenticator, start_http_server
     from vgi_rpc.sentry import SentryConfig
 
@@ -324,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             token_key=secrets.token_bytes(32),
             sentry_config=config,  # replaces the auto-attached hook
         ) as handle:
-            if not args.quiet:
+            if not quiet:
                 print(f"serving {server.protocol_name} at {handle.url} (JWT required)", file=out)
                 print(
                     f"Sentry: {'DSN ' + dsn if dsn else 'in-memory transport (set SENTRY_DSN to send)'}",
@@ -338,11 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 headers={"Authorization": f"Bearer {_token(key)}"},
             ) as proxy:
                 calls = _calls(proxy, logs)
-    logging.getLogger().removeHandler(logs)
-    # Read after the SDK flushed and closed (sessions and batched spans are in), through
-    # the kit's views: the same rows on sentry-sdk 2.x and 3.x, in-memory or with a DSN.
-    capture = SentryCapture.from_envelopes(recorder.envelopes)
-    if not args.quiet:
+    return calls, recorder.envelopes
+
+
+def _report(capture: SentryCapture, calls: list[_Call], out: TextIO, quiet: bool) -> None:
+    """Print the calls and their logs, the table, and the notes on reading it (only the table if *quiet*)."""
+    if not quiet:
         print("calls (client side), each with the server's log records:", file=out)
         for done in calls:
             print(f"  {done.call:<34} -> {done.outcome}", file=out)
@@ -350,21 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"      [log] {line}", file=out)
         print(f"\nwhat Sentry received ({item_counts(capture)}):", file=out)
     print(render_envelopes(capture), file=out)
-    if not args.quiet:
-        notes = explain(capture)
-        if notes:
-            print("\nreading the table:", file=out)
-            for note in notes:
-                print(f"  * {note}", file=out)
-    if args.json:
-        text = json.dumps(capture.envelopes, indent=2, sort_keys=True, default=str)
-        if args.json == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
-            print(f"\nenvelopes written to {args.json}", file=out)
-    return 0
+    notes = [] if quiet else explain(capture)
+    if notes:
+        print("\nreading the table:", file=out)
+        for note in notes:
+            print(f"  * {note}", file=out)
 
 
 if __name__ == "__main__":

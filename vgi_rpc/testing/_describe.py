@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vgi_rpc.testing._payloads import method_of_transaction, span_attributes, span_items, tag
+from vgi_rpc.testing._payloads import method_of_transaction, session_totals, span_attributes, span_items, tag
 
 __all__ = ["describe_item"]
 
@@ -99,11 +99,7 @@ def _describe_logs(payload: dict[str, Any]) -> str:
 
 
 def _describe_sessions(payload: dict[str, Any]) -> str:
-    totals: dict[str, int] = {}
-    for aggregate in payload.get("aggregates") or []:
-        for key, value in aggregate.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                totals[key] = totals.get(key, 0) + value
+    totals = session_totals([payload])
     return " ".join(f"{k}={v}" for k, v in sorted(totals.items())) or "(empty)"
 
 

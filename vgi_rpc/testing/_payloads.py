@@ -1,6 +1,6 @@
 """Reading captured envelope payloads on either SDK generation.
 
-Tags (a dict, or ``[key, value]`` pairs), a transaction's ``rpc.method``, the
+Tags (a dict, or ``[key, value]`` pairs), a transaction's ``rpc.method``, session counts, the
 spans of ``span`` items (span streaming: ``{"version": 2, "items": [...]}``,
 attributes wrapped as ``{"value", "type"}``), a segment's tags and user (from
 its attributes) and the transaction-shaped view of each streamed segment that :attr:`vgi_rpc.testing.SentryCapture.transactions`
@@ -9,16 +9,22 @@ returns.  Plain functions on plain data; no SDK import.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from vgi_rpc._sentry_values import USER_ATTRIBUTES
+from vgi_rpc._telemetry import SERVER_ID, SERVICE, STREAM_ID, SYSTEM
 
 __all__ = [
     "method_of_transaction",
     "segment_tags",
     "segment_user",
     "segment_views",
+    "session_totals",
     "span_attributes",
     "span_items",
     "tag",
+    "tags",
 ]
 
 _NOT_TAGS = (
@@ -34,27 +40,38 @@ _NOT_TAGS = (
     "process.",
     "user_agent.",
 )
-_RPC_SPAN_DATA = frozenset({"rpc.system", "rpc.service", "rpc.stream_id", "rpc.server_id"})
+_RPC_SPAN_DATA = frozenset({SYSTEM, SERVICE, STREAM_ID, SERVER_ID})
 """vgi_rpc's span data that is never a tag (the Sentry page's "span data" rows, and the rpc context's server id)."""
 
-_USER_ATTRIBUTES = (
-    ("user.id", "id"),
-    ("user.name", "username"),
-    ("user.email", "email"),
-    ("user.ip_address", "ip_address"),
-)
+_USER_ATTRIBUTES = (*USER_ATTRIBUTES, ("user.ip_address", "ip_address"))
 """How sentry-sdk 3 writes a scope user onto span attributes (``username`` travels as ``user.name``)."""
 
 
-def tag(event: dict[str, Any], name: str) -> Any:
-    tags = event.get("tags")
-    if isinstance(tags, dict):
-        return tags.get(name)
-    if isinstance(tags, list):  # the SDK may send tags as [[k, v], ...]
-        for pair in tags:
-            if isinstance(pair, list | tuple) and len(pair) == 2 and pair[0] == name:
-                return pair[1]
-    return None
+def tags(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A payload's (or view's) tags as a dict: the SDK sends a dict or ``[[k, v], ...]`` pairs."""
+    raw = payload.get("tags")
+    if isinstance(raw, dict):
+        return dict(raw)
+    if isinstance(raw, list):
+        return {str(p[0]): p[1] for p in raw if isinstance(p, list | tuple) and len(p) == 2}
+    return {}
+
+
+def tag(event: Mapping[str, Any], name: str) -> Any:
+    """One tag of a payload (see :func:`tags`), or ``None``."""
+    return tags(event).get(name)
+
+
+def session_totals(payloads: Iterable[Any]) -> dict[str, int]:
+    """The counts (``exited``, ``errored``...) of ``sessions`` payloads, summed over their aggregates."""
+    totals: dict[str, int] = {}
+    for payload in payloads:
+        aggregates = payload.get("aggregates") if isinstance(payload, Mapping) else None
+        for aggregate in aggregates or []:
+            for key, value in aggregate.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 def method_of_transaction(txn: dict[str, Any]) -> Any:
