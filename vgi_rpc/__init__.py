@@ -3,9 +3,16 @@
 ``import vgi_rpc`` is cheap: it imports neither ``sentry_sdk``, ``opentelemetry``
 nor ``falcon``. HTTP, Sentry and OpenTelemetry live in ``vgi_rpc.http``,
 ``vgi_rpc.sentry`` and ``vgi_rpc.otel``.
+
+The package logs on the ``vgi_rpc`` logger (and its children ``vgi_rpc.http``,
+``vgi_rpc.sentry``), which carries a :class:`logging.NullHandler`, as a library's
+logger should: with no logging configured nothing is printed; configure logging
+(``logging.basicConfig()``, a handler on ``vgi_rpc``) and every record reaches it.
 """
 
 from __future__ import annotations
+
+import logging
 
 from vgi_rpc._types import ArrowType
 from vgi_rpc.auth import AuthContext
@@ -22,6 +29,8 @@ from vgi_rpc.streams import (
     Stream,
     StreamState,
 )
+
+logging.getLogger("vgi_rpc").addHandler(logging.NullHandler())
 
 __all__ = [
     "AnnotatedBatch",

@@ -352,20 +352,7 @@ def serve_pipe(
     call on the proxy fails at once.
     """
     server = as_server(target, impl)
-    c2s_r, c2s_w = os.pipe()
-    s2c_r, s2c_w = os.pipe()
-    server_in, server_out = os.fdopen(c2s_r, "rb"), os.fdopen(s2c_w, "wb")
-
-    def run() -> None:
-        try:
-            serve_streams(server, server_in, server_out, auth=auth)
-        finally:
-            with contextlib.suppress(OSError):
-                server_out.close()
-            server_in.close()
-
-    thread = threading.Thread(target=run, name=f"vgi_rpc-pipe-{server.protocol_name}", daemon=True)
-    thread.start()
+    thread, s2c_r, c2s_w = _serve_in_thread(server, auth)
     client: _PipeClient | None = None
 
     def hang_up() -> None:
@@ -393,6 +380,29 @@ def serve_pipe(
         client.reader.close()
 
 
+def _serve_in_thread(server: RpcServer, auth: AuthContext) -> tuple[threading.Thread, int, int]:
+    """Start *server* on a daemon thread over two fresh OS pipes.
+
+    Returns the thread and the client's ends: the fd to read responses from and the
+    fd to write requests to. The thread closes its own ends when the connection ends.
+    """
+    c2s_r, c2s_w = os.pipe()
+    s2c_r, s2c_w = os.pipe()
+    server_in, server_out = os.fdopen(c2s_r, "rb"), os.fdopen(s2c_w, "wb")
+
+    def run() -> None:
+        try:
+            serve_streams(server, server_in, server_out, auth=auth)
+        finally:
+            with contextlib.suppress(OSError):
+                server_out.close()
+            server_in.close()
+
+    thread = threading.Thread(target=run, name=f"vgi_rpc-pipe-{server.protocol_name}", daemon=True)
+    thread.start()
+    return thread, s2c_r, c2s_w
+
+
 @contextlib.contextmanager
 def connect(
     protocol: type,
@@ -407,8 +417,11 @@ def connect(
     Who the caller is, is the worker's decision: it serves anonymous calls unless
     it calls ``run_server(..., auth=AuthContext(...))``.
 
-    The worker's stderr is inherited. On exit stdin is closed and the worker is
-    given 10 seconds to stop before it is killed.
+    The worker's stderr is inherited. So is this process's environment, unless
+    *env* is given: then *env* is the worker's whole environment, as with
+    ``subprocess.Popen(env=...)`` (pass ``{**os.environ, "NAME": "value"}`` to add
+    to the inherited one). On exit stdin is closed and the worker is given 10
+    seconds to stop before it is killed.
 
     *timeout* (default :data:`DEFAULT_TIMEOUT`, 60 s; ``None`` for no limit) bounds
     each call, and each turn of a stream, writes and reads alike. A worker that
