@@ -106,20 +106,7 @@ def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl:
         hints = typing.get_type_hints(proto_fn, include_extras=True)
     except Exception as exc:
         raise TypeError(f"{where}: cannot resolve type annotations: {exc}") from None
-    sig = inspect.signature(proto_fn)
-    params: list[ParamSpec] = []
-    for p in list(sig.parameters.values())[1:]:  # drop self
-        if p.name == "ctx" or hints.get(p.name) is CallContext:
-            continue
-        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            raise TypeError(f"{where}: *args/**kwargs parameters are not supported")
-        if p.name not in hints:
-            raise TypeError(f"{where}: parameter {p.name!r} has no type annotation")
-        try:
-            codec = codec_for(hints[p.name])
-        except UnsupportedTypeError as exc:
-            raise TypeError(f"{where}: parameter {p.name!r}: {exc}") from None
-        params.append(ParamSpec(p.name, codec, p.default))
+    params = _params_of(where, proto_fn, hints)
     if "return" not in hints:
         raise TypeError(f"{where}: missing return annotation")
     ret = hints["return"]
@@ -129,31 +116,14 @@ def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl:
     header_type: Any = None
     if _is_stream(ret):
         method_type = "stream"
-        stream_args = get_args(ret)
-        if len(stream_args) > 1 and stream_args[1] not in (None, type(None)):
-            header_type = stream_args[1]
-            try:
-                if not (isinstance(header_type, type) and dataclasses.is_dataclass(header_type)):
-                    raise UnsupportedTypeError(f"{header_type!r} is not a dataclass")
-                dataclass_schema(stream_args[1])
-            except UnsupportedTypeError as exc:
-                raise TypeError(f"{where}: stream header type: {exc}") from None
+        header_type = _stream_header(where, ret)
     elif ret is not None and ret is not type(None):
         try:
             result_codec = codec_for(ret)
         except UnsupportedTypeError as exc:
             raise TypeError(f"{where}: return type: {exc}") from None
         result_schema = pa.schema([result_codec.field("result")])
-    func: Callable[..., Any] = _client_only
-    impl_params: Mapping[str, Any] = {}
-    if impl is not None:
-        func = getattr(impl, name, None)  # type: ignore[assignment]
-        if func is None or not callable(func):
-            raise TypeError(f"{type(impl).__name__} does not implement {where}")
-        try:
-            impl_params = inspect.signature(func).parameters
-        except (TypeError, ValueError):
-            impl_params = {}
+    func, impl_params = _implementation(impl, name, where)
     return MethodSpec(
         name=name,
         method_type=method_type,
@@ -165,6 +135,54 @@ def _build_method(protocol: type, name: str, proto_fn: Callable[..., Any], impl:
         func=func,
         header_type=header_type,
     )
+
+
+def _params_of(where: str, proto_fn: Callable[..., Any], hints: Mapping[str, Any]) -> list[ParamSpec]:
+    """The wire parameters of *proto_fn*: every annotated parameter but ``self`` and the call context."""
+    params: list[ParamSpec] = []
+    for p in list(inspect.signature(proto_fn).parameters.values())[1:]:  # drop self
+        if p.name == "ctx" or hints.get(p.name) is CallContext:
+            continue
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise TypeError(f"{where}: *args/**kwargs parameters are not supported")
+        if p.name not in hints:
+            raise TypeError(f"{where}: parameter {p.name!r} has no type annotation")
+        try:
+            codec = codec_for(hints[p.name])
+        except UnsupportedTypeError as exc:
+            raise TypeError(f"{where}: parameter {p.name!r}: {exc}") from None
+        params.append(ParamSpec(p.name, codec, p.default))
+    return params
+
+
+def _stream_header(where: str, ret: Any) -> Any:
+    """The header dataclass of ``Stream[State, Header]`` (``None`` without one); TypeError if unusable."""
+    stream_args = get_args(ret)
+    if len(stream_args) <= 1 or stream_args[1] in (None, type(None)):
+        return None
+    header_type = stream_args[1]
+    try:
+        if not (isinstance(header_type, type) and dataclasses.is_dataclass(header_type)):
+            raise UnsupportedTypeError(f"{header_type!r} is not a dataclass")
+        dataclass_schema(header_type)
+    except UnsupportedTypeError as exc:
+        raise TypeError(f"{where}: stream header type: {exc}") from None
+    return header_type
+
+
+def _implementation(
+    impl: object | None, name: str, where: str
+) -> tuple[Callable[..., Any], Mapping[str, Any]]:
+    """*impl*'s method *name* and its parameters (the client-only stand-in when there is no *impl*)."""
+    if impl is None:
+        return _client_only, {}
+    func = getattr(impl, name, None)
+    if func is None or not callable(func):
+        raise TypeError(f"{type(impl).__name__} does not implement {where}")
+    try:
+        return func, inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return func, {}
 
 
 def _client_only(*args: Any, **kwargs: Any) -> Any:

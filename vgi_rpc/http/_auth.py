@@ -144,6 +144,21 @@ def jwt_authenticator(
     if not algs or any(a.lower() == "none" for a in algs):
         raise ValueError("algorithms must name at least one real signing algorithm")
     verify_key = _to_keyset(key, algs)
+    registry = _claims_registry(issuer, audience, leeway, require_exp)
+
+    def authenticate(req: falcon.Request) -> AuthContext:
+        claims = _verified_claims(req.get_header("Authorization"), verify_key, algs, registry)
+        return AuthContext(
+            domain="jwt", authenticated=True, principal=claims["sub"], claims=MappingProxyType(claims)
+        )
+
+    return authenticate
+
+
+def _claims_registry(
+    issuer: str | None, audience: str | Sequence[str] | None, leeway: int, require_exp: bool
+) -> jwt.JWTClaimsRegistry:
+    """The claim rules of :func:`jwt_authenticator`: ``sub`` always, ``exp``/``iss``/``aud`` as configured."""
     options: dict[str, Any] = {"sub": {"essential": True}}
     if require_exp:
         options["exp"] = {"essential": True}
@@ -154,41 +169,45 @@ def jwt_authenticator(
             options["aud"] = {"essential": True, "value": audience}
         else:
             options["aud"] = {"essential": True, "values": list(audience)}
-    registry = jwt.JWTClaimsRegistry(leeway=leeway, **options)
+    return jwt.JWTClaimsRegistry(leeway=leeway, **options)
 
-    def authenticate(req: falcon.Request) -> AuthContext:
-        header = req.get_header("Authorization")
-        if not header:
-            raise AuthenticationError(
-                "missing bearer token (send 'Authorization: Bearer <JWT>')",
-                reason="missing_credential",
-                error=None,
-            )
-        scheme, _, value = header.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() != "bearer" or not value:
-            raise AuthenticationError("Authorization header is not 'Bearer <JWT>'", error="invalid_request")
-        try:
-            token = jwt.decode(value, verify_key, algorithms=algs)
-        except JoseError as exc:
-            raise AuthenticationError(f"invalid bearer token: {_describe(exc)}") from None
-        except (ValueError, TypeError):
-            raise AuthenticationError("invalid bearer token: not a well-formed JWT") from None
-        claims = token.claims
-        try:
-            registry.validate(claims)
-        except ExpiredTokenError:
-            raise AuthenticationError("bearer token expired", reason="expired_credential") from None
-        except MissingClaimError as exc:
-            raise AuthenticationError(f"bearer token lacks required claim(s): {exc.claim}") from None
-        except JoseError as exc:
-            raise AuthenticationError(f"bearer token rejected: {_describe(exc)}") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise AuthenticationError("bearer token has no usable 'sub' claim")
-        return AuthContext(domain="jwt", authenticated=True, principal=sub, claims=MappingProxyType(claims))
 
-    return authenticate
+def _verified_claims(
+    header: str | None, verify_key: Any, algs: list[str], registry: jwt.JWTClaimsRegistry
+) -> dict[str, Any]:
+    """The claims of the bearer token in *header*, verified; :class:`AuthenticationError` otherwise.
+
+    On success ``claims["sub"]`` is a non-empty string.
+    """
+    if not header:
+        raise AuthenticationError(
+            "missing bearer token (send 'Authorization: Bearer <JWT>')",
+            reason="missing_credential",
+            error=None,
+        )
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        raise AuthenticationError("Authorization header is not 'Bearer <JWT>'", error="invalid_request")
+    try:
+        token = jwt.decode(value, verify_key, algorithms=algs)
+    except JoseError as exc:
+        raise AuthenticationError(f"invalid bearer token: {_describe(exc)}") from None
+    except (ValueError, TypeError):
+        raise AuthenticationError("invalid bearer token: not a well-formed JWT") from None
+    claims: dict[str, Any] = token.claims
+    try:
+        registry.validate(claims)
+    except ExpiredTokenError:
+        raise AuthenticationError("bearer token expired", reason="expired_credential") from None
+    except MissingClaimError as exc:
+        raise AuthenticationError(f"bearer token lacks required claim(s): {exc.claim}") from None
+    except JoseError as exc:
+        raise AuthenticationError(f"bearer token rejected: {_describe(exc)}") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise AuthenticationError("bearer token has no usable 'sub' claim")
+    return claims
 
 
 def _describe(exc: JoseError) -> str:
