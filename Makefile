@@ -141,8 +141,14 @@ $(PEER)/.pytest: $(PEER)/.installed
 adversarial: $(STAMP) $(PEER)/.pytest
 	cd tests/adversarial && VGI_OUR_PYTHON="$(CURDIR)/$(BIN)/python" "$(CURDIR)/$(PEER)/bin/pytest" -q
 
-conformance: $(STAMP) $(PEER)/.installed
+# Both ways: the official runner against our pipe worker and HTTP server (scripts/conformance.py
+# prints its table), the official client against our HTTP servers (tests/peer, run by the peer
+# venv's pytest, our servers by our Python) and our client against the reference server
+# (tests/conformance/test_reference_server.py, run by ours).
+conformance: $(STAMP) $(PEER)/.pytest
 	$(BIN)/python scripts/conformance.py --peer $(PEER)
+	cd tests/peer && VGI_OUR_PYTHON="$(CURDIR)/$(BIN)/python" "$(CURDIR)/$(PEER)/bin/pytest" -q
+	$(BIN)/pytest -q tests/conformance/test_reference_server.py
 
 bench: $(STAMP) $(PEER)/.installed
 	mkdir -p .benchmarks

@@ -1,24 +1,23 @@
 #!/usr/bin/env python3
-"""Peer conformance: the official vgi-rpc 0.52.2 runner against our server, and back.
+"""Peer conformance: the official vgi-rpc 0.52.2 runner (``vgi-rpc-test``) against our server.
 
-``make conformance`` runs this with the project's Python::
+``make conformance`` runs this with the project's Python (then the two pytest
+modules that check the clients: ``tests/peer``, the official client against our
+HTTP server, and ``tests/conformance/test_reference_server.py``, our client
+against the reference server)::
 
-    python scripts/conformance.py --peer .venv-peer            # pipe, HTTP and reverse
+    python scripts/conformance.py --peer .venv-peer            # pipe and HTTP
     python scripts/conformance.py --transport pipe             # one transport only
-    python scripts/conformance.py --reverse                    # only our client -> reference server
 
 * **pipe**: ``vgi-rpc-test --cmd "<python> tests/conformance/worker.py" --format json``;
 * **http**: starts ``tests/conformance/http_worker.py`` (our ``serve_http``) on a
   free 127.0.0.1 port (it prints ``PORT:<n>``), waits for ``/vgi/health``, runs
-  ``vgi-rpc-test --url``, stops the server;
-* **reverse**: starts the official reference server (``vgi-rpc-conformance``
-  from the peer venv, over HTTP and over the pipe) and calls a few methods
-  with OUR client (``http_connect`` / ``connect``).
+  ``vgi-rpc-test --url``, stops the server.
 
 Prints a table per transport (passed / failed / skipped per group, then every
 failure with its message).  Exit status is non-zero when a test outside the
-allowed-to-fail groups (``EXCLUDED_GROUPS``, now empty) fails, when the runner
-itself breaks, or when a reverse check fails.  Every step is time-bounded: the runner allows 5 s per test (300 s for
+allowed-to-fail groups (``EXCLUDED_GROUPS``, now empty) fails, or when the runner
+itself breaks.  Every step is time-bounded: the runner allows 5 s per test (300 s for
 the 2 GiB payload test), and each runner process gets ``--budget`` seconds.
 """
 
@@ -190,7 +189,7 @@ def background(
                 proc.stdout.close()
 
 
-# --------------------------------------------------------------------------- the three checks
+# --------------------------------------------------------------------------- the two runs
 def run_pipe(peer: Path, budget: float) -> Outcome:
     """Official runner over the pipe against ``tests/conformance/worker.py``."""
     cmd = shlex.join([sys.executable, str(ROOT / "tests" / "conformance" / "worker.py")])
@@ -231,148 +230,6 @@ def run_http(peer: Path, budget: float) -> Outcome:
         return Outcome("http", broken=f"our HTTP server did not come up: {exc}")
 
 
-@dataclass
-class ReverseOutcome:
-    """Our client against the reference server: one line per check."""
-
-    transport: str
-    checks: list[tuple[str, str | None]] = field(default_factory=list)  # (name, error or None)
-    broken: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the reference server started and every check passed."""
-        return self.broken is None and all(err is None for _, err in self.checks)
-
-
-def _reverse_checks(proxy: Any, logs: list[Any]) -> list[tuple[str, str | None]]:
-    """Call a handful of methods of the reference ``ConformanceService`` with our proxy."""
-    from tests.conformance._types import AllTypes, Point, Status
-    from vgi_rpc import AnnotatedBatch, RpcError
-
-    def raises_value_error() -> None:
-        try:
-            proxy.raise_value_error(message="boom")
-        except RpcError as exc:
-            assert exc.error_type == "ValueError", exc.error_type
-            assert "boom" in exc.error_message, exc.error_message
-            return
-        raise AssertionError("no RpcError")
-
-    def logs_arrive() -> None:
-        logs.clear()
-        assert proxy.echo_with_info_log(value="hi") == "hi"
-        assert len(logs) == 1, logs
-
-    def exchange() -> None:
-        session = proxy.exchange_accumulate()
-        try:
-            one = session.exchange(AnnotatedBatch.from_pydict({"value": [1.0, 2.0]}))
-            two = session.exchange(AnnotatedBatch.from_pydict({"value": [10.0]}))
-        finally:
-            session.close()
-        assert one.batch.column("running_sum").to_pylist() == [3.0]
-        assert two.batch.column("running_sum").to_pylist() == [13.0]
-        assert two.batch.column("exchange_count").to_pylist() == [2]
-
-    all_types = AllTypes(
-        str_field="s",
-        bytes_field=b"\x00\xff",
-        int_field=-3,
-        float_field=2.5,
-        bool_field=True,
-        list_of_int=[1, 2],
-        list_of_str=["a"],
-        dict_field={"k": 1},
-        enum_field=Status.CLOSED,
-        nested_point=Point(1.0, 2.0),
-        optional_str=None,
-        optional_int=7,
-        optional_nested=None,
-        list_of_nested=[Point(3.0, 4.0)],
-        annotated_int32=5,
-        annotated_float32=0.5,
-        nested_list=[[1], []],
-        dict_str_str={"a": "b"},
-    )
-
-    def produced_indexes() -> list[int]:
-        return [b.batch.column("index")[0].as_py() for b in proxy.produce_n(count=3)]
-
-    equal: list[tuple[str, Callable[[], object], object]] = [
-        ("echo_string", lambda: proxy.echo_string(value="h\u00e9llo"), "h\u00e9llo"),
-        ("echo_int", lambda: proxy.echo_int(value=-(2**63)), -(2**63)),
-        ("void_noop", lambda: proxy.void_noop(), None),
-        ("echo_enum", lambda: proxy.echo_enum(status=Status.ACTIVE), Status.ACTIVE),
-        ("echo_point", lambda: proxy.echo_point(point=Point(1.5, 2.5)), Point(1.5, 2.5)),
-        ("echo_all_types", lambda: proxy.echo_all_types(data=all_types), all_types),
-        (
-            "with_defaults",
-            lambda: proxy.with_defaults(required=1),
-            "required=1, optional_str=default, optional_int=42",
-        ),
-        ("produce_n", produced_indexes, [0, 1, 2]),
-        ("produce_empty", lambda: list(proxy.produce_empty()), []),
-    ]
-    asserting: list[tuple[str, Callable[[], None]]] = [
-        ("raise_value_error", raises_value_error),
-        ("echo_with_info_log", logs_arrive),
-        ("exchange_accumulate", exchange),
-    ]
-    out: list[tuple[str, str | None]] = []
-    for name, call, expected in equal:
-        try:
-            got = call()
-            out.append((name, None if got == expected else f"got {got!r}, expected {expected!r}"))
-        except Exception as exc:
-            out.append((name, f"{type(exc).__name__}: {exc}"))
-    for name, check in asserting:
-        try:
-            check()
-            out.append((name, None))
-        except Exception as exc:
-            out.append((name, f"{type(exc).__name__}: {exc}"))
-    return out
-
-
-def run_reverse(peer: Path) -> list[ReverseOutcome]:
-    """Our ``http_connect`` and ``connect`` proxies against the official reference server."""
-    sys.path.insert(0, str(ROOT))
-    from tests.conformance._protocol import ConformanceService
-
-    server_exe = peer / "bin" / "vgi-rpc-conformance"
-    outcomes: list[ReverseOutcome] = []
-
-    # HTTP: the reference prints PORT:N once it listens (prefix: none).
-    http = ReverseOutcome("http")
-    port_box: list[int] = []
-    try:
-        from vgi_rpc.http import http_connect
-
-        with background([str(server_exe), "--http", "0"], ready=_port_reader(port_box), read_stdout=True):
-            logs: list[Any] = []
-            with http_connect(
-                ConformanceService, f"http://127.0.0.1:{port_box[0]}", on_log=logs.append
-            ) as proxy:
-                http.checks = _reverse_checks(proxy, logs)
-    except Exception as exc:
-        http.broken = f"{type(exc).__name__}: {exc}"
-    outcomes.append(http)
-
-    # Pipe: our connect() spawns the reference worker on stdin/stdout.
-    pipe = ReverseOutcome("pipe")
-    try:
-        from vgi_rpc import connect
-
-        logs_p: list[Any] = []
-        with connect(ConformanceService, [str(server_exe), "--pipe"], on_log=logs_p.append) as proxy:
-            pipe.checks = _reverse_checks(proxy, logs_p)
-    except Exception as exc:
-        pipe.broken = f"{type(exc).__name__}: {exc}"
-    outcomes.append(pipe)
-    return outcomes
-
-
 # --------------------------------------------------------------------------- report
 def report(outcome: Outcome) -> None:
     """Print the per-group table and every failure for one transport."""
@@ -410,18 +267,6 @@ def report(outcome: Outcome) -> None:
         print(f"  note: {r['name']}: {r['note'][:200]}")
 
 
-def report_reverse(outcome: ReverseOutcome) -> None:
-    """Print the reverse checks for one transport."""
-    print(f"\n== reverse/{outcome.transport}: our client vs the reference server (vgi-rpc-conformance) ==")
-    if outcome.broken:
-        print(f"BROKEN: {outcome.broken}")
-        return
-    for name, err in outcome.checks:
-        print(f"  {name:<24} {'PASS' if err is None else 'FAIL  ' + err[:300]}")
-    passed = sum(1 for _, e in outcome.checks if e is None)
-    print(f"  {passed}/{len(outcome.checks)} passed")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the selected checks, print the tables, return the exit status."""
     parser = argparse.ArgumentParser(
@@ -431,45 +276,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--transport", action="append", choices=["pipe", "http"], help="run only these (repeatable)"
     )
-    parser.add_argument("--reverse", action="store_true", help="only our client against the reference server")
-    parser.add_argument("--no-reverse", action="store_true", help="skip the reverse checks")
     parser.add_argument("--budget", type=float, default=900.0, help="seconds allowed per runner process")
     parser.add_argument("--json", type=Path, help="also write every result to this JSON file")
     args = parser.parse_args(argv)
     peer = args.peer if args.peer.is_absolute() else (Path.cwd() / args.peer)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
-    transports = [] if args.reverse else (args.transport or ["pipe", "http"])
-    do_reverse = args.reverse or (not args.transport and not args.no_reverse)
+    transports = args.transport or ["pipe", "http"]
 
     status = 0
     outcomes: list[Outcome] = []
-    if transports:
-        for warning in check_group_names(peer):
-            print(f"warning: {warning}")
-            status = 1
+    for warning in check_group_names(peer):
+        print(f"warning: {warning}")
+        status = 1
     for transport in transports:
         outcome = run_pipe(peer, args.budget) if transport == "pipe" else run_http(peer, args.budget)
         outcomes.append(outcome)
         report(outcome)
         status |= 0 if outcome.ok else 1
 
-    reverse: list[ReverseOutcome] = []
-    if do_reverse:
-        reverse = run_reverse(peer)
-        for rev in reverse:
-            report_reverse(rev)
-            status |= 0 if rev.ok else 1
-
     print("\n== summary ==")
     for o in outcomes:
         p, f, s = o.count()
         state = "BROKEN" if o.broken else ("OK" if o.ok else f"FAIL ({len(o.blocking_failures)} blocking)")
         print(f"  {o.transport:<6} {p} passed, {f} failed, {s} skipped   {state}")
-    for rev in reverse:
-        n = sum(1 for _, e in rev.checks if e is None)
-        state = "BROKEN" if rev.broken else ("OK" if rev.ok else "FAIL")
-        print(f"  reverse/{rev.transport:<6} {n}/{len(rev.checks)} checks passed   {state}")
 
     if args.json:
         payload = {
@@ -478,7 +308,6 @@ def main(argv: list[str] | None = None) -> int:
                 {"transport": o.transport, "broken": o.broken, "count": o.count(), "results": o.results}
                 for o in outcomes
             ],
-            "reverse": [{"transport": r.transport, "broken": r.broken, "checks": r.checks} for r in reverse],
         }
         args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return status

@@ -28,9 +28,10 @@ if os.environ.get("VGI_RPC_EXPECT_INSTALLED"):
             f"VGI_RPC_EXPECT_INSTALLED is set, but vgi_rpc was imported from the checkout: {_where}"
         )
 
-# The official adversarial classes run under the peer venv's pytest (`make adversarial`),
-# with their own rootdir (tests/adversarial/pytest.ini); our suite does not collect them.
-collect_ignore = ["adversarial"]
+# The official adversarial classes and the official client's tests run under the peer venv's
+# pytest (`make adversarial`, `make conformance`), each folder its own rootdir (a pytest.ini);
+# our suite does not collect them.
+collect_ignore = ["adversarial", "peer"]
 
 
 @pytest.fixture(autouse=True)

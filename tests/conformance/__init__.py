@@ -7,5 +7,6 @@
 * ``http_worker.py``: serves it over HTTP (``vgi-rpc-test --url``).
 
 ``scripts/conformance.py`` (``make conformance``) drives both with the official
-runner; ``docs/conformance.md`` lists what is left out and why.
+runner; ``test_reference_server.py`` runs our client against the official reference
+server; ``docs/conformance.md`` lists what is left out and why.
 """
