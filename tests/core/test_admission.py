@@ -11,13 +11,13 @@ the protocol out but must agree with the URL, and each route serves one method k
 from __future__ import annotations
 
 import io
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 import falcon.testing
 import pyarrow as pa
 import pytest
 from support.http import ARROW, TOKEN_KEY, call_body, error_md, read_stream
-from support.services import Calculator, CalculatorImpl
+from support.services import Calculator, CalculatorImpl, Versioned, VersionedImpl
 
 from vgi_rpc import RpcServer
 from vgi_rpc.errors import ProtocolError
@@ -27,17 +27,6 @@ from vgi_rpc.pipe import serve_streams
 from vgi_rpc.server import Admission
 from vgi_rpc.streams import EMPTY_SCHEMA, empty_batch
 from vgi_rpc.wire import read_request, request_bytes
-
-
-class Versioned(Protocol):
-    protocol_version: ClassVar[str] = "2.1.0"
-
-    def ping(self) -> str: ...
-
-
-class VersionedImpl:
-    def ping(self) -> str:
-        return "pong"
 
 
 def _pipe(server: RpcServer, body: bytes) -> list[tuple[pa.RecordBatch, dict[str, str]]]:

@@ -20,11 +20,20 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, Any
 
 import pyarrow as pa
 import pytest
-from support.services import Calculator, CalculatorImpl, Color, Point, TypesService, TypesServiceImpl
+from support.services import (
+    Calculator,
+    CalculatorImpl,
+    Color,
+    Point,
+    TypesService,
+    TypesServiceImpl,
+    Versioned,
+    VersionedImpl,
+)
 
 from vgi_rpc import RpcError, RpcServer
 from vgi_rpc._types import codec_for
@@ -313,17 +322,6 @@ def test_compatible_container_types_are_cast() -> None:
         assert response[0][0].column(0).to_pylist() == [[("k", 1)]]
     finally:
         c.close()
-
-
-class Versioned(Protocol):
-    protocol_version: ClassVar[str] = "2.1.0"
-
-    def ping(self) -> str: ...
-
-
-class VersionedImpl:
-    def ping(self) -> str:
-        return "pong"
 
 
 def test_protocol_version_mismatch_is_named() -> None:

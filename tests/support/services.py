@@ -314,3 +314,19 @@ class TypesServiceImpl:
         f: float = 0.5,
     ) -> str:
         return repr((a, s, xs, c, f))
+
+
+# -- a protocol with a version (the admission's version rule) -------------------------------------
+
+
+class Versioned(Protocol):
+    """A one-method protocol that declares ``protocol_version`` 2.1.0."""
+
+    protocol_version: ClassVar[str] = "2.1.0"
+
+    def ping(self) -> str: ...
+
+
+class VersionedImpl:
+    def ping(self) -> str:
+        return "pong"
