@@ -319,7 +319,11 @@ def test_serve_http_sentry_config_replaces_the_auto_attached_hook(tmp_path: Any)
             sys.executable,
             "-c",
             """
-import json, sys
+import faulthandler, json, signal, sys
+# Python leaves SIGINT ignored when it starts ignored (a background job of a shell without
+# job control, as CI may run us): the test's SIGINT must raise KeyboardInterrupt here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+faulthandler.register(signal.SIGUSR1)  # the test asks for every thread's stack if we hang
 from vgi_rpc.testing import sentry_capture
 from support.shop import Shop, ShopImpl
 from vgi_rpc import RpcServer
@@ -350,7 +354,14 @@ with open(sys.argv[1], "w") as f:
             proxy.fail(message="via serve_http")
     finally:
         child.send_signal(signal.SIGINT)
-        child.wait(timeout=30)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # The child's stacks go to its stderr (ours), shown with the failure.
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            child.kill()
+            raise
     (event,) = json.loads(out.read_text())
     assert event["tags"]["via"] == "serve_http"
     assert event["transaction"] == "rpc fail"
