@@ -85,7 +85,7 @@ test-sdk3: $(STAMP)
 test-sdk2: $(SDK2)/.installed
 	$(SDK2)/bin/python -c "import sentry_sdk; assert sentry_sdk.VERSION.startswith('2.'), sentry_sdk.VERSION; print('sentry-sdk', sentry_sdk.VERSION)"
 	$(SDK2)/bin/mypy vgi_rpc
-	$(SDK2)/bin/pytest -q $(SENTRY_SUITES)
+	$(SDK2)/bin/pytest -q $(SENTRY_SUITES) tests/soak
 	$(call sdk_line,$(SDK2))
 
 test-sdk-floor: $(SDK_FLOOR)/.installed

@@ -43,7 +43,7 @@ import sentry_sdk
 import sentry_sdk.scope
 
 from vgi_rpc._sentry_facts import CallFacts
-from vgi_rpc._sentry_sdk import GENERATION, OK, PROBLEM
+from vgi_rpc._sentry_sdk import GENERATION, OK, PROBLEM, start_sdk_threads_outside_calls
 from vgi_rpc._sentry_values import USER_ATTRIBUTES
 from vgi_rpc._telemetry import after_status_line, reset_context_var
 
@@ -121,6 +121,7 @@ class DispatchScope:
         ambient span and the outer scope are read *before* the fork: the root lives
         on the outer scope and outlives the call. On failure the fork is left.
         """
+        start_sdk_threads_outside_calls()  # before anything of this call can start them (issue 22)
         outer = _Scope.get_current_scope()
         ambient = getattr(outer, "_span", None)  # 2.x's Scope.span hides a streamed span: read the slot
         isolation = _Scope.get_isolation_scope()

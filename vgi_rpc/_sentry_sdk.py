@@ -16,6 +16,8 @@ extra).
 
 from __future__ import annotations
 
+import contextvars
+import os
 import re
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "attach_stack_like_the_sdk",
     "capture_exception",
     "is_initialized",
+    "start_sdk_threads_outside_calls",
 ]
 
 MINIMUM = (2, 36)
@@ -148,3 +151,57 @@ def attach_stack_like_the_sdk(event: dict[str, Any]) -> None:
         }
     except Exception:  # pragma: no cover - defensive: the SDK changed under us
         return
+
+
+# -- the SDK's own threads start outside any call (issue 22) ---------------------------------------------
+
+_threads_started_for: Any = None  # the client whose threads were started, in this process
+
+
+def _forget_started_threads() -> None:
+    global _threads_started_for
+    _threads_started_for = None
+
+
+os.register_at_fork(after_in_child=_forget_started_threads)  # a forked worker starts its own threads
+
+
+def _start_threads(client: Any) -> None:
+    """Start *client*'s transport worker and batcher threads now (private SDK parts: each one guarded)."""
+    parts = [getattr(getattr(client, "transport", None), "_worker", None)]
+    parts += [getattr(client, name, None) for name in ("span_batcher", "log_batcher", "metrics_batcher")]
+    for part in parts:
+        ensure = getattr(part, "_ensure_thread", None)
+        if callable(ensure):
+            try:
+                ensure()
+            except Exception:  # pragma: no cover - defensive: the SDK changed under us
+                continue
+
+
+def start_sdk_threads_outside_calls() -> None:
+    """Start the global client's sending threads from an empty context, once per client and process.
+
+    Why: the SDK starts its transport worker (and 3.x its span batcher) lazily,
+    the first time something is sent, and ``ThreadingIntegration``
+    (``propagate_scope=True``, a default integration) hands a new thread a copy of
+    the starting thread's scope. Started inside an HTTP call, the worker inherits
+    the request's open span; on sentry-sdk 3.0.0 every envelope POST to a DSN
+    with an explicit port that refuses connections then leaves an unfinished
+    ``http.client`` span chained to the previous one on that scope (the SDK's
+    stdlib integration does not recognise its own request when the DSN has a
+    port, and a refused connect never reaches ``getresponse``), so memory grows
+    by about 5 KiB per call while Sentry is down. Started here, from an empty
+    ``contextvars.Context``, the threads hold no call's scope. The reproduction
+    without vgi_rpc is in docs/sentry.md "When Sentry itself fails".
+
+    Costs one global-scope lookup per call; does nothing for a client without
+    these parts (a custom transport such as the kit's in-memory one). Never raises.
+    """
+    global _threads_started_for
+    client = sentry_sdk.Scope.get_global_scope().client
+    if client is _threads_started_for:
+        return
+    _threads_started_for = client
+    if client is not None and getattr(client, "transport", None) is not None:
+        contextvars.Context().run(_start_threads, client)
