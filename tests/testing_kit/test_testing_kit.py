@@ -86,6 +86,31 @@ def test_transport_is_thread_safe() -> None:
     assert len(transport.raw_envelopes) == n_threads * per_thread
 
 
+def test_transport_never_blocks_the_sending_thread() -> None:
+    """B5, B10: the SDK's rule "a transport must not block" holds for the kit's own transport.
+
+    A reader holds the transport's lock (as while it converts a large capture); a send
+    from another thread still returns, and what it sent is read once the lock is free.
+    """
+    transport = InMemoryTransport()
+    with sentry_sdk.Client(dsn=DEFAULT_DSN, transport=transport, default_integrations=False) as client:
+        sent = threading.Event()
+
+        def send() -> None:
+            client.capture_event({"message": "while a reader holds the lock", "level": "info"})
+            transport.record_lost_event("queue_overflow", data_category="span")
+            sent.set()
+
+        with transport._lock:  # what a reader holds while it converts
+            sender = threading.Thread(target=send)
+            sender.start()
+            returned = sent.wait(timeout=30)  # a blocked send would wait for the lock forever
+        sender.join()
+        assert returned, "capture_envelope or record_lost_event waited for the reader's lock"
+    assert [e["items"][0]["payload"]["message"] for e in transport.envelopes] == ["while a reader holds the lock"]
+    assert {"reason": "queue_overflow", "data_category": "span", "quantity": 1} in transport.lost_events
+
+
 def test_transport_flush_and_kill_are_honoured() -> None:
     transport = InMemoryTransport()
     client = sentry_sdk.Client(dsn=DEFAULT_DSN, transport=transport, default_integrations=False)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from vgi_rpc._extras import require
@@ -115,7 +116,7 @@ def envelope_to_dict(envelope: Envelope) -> dict[str, Any]:
 
 
 class InMemoryTransport(Transport):
-    """A Sentry transport that keeps every envelope in memory (thread-safe).
+    """A Sentry transport that keeps every envelope in memory (thread-safe, and it never blocks).
 
     Use it directly (``sentry_sdk.init(transport=InMemoryTransport())``) or,
     more conveniently, through :func:`vgi_rpc.testing.sentry_capture`, which
@@ -136,10 +137,10 @@ class InMemoryTransport(Transport):
         """Create an empty transport; ``options`` is the SDK's options dict (optional)."""
         super().__init__(options)
         self._lock = threading.Lock()
-        self._pending: list[Envelope] = []  # captured, not yet converted
+        self._pending: deque[Envelope] = deque()  # captured, not yet converted (appended lock-free)
         self._envelopes: list[dict[str, Any]] = []
         self._raw: list[bytes] = []
-        self._lost: list[dict[str, Any]] = []
+        self._lost: deque[dict[str, Any]] = deque()
         self._killed = False
         self._dropped_after_kill = 0
         self._flushes = 0
@@ -147,19 +148,26 @@ class InMemoryTransport(Transport):
     # -- the Transport interface -------------------------------------------------
 
     def capture_envelope(self, envelope: Envelope) -> None:
-        """Record ``envelope`` (converted to plain data and bytes when first read)."""
-        with self._lock:
-            if self._killed:
+        """Record ``envelope`` (converted to plain data and bytes when first read).
+
+        Never blocks while recording: it takes no lock (one ``deque`` append), so a
+        reader converting a large capture cannot hold up the SDK's sending thread or
+        the thread that finished a call. (After :meth:`kill` the drop is counted
+        under the lock.)
+        """
+        if self._killed:  # after kill() (the SDK is closing): counted under the lock
+            with self._lock:
                 self._dropped_after_kill += 1
-                return
-            self._pending.append(envelope)
+            return
+        self._pending.append(envelope)
 
     def _convert_pending(self) -> None:
         """Turn envelopes captured since the last read into plain data (call with the lock held)."""
-        for envelope in self._pending:
+        pending = self._pending
+        while pending:
+            envelope = pending.popleft()
             self._envelopes.append(envelope_to_dict(envelope))
             self._raw.append(envelope.serialize())
-        self._pending.clear()
 
     def flush(self, timeout: float, callback: Any | None = None) -> None:
         """Nothing is ever pending, so this only counts the call.
@@ -189,8 +197,7 @@ class InMemoryTransport(Transport):
             "data_category": item.data_category if item is not None else data_category,
             "quantity": quantity,
         }
-        with self._lock:
-            self._lost.append(entry)
+        self._lost.append(entry)  # one append, no lock: never blocks the SDK
 
     def is_healthy(self) -> bool:
         """Always healthy (there is no network to be unhealthy about)."""
@@ -215,8 +222,7 @@ class InMemoryTransport(Transport):
     @property
     def lost_events(self) -> list[dict[str, Any]]:
         """What the SDK reported as discarded: ``{"reason", "data_category", "quantity"}``."""
-        with self._lock:
-            return [dict(x) for x in self._lost]
+        return [dict(x) for x in list(self._lost)]
 
     @property
     def killed(self) -> bool:
