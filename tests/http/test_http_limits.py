@@ -24,7 +24,6 @@ from vgi_rpc.wire import request_bytes
 
 MiB = 1 << 20
 BOMB_BYTES = 2 << 30
-EXTRA_RSS_BUDGET = 128 * MiB
 ZERO_CHUNK = 64 * MiB
 
 
@@ -117,18 +116,36 @@ def test_the_bombs_are_what_they_claim(bombs: dict[str, bytes]) -> None:
     assert int.from_bytes(bombs["gzip"][-4:], "little") == (len(prefix) + BOMB_BYTES) % (1 << 32)
 
 
+def extra_rss_budget(at_once: int) -> int:
+    """The most peak RSS *at_once* concurrent 2 GiB bombs may add to a warmed-up server.
+
+    Issue 21's bound: under 32 MiB for one bomb. Each bomb in flight holds its own
+    decoder and 1 MiB output step, so *at_once* of them get 32 MiB each.
+    """
+    return at_once * 32 * MiB
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("at_once", [1, 4])
 @pytest.mark.parametrize("coding", ["zstd", "gzip"])
 def test_a_decompression_bomb_is_413_in_bounded_memory(
-    bombs: dict[str, bytes], coding: str, at_once: int, record_property: pytest.RecordProperty
+    bombs: dict[str, bytes],
+    coding: str,
+    at_once: int,
+    record_property: pytest.RecordProperty,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """docs/http.md: a decompression bomb is a 413, not an out-of-memory.
 
-    Default configuration. The server's peak RSS may grow by at most 128 MiB while
-    it refuses *at_once* 2 GiB bombs at once, and it serves the next call.
+    Default configuration. The server's peak RSS (``VmHWM``) may grow by at most
+    :func:`extra_rss_budget` while it refuses *at_once* 2 GiB bombs at once, measured
+    from after one warm-up call per coding; it serves the next call. The growth is
+    also reported from the fresh process (before the warm-up calls), which is what an
+    outside observer sees. Both figures go to the terminal (with or without ``-s``)
+    and to the JUnit XML (``record_property``): docs/http.md quotes them.
     """
     with LimitsWorker() as worker:
+        fresh = worker.vmhwm()
         warm = digest_body(b"warm up" * 1000)
         for warm_coding, packed in (
             ("zstd", zstandard.compress(warm)),
@@ -144,16 +161,23 @@ def test_a_decompression_bomb_is_413_in_bounded_memory(
         after = worker.vmhwm()
         extra = after - before
         record_property("extra_peak_rss_mib", round(extra / MiB, 1))
-        print(
-            f"\n{coding} x{at_once}: VmHWM {before / MiB:.0f} -> {after / MiB:.0f} MiB (+{extra / MiB:.1f} MiB)"
-        )
+        record_property("extra_peak_rss_from_fresh_mib", round((after - fresh) / MiB, 1))
+        with capsys.disabled():
+            print(
+                f"\n[bomb memory] {coding} x{at_once}: server VmHWM fresh {fresh / MiB:.1f} MiB, "
+                f"warmed up {before / MiB:.1f} MiB, after the bomb(s) {after / MiB:.1f} MiB: "
+                f"+{extra / MiB:.1f} MiB over warmed up (bound {extra_rss_budget(at_once) // MiB} MiB), "
+                f"+{(after - fresh) / MiB:.1f} MiB over fresh"
+            )
         for r in answers:
             assert r.status_code == 413
             assert (
                 "decompressed request body exceeds the server's limit of 1073741824 bytes"
                 in (error_md(r.content)["vgi_rpc.log_message"])
             )
-        assert extra <= EXTRA_RSS_BUDGET, f"+{extra / MiB:.0f} MiB of peak RSS for {at_once} {coding} bomb(s)"
+        assert extra <= extra_rss_budget(at_once), (
+            f"+{extra / MiB:.0f} MiB of peak RSS for {at_once} {coding} bomb(s)"
+        )
         assert (
             httpx.post(
                 f"{worker.url}/Sink/ping",

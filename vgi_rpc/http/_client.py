@@ -94,10 +94,7 @@ class _HttpTransport:
             if coding is not None:
                 content = encode_body(body, coding)
                 headers["Content-Encoding"] = coding
-            try:
-                resp = self.client.post(url, content=content, headers=headers)
-            except httpx.HTTPError as exc:
-                raise RpcError("ConnectionError", f"POST {url} failed: {exc}") from exc
+            resp = self._exchange(url, content, headers)
             if resp.status_code == 415 and attempt == 0 and coding is not None and self.want is not None:
                 coding = _choose(resp.headers.get(ENCODINGS_HEADER), self.want)
                 self._coding = coding
@@ -120,16 +117,33 @@ class _HttpTransport:
                 f"{resp.headers.get('content-type') or 'untyped'} body, not an Arrow IPC stream "
                 "(answered by a proxy or gateway?)",
                 error_kind="transport",
-                error_code=str(resp.status_code),
+                error_code=_STATUS_CODES.get(resp.status_code, "UNKNOWN"),
             )
         return resp.content
+
+    def _exchange(self, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
+        """POST and read the whole response; a failure below HTTP is a typed transport error."""
+        try:
+            with self.client.stream("POST", url, content=content, headers=headers) as resp:
+                try:
+                    resp.read()
+                except httpx.HTTPError as exc:  # the head arrived, the body did not
+                    raise _transport_failure(url, exc, resp) from exc
+        except httpx.HTTPError as exc:
+            raise _transport_failure(url, exc, None) from exc
+        return resp
 
     def read(self, content: bytes | pa.BufferReader, status_hint: str) -> pa.ipc.RecordBatchStreamReader:
         try:
             source = content if isinstance(content, pa.BufferReader) else pa.py_buffer(content)
             return pa.ipc.open_stream(source)
         except (pa.ArrowInvalid, OSError):
-            raise RpcError("HttpError", f"{status_hint}: response is not a valid Arrow IPC stream") from None
+            raise RpcError(
+                "HttpError",
+                f"{status_hint}: response is not a valid Arrow IPC stream",
+                error_kind="transport",
+                error_code="DATA_LOSS",
+            ) from None
 
     def batches(self, content: bytes, what: str) -> list[tuple[pa.RecordBatch, dict[str, str]]]:
         reader = self.read(content, what)
@@ -158,6 +172,62 @@ class _HttpTransport:
             content = session._read_header(content, header_type)
         session._absorb(content)
         return session
+
+
+_STATUS_CODES = {
+    400: "INTERNAL",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "UNIMPLEMENTED",
+    429: "UNAVAILABLE",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "UNAVAILABLE",
+}
+"""``error_code`` for an HTTP status answered by something other than a vgi-rpc server.
+
+gRPC's own mapping of HTTP statuses to codes; any other status is ``"UNKNOWN"``.
+"""
+
+_TIMEOUTS: tuple[tuple[type[httpx.TimeoutException], str], ...] = (
+    (httpx.ConnectTimeout, "no connection within the timeout"),
+    (httpx.WriteTimeout, "the request was not sent within the timeout"),
+    (httpx.PoolTimeout, "no free pooled connection within the timeout"),
+)
+
+
+def _transport_failure(url: str, exc: httpx.HTTPError, head: httpx.Response | None) -> RpcError:
+    """The ``RpcError(error_kind="transport")`` for an httpx failure below HTTP.
+
+    *head* is the response whose body was being read when it happened (``None``: no
+    response had arrived). The codes are gRPC's: ``DEADLINE_EXCEEDED`` for any
+    timeout, ``DATA_LOSS`` for a response cut short after its head, ``UNAVAILABLE``
+    for a refused, reset or closed connection before a response, ``UNKNOWN`` for
+    anything else (an unsupported URL scheme...).
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        code = "DEADLINE_EXCEEDED"
+        what = next(
+            (text for kind, text in _TIMEOUTS if isinstance(exc, kind)), "no answer within the timeout"
+        )
+    elif head is not None:
+        code = "DATA_LOSS"
+        what = f"the response was cut short after its head (HTTP {head.status_code})"
+    elif isinstance(exc, httpx.ConnectError):
+        code, what = "UNAVAILABLE", "could not connect"
+    elif isinstance(exc, httpx.NetworkError):
+        code, what = "UNAVAILABLE", "the connection failed before a response"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        code, what = "UNAVAILABLE", "the server closed the connection (or broke HTTP) before a response"
+    else:
+        code, what = "UNKNOWN", "the request failed"
+    detail = str(exc) or "no detail"
+    return RpcError(
+        "TransportError",
+        f"POST {url}: {what} ({type(exc).__name__}: {detail})",
+        error_kind="transport",
+        error_code=code,
+    )
 
 
 def _choose(advertised: str | None, want: str) -> str | None:
@@ -314,7 +384,13 @@ def http_connect(
     iterables of :class:`~vgi_rpc.AnnotatedBatch`; exchange streams return a session
     with ``exchange(batch)``, ``cancel()`` and ``close()``. A failed call raises
     :class:`~vgi_rpc.RpcError` carrying the server's error type and message (a 401
-    becomes ``RpcError("AuthenticationError", detail)``).
+    becomes ``RpcError("AuthenticationError", detail)``). A failure on the network
+    raises ``RpcError("TransportError", ...)`` with ``error_kind="transport"`` and
+    gRPC's ``error_code``: ``"UNAVAILABLE"`` (refused; closed or reset before a
+    response), ``"DEADLINE_EXCEEDED"`` (any timeout), ``"DATA_LOSS"`` (the body was
+    cut short), ``"UNKNOWN"`` (anything else). A non-Arrow answer from a proxy (an
+    HTML 502) is ``RpcError("HttpError", ...)``, also ``error_kind="transport"``,
+    with gRPC's code for the status (``"UNAVAILABLE"`` for 429, 502, 503, 504).
 
     Args:
         protocol: The Protocol class (its ``protocol_name`` selects the URL segment).

@@ -9,7 +9,10 @@
 one call at a time per connection (a lock serialises threads), a stream call
 holding the connection until it is exhausted, closed or cancelled. A pipe that
 breaks or carries bytes that are not Arrow IPC surfaces as
-``RpcError(error_kind="transport")``. Every call, and every stream turn, has a
+``RpcError("TransportError", error_kind="transport")`` with the HTTP client's gRPC
+codes: ``UNAVAILABLE`` (the worker exited, was killed or closed its end; the
+connection was given up earlier), ``DATA_LOSS`` (bytes that are not Arrow IPC),
+``DEADLINE_EXCEEDED`` (the timeout below). Every call, and every stream turn, has a
 deadline (*timeout*, :data:`DEFAULT_TIMEOUT` by default): the reader and writer
 are ``vgi_rpc._pipe_io``'s, which poll non-blocking descriptors and check the
 IPC framing of what the worker writes.
@@ -92,7 +95,10 @@ class _PipeClient:
         if self.broken is not None:
             self.lock.release()
             raise RpcError(
-                "TransportError", f"the pipe connection is closed: {self.broken}", error_kind="transport"
+                "TransportError",
+                f"the pipe connection is closed: {self.broken}",
+                error_kind="transport",
+                error_code="UNAVAILABLE",
             )
         if self.open_session is not None and self.open_session() is not None:
             self.lock.release()
@@ -116,7 +122,10 @@ class _PipeClient:
             else:
                 self.broken = f"during {what}, {exc} ({consequence})"
                 error = RpcError(
-                    "TransportError", f"pipe transport failed: {self.broken}", error_kind="transport"
+                    "TransportError",
+                    f"pipe transport failed: {self.broken}",
+                    error_kind="transport",
+                    error_code="DATA_LOSS",
                 )
             with contextlib.suppress(Exception):
                 self._give_up()
@@ -164,8 +173,14 @@ _TRANSPORT_ERRORS = (OSError, ValueError)  # broken/closed pipe, or bytes that a
 
 
 def _transport_error(what: str, exc: BaseException) -> RpcError:
-    """The RpcError a caller sees when the pipe itself failed (worker gone, garbage on its stdout)."""
-    return RpcError("TransportError", f"pipe transport failed during {what}: {exc}", error_kind="transport")
+    """The RpcError a caller sees when the pipe itself failed: the worker is gone (exited,
+    killed, closed its end), so the answer will never come (``UNAVAILABLE``)."""
+    return RpcError(
+        "TransportError",
+        f"pipe transport failed during {what}: {exc}",
+        error_kind="transport",
+        error_code="UNAVAILABLE",
+    )
 
 
 def _read_whole(
@@ -243,6 +258,13 @@ class _PipeStream:
                 self._out = pa.ipc.open_stream(self._client.reader)
             return next(iter_response(self._out, self._client.on_log))
         except StopIteration:
+            if self._client.reader._eof:
+                # Arrow ends a stream quietly at end of file; a stream that really ended
+                # stops at its end-of-stream marker, before the pipe's end. So the worker
+                # died mid-stream: say so, instead of handing back a short stream.
+                self._abandon()
+                gone = EOFError("the worker closed its output before the end of the stream")
+                raise self._client.failed(f"a turn of stream {self._spec.name!r}", gone) from None
             self._finish()
             return None
         except RpcError:
@@ -429,7 +451,9 @@ def connect(
     ``RpcError("TransportError", ...)`` with ``error_kind="transport"`` and
     ``error_code="DEADLINE_EXCEEDED"``. A worker that writes bytes that are not Arrow
     IPC to its stdout (a stray ``print``) is killed at once, and the error quotes
-    the bytes. Either way every later call on the proxy fails at once.
+    the bytes (``error_code="DATA_LOSS"``). Either way every later call on the proxy
+    fails at once (``error_code="UNAVAILABLE"``), as does a call to a worker that
+    exited or was killed.
     """
     proc = subprocess.Popen(
         list(cmd),
