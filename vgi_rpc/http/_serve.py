@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
 import socket
+import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from waitress import wasyncore
@@ -16,7 +20,13 @@ from vgi_rpc.http._app import VgiFalconApp, make_wsgi_app
 from vgi_rpc.http._common import normalise_prefix
 from vgi_rpc.server import RpcServer
 
-__all__ = ["HttpServerHandle", "serve_http", "start_http_server"]
+__all__ = [
+    "DEFAULT_GRACE_PERIOD",
+    "DEFAULT_SENTRY_FLUSH_TIMEOUT",
+    "HttpServerHandle",
+    "serve_http",
+    "start_http_server",
+]
 
 _logger = logging.getLogger("vgi_rpc.http")
 
@@ -40,6 +50,12 @@ CONNECTIONS_PER_THREAD = 64
 
 DEFAULT_IDLE_TIMEOUT = 30.0
 """Default seconds an idle connection (no request in progress) stays open."""
+
+DEFAULT_GRACE_PERIOD = 30.0
+"""Default seconds a stopping server lets calls in progress finish before closing their connections."""
+
+DEFAULT_SENTRY_FLUSH_TIMEOUT = 2.0
+"""Default seconds a stopping server waits for Sentry to send what it queued (the SDK's own default)."""
 
 _FD_HEADROOM = 64  # descriptors kept free for everything else the process opens
 _OWN_CHANNELS = 2  # waitress's listening socket and trigger, which it counts against the limit
@@ -100,11 +116,131 @@ def _create(
     return w
 
 
+def _map_of(w: Any) -> dict[Any, Any]:
+    return w._map if hasattr(w, "_map") else w.map  # type: ignore[no-any-return]
+
+
+def _serve_until(w: Any, stop: threading.Event) -> None:
+    """Run waitress's event loop until *stop* is set (a signal or ``stop()`` pulls the trigger)."""
+    m = _map_of(w)
+    while not stop.is_set():
+        wasyncore.loop(timeout=0.5, map=m, use_poll=w.adj.asyncore_use_poll, count=1)
+
+
+def _busy(channel: Any) -> bool:
+    """Whether *channel* has a request being received, served or answered (not idle keep-alive)."""
+    return bool(
+        channel.requests
+        or channel.request is not None
+        or channel.total_outbufs_len
+        or channel.close_when_flushed
+    )
+
+
+def _drain(w: Any, grace: float, forced: threading.Event) -> int:
+    """Stop accepting, then let busy connections finish for up to *grace* seconds.
+
+    The listening socket is closed first, so a new connection is refused by the
+    kernel instead of accepted and dropped. Idle keep-alive connections are closed
+    as soon as they are seen idle (a finished call's connection too, once its answer
+    is sent). Returns how many connections were still busy when the grace ended
+    (or *forced* was set); the caller closes them.
+    """
+    if w.accepting or w.socket is not None:
+        w.accepting = False
+        wasyncore.dispatcher.close(w)  # the listener only: the trigger stays for the loop below
+    m = _map_of(w)
+    deadline = time.monotonic() + max(0.0, grace)
+    while True:
+        busy = 0
+        for channel in list(w.active_channels.values()):
+            if _busy(channel):
+                busy += 1
+            elif not channel.will_close:
+                channel.will_close = True  # the loop closes it on its next pass
+        left = deadline - time.monotonic()
+        if not busy or forced.is_set() or left <= 0:
+            return busy
+        wasyncore.loop(timeout=min(0.1, left), map=m, use_poll=w.adj.asyncore_use_poll, count=1)
+
+
+def _close(w: Any, abandoned: int) -> None:
+    """Close every connection and the trigger, and stop the worker threads.
+
+    With *abandoned* calls still running, their connections are closed under them
+    (the client sees the connection drop, never a partial answer it could take for
+    a whole one) and the threads are not waited for (waitress's are daemons).
+    """
+    m = _map_of(w)
+    if abandoned:
+        _logger.warning(
+            "vgi_rpc.http: grace period over with %d call(s) still running; closing their connections",
+            abandoned,
+        )
+    for channel in list(w.active_channels.values()):
+        with contextlib.suppress(Exception):
+            channel.handle_close()
+    w.task_dispatcher.shutdown(timeout=0.2 if abandoned else 5)
+    wasyncore.close_all(m)
+
+
+def _flush_sentry(timeout: float) -> None:
+    """Send what the Sentry SDK queued, waiting at most *timeout* seconds.
+
+    Nothing is imported: when ``sentry_sdk`` was never imported there is no client to
+    flush. Failures are logged, never raised: stopping must not depend on Sentry.
+    """
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None or not timeout > 0:
+        return
+    try:
+        if sdk.get_client().is_active():
+            sdk.flush(timeout=timeout)
+    except Exception:
+        _logger.warning("vgi_rpc.http: flushing Sentry failed", exc_info=True)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(w: Any, stop: threading.Event, forced: threading.Event) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT set *stop* (a second one sets *forced*); restored on exit.
+
+    Only in the main thread (the only one Python lets set handlers); a signal that
+    was ignored when we started stays ignored (``nohup``, a background job).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            forced.set()
+        stop.set()
+        w.pull_trigger()  # wake the event loop now rather than at its next timeout
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _check_stop_options(grace_period: float, sentry_flush_timeout: float) -> None:
+    if not grace_period >= 0:
+        raise ValueError("grace_period must be 0 or more seconds")
+    if not sentry_flush_timeout >= 0:
+        raise ValueError("sentry_flush_timeout must be 0 or more seconds")
+
+
 class HttpServerHandle:
     """A waitress server running :func:`make_wsgi_app` on a background thread.
 
     Returned by :func:`start_http_server`; use it as a context manager (stops on exit)
-    or call :meth:`stop`.
+    or call :meth:`stop`. It installs no signal handlers (the embedding program owns
+    them): call :meth:`stop` from your own shutdown path.
 
     Attributes:
         host: The bound address.
@@ -126,7 +262,10 @@ class HttpServerHandle:
         port: int,
         connection_limit: int | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+        sentry_flush_timeout: float = DEFAULT_SENTRY_FLUSH_TIMEOUT,
     ) -> None:
+        _check_stop_options(grace_period, sentry_flush_timeout)
         self.app = app
         self.server: RpcServer = app.vgi_server
         self.prefix = prefix
@@ -136,7 +275,10 @@ class HttpServerHandle:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         self.base_url = f"http://{shown}:{self.port}"
         self.url = self.base_url + prefix
+        self.grace_period = grace_period
+        self.sentry_flush_timeout = sentry_flush_timeout
         self._stop = threading.Event()
+        self._forced = threading.Event()
         # Held while the trigger is pulled and while the serving thread closes the sockets:
         # without it, a loop that sees _stop on its own can close the trigger between
         # stop()'s set() and its pull(), which then writes to a closed descriptor (EBADF).
@@ -145,31 +287,45 @@ class HttpServerHandle:
         self._thread = threading.Thread(target=self._run, name=f"vgi_rpc-http-{self.port}", daemon=True)
         self._thread.start()
 
-    def _map(self) -> dict[Any, Any]:
-        w = self._waitress
-        return w._map if hasattr(w, "_map") else w.map  # type: ignore[no-any-return]
-
     def _run(self) -> None:
         w = self._waitress
+        abandoned = 0
         try:
-            while not self._stop.is_set():
-                wasyncore.loop(timeout=0.5, map=self._map(), use_poll=w.adj.asyncore_use_poll, count=1)
+            _serve_until(w, self._stop)
+            abandoned = _drain(w, self.grace_period, self._forced)
         finally:
-            w.task_dispatcher.shutdown()
             with self._closing:
                 self._closed = True
-                wasyncore.close_all(self._map())
+                _close(w, abandoned)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop accepting, close connections and wait for the serving thread (idempotent)."""
+    def stop(self, timeout: float | None = None, *, grace_period: float | None = None) -> None:
+        """Stop gracefully and wait for it (idempotent; later calls return at once).
+
+        New connections are refused at once (the listening socket is closed), idle
+        connections are closed, and calls in progress get up to *grace_period*
+        seconds (default: the handle's, :data:`DEFAULT_GRACE_PERIOD` unless
+        ``start_http_server(grace_period=)`` said otherwise) to finish and send their
+        answers. Calls still running then lose their connection: their clients get
+        a transport error, never a cut-short answer. Then Sentry is flushed for up
+        to the handle's ``sentry_flush_timeout`` (when a Sentry client is active).
+
+        Args:
+            timeout: Most seconds to wait for the serving thread; default the grace
+                period plus 10.
+            grace_period: This stop's grace period, overriding the handle's.
+        """
         if self._stop.is_set():
             return
+        if grace_period is not None:
+            _check_stop_options(grace_period, 0)
+            self.grace_period = grace_period
         with self._closing:
             self._stop.set()
             pull = getattr(self._waitress, "pull_trigger", None)
             if pull is not None and not self._closed:
                 pull()
-        self._thread.join(timeout)
+        self._thread.join(self.grace_period + 10 if timeout is None else timeout)
+        _flush_sentry(self.sentry_flush_timeout)
 
     def __enter__(self) -> HttpServerHandle:
         return self
@@ -191,13 +347,17 @@ def start_http_server(
     connection_limit: int | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     waitress_options: Mapping[str, Any] | None = None,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    sentry_flush_timeout: float = DEFAULT_SENTRY_FLUSH_TIMEOUT,
     **app_options: Any,
 ) -> HttpServerHandle:
     """Serve on a background thread and return a running :class:`HttpServerHandle`.
 
     ``port=0`` (the default) picks a free port; read it from ``handle.port``. Takes
     the same server options as :func:`serve_http` and the same app options as
-    :func:`make_wsgi_app`. Meant for tests and embedding::
+    :func:`make_wsgi_app`; *grace_period* and *sentry_flush_timeout* apply when the
+    handle is stopped (:meth:`HttpServerHandle.stop`). No signal handler is
+    installed. Meant for tests and embedding::
 
         with start_http_server(server, prefix="/vgi") as h:
             with http_connect(Calculator, h.base_url, prefix="/vgi") as proxy: ...
@@ -205,7 +365,16 @@ def start_http_server(
     app = make_wsgi_app(server, implementation, **app_options)
     prefix = _prefix_of(app_options)
     return HttpServerHandle(
-        app, prefix, threads, waitress_options, host, port, connection_limit, idle_timeout
+        app,
+        prefix,
+        threads,
+        waitress_options,
+        host,
+        port,
+        connection_limit,
+        idle_timeout,
+        grace_period,
+        sentry_flush_timeout,
     )
 
 
@@ -219,9 +388,20 @@ def serve_http(
     connection_limit: int | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     waitress_options: Mapping[str, Any] | None = None,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    sentry_flush_timeout: float = DEFAULT_SENTRY_FLUSH_TIMEOUT,
+    handle_signals: bool = True,
     **app_options: Any,
 ) -> None:
-    """Serve *server* over HTTP with waitress until interrupted (blocking).
+    """Serve *server* over HTTP with waitress until SIGTERM or SIGINT (blocking), then stop gracefully.
+
+    On the first signal: new connections are refused, calls in progress get
+    *grace_period* seconds to finish, the connections of calls still running then
+    are closed (their clients get a transport error, never a cut-short answer),
+    Sentry is flushed (when a client is active) and this returns normally, so a
+    script ending with it exits 0. A second signal ends the grace period at once.
+    Handlers only in the main thread, never for an ignored signal, and the previous
+    ones are put back (docs/http.md, "Stopping").
 
     Args:
         server: A ready :class:`~vgi_rpc.RpcServer` (instrument it first), or a
@@ -235,11 +415,14 @@ def serve_http(
             ``CONNECTIONS_PER_THREAD * threads`` (512 for 8 threads), kept 64 below
             the process's open-file limit.
         idle_timeout: Seconds a connection with no request in progress stays open
-            (default 30; waitress counts whole seconds and checks every
-            ``max(1, min(30, idle_timeout // 2))`` seconds, so one may live up to
-            half as long again).
+            (default 30; checked every ``max(1, min(30, idle_timeout // 2))`` whole
+            seconds, so one may live up to half as long again).
         waitress_options: Extra ``waitress`` adjustments (they win over the above);
             ``TCP_NODELAY`` is always set.
+        grace_period: Seconds calls in progress get once stopping (default 30).
+        sentry_flush_timeout: Most seconds spent flushing Sentry (default 2; ``0`` skips).
+        handle_signals: ``False`` leaves SIGTERM and SIGINT alone (a
+            ``KeyboardInterrupt`` still stops gracefully).
         **app_options: Passed to :func:`make_wsgi_app` (``prefix``, ``authenticate``,
             ``token_key``, ``token_ttl``, ``max_request_bytes``, ``sentry_config``,
             ``otel_config``...).
@@ -248,10 +431,16 @@ def serve_http(
     of them can serve any turn of any stream. The app also runs under gunicorn
     or any WSGI server (``make_wsgi_app``); waitress is simply the default here.
     """
+    _check_stop_options(grace_period, sentry_flush_timeout)
     app = make_wsgi_app(server, implementation, **app_options)
     w = _create(app, host, port, threads, connection_limit, idle_timeout, waitress_options)
+    _announce(w, app, port == 0, _prefix_of(app_options))
+    _serve_then_stop(w, grace_period, handle_signals)
+    _flush_sentry(sentry_flush_timeout)
+
+
+def _announce(w: Any, app: VgiFalconApp, print_port: bool, prefix: str) -> None:
     bound = int(w.effective_port)
-    prefix = _prefix_of(app_options)
     _logger.info(
         "vgi_rpc.http serving %s on http://%s:%d%s",
         app.vgi_server.protocol_name,
@@ -259,13 +448,22 @@ def serve_http(
         bound,
         prefix,
     )
-    if port == 0:
+    if print_port:
         print(f"PORT:{bound}", flush=True)
+
+
+def _serve_then_stop(w: Any, grace_period: float, handle_signals: bool) -> None:
+    """:func:`serve_http`'s loop: serve until a signal (or ``KeyboardInterrupt``), drain, close."""
+    stop, forced = threading.Event(), threading.Event()
+    abandoned = 0
     try:
-        w.run()
+        with _stop_on_signals(w, stop, forced) if handle_signals else contextlib.nullcontext():
+            with contextlib.suppress(KeyboardInterrupt):
+                _serve_until(w, stop)
+            _logger.info("vgi_rpc.http stopping: waiting up to %gs for calls in progress", grace_period)
+            abandoned = _drain(w, grace_period, forced)
     finally:
-        w.task_dispatcher.shutdown()
-        wasyncore.close_all(w._map if hasattr(w, "_map") else w.map)
+        _close(w, abandoned)
 
 
 def _prefix_of(app_options: Mapping[str, Any]) -> str:

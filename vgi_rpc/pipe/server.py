@@ -27,9 +27,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 
@@ -39,11 +41,25 @@ from vgi_rpc.errors import ProtocolError
 from vgi_rpc.methods import MethodSpec
 from vgi_rpc.server import Admission, RpcServer, as_server
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch
-from vgi_rpc.wire import CANCEL_KEY, PROTOCOL_KEY, PROTOCOL_KEYS, ResponseWriter, metadata_dict, read_request
+from vgi_rpc.wire import (
+    CANCEL_KEY,
+    PROTOCOL_KEY,
+    PROTOCOL_KEYS,
+    Request,
+    ResponseWriter,
+    metadata_dict,
+    read_request,
+)
 
-__all__ = ["run_server", "serve_streams"]
+__all__ = ["DEFAULT_GRACE_PERIOD", "DEFAULT_SENTRY_FLUSH_TIMEOUT", "run_server", "serve_streams"]
 
 _logger = logging.getLogger("vgi_rpc")
+
+DEFAULT_GRACE_PERIOD = 30.0
+"""Default seconds :func:`run_server` lets the call in progress finish after SIGTERM or SIGINT."""
+
+DEFAULT_SENTRY_FLUSH_TIMEOUT = 2.0
+"""Default seconds :func:`run_server` waits for Sentry to send what it queued before returning."""
 
 
 def _drain(reader: pa.ipc.RecordBatchStreamReader) -> None:
@@ -135,9 +151,16 @@ def serve_streams(
     breaks the IPC framing ends the connection (after answering), since the byte
     stream can no longer be trusted.
     """
+    _serve(server, reader, writer, auth, None)
+
+
+def _serve(
+    server: RpcServer, reader: IO[bytes], writer: IO[bytes], auth: AuthContext, stop: _Stop | None
+) -> None:
+    """:func:`serve_streams`; with *stop*, a request is busy from read to answer and a stop ends the loop."""
     admission = Admission(server)
     maybe_orphan = False
-    while True:
+    while stop is None or not stop.requested:
         try:
             request = read_request(reader)
         except EOFError:
@@ -156,42 +179,153 @@ def serve_streams(
             continue
         except OSError:
             return
-        maybe_orphan = False
-        spec: MethodSpec | None = None
-        try:
-            # No URL on a pipe: the request's metadata names its protocol and method.
-            spec = admission.route(request.method, request.metadata.get(PROTOCOL_KEY))
-            kwargs = admission.request(spec, request)
-        except ProtocolError as exc:
-            maybe_orphan = spec is None
-            if not _refuse(server, reader, writer, exc, spec):
-                return
-            continue
-        try:
-            call = server.call(spec, auth=auth, metadata=request.metadata, transport="pipe")
-            if spec.method_type == "unary":
-                # Encoded in memory and written once: a pyarrow writer on a Python
-                # file calls back into Python for every piece of every message.
-                sink = pa.BufferOutputStream()
-                call.unary(kwargs, sink)
-                writer.write(sink.getvalue())
-                writer.flush()
-            else:
-                inputs = _Inputs(reader)
-                call.stream(kwargs, inputs, writer)
-                inputs.drain()
-        except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
-            _logger.debug("pipe closed mid-call", exc_info=True)
+        if stop is not None:
+            stop.busy = True
+        outcome = _answer(server, admission, request, reader, writer, auth)
+        if outcome is None:  # the pipe broke
             return
+        maybe_orphan = outcome
+        if stop is not None:
+            stop.idle()
+
+
+def _answer(
+    server: RpcServer,
+    admission: Admission,
+    request: Request,
+    reader: IO[bytes],
+    writer: IO[bytes],
+    auth: AuthContext,
+) -> bool | None:
+    """Dispatch one request and write its answer.
+
+    ``None`` when the pipe broke; else whether the next request may be the orphaned
+    input stream of a stream call refused as an unknown method.
+    """
+    spec: MethodSpec | None = None
+    try:
+        # No URL on a pipe: the request's metadata names its protocol and method.
+        spec = admission.route(request.method, request.metadata.get(PROTOCOL_KEY))
+        kwargs = admission.request(spec, request)
+    except ProtocolError as exc:
+        if not _refuse(server, reader, writer, exc, spec):
+            return None
+        return spec is None
+    try:
+        call = server.call(spec, auth=auth, metadata=request.metadata, transport="pipe")
+        if spec.method_type == "unary":
+            # Encoded in memory and written once: a pyarrow writer on a Python
+            # file calls back into Python for every piece of every message.
+            sink = pa.BufferOutputStream()
+            call.unary(kwargs, sink)
+            writer.write(sink.getvalue())
+            writer.flush()
+        else:
+            inputs = _Inputs(reader)
+            call.stream(kwargs, inputs, writer)
+            inputs.drain()
+    except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
+        _logger.debug("pipe closed mid-call", exc_info=True)
+        return None
+    return False
+
+
+class _Stopped(BaseException):
+    """Raised by the signal handler when no call is in progress: stop reading requests."""
+
+
+class _GraceOver(BaseException):
+    """Raised (from SIGALRM, or a second signal) in the call still running when the grace period ends."""
+
+
+class _Stop:
+    """SIGTERM/SIGINT handling for :func:`run_server` (main thread only).
+
+    Idle (waiting for a request): the handler raises :class:`_Stopped` out of the
+    read. Busy: the call goes on, a SIGALRM timer is armed for the grace period, and
+    the loop stops once the answer is written. A second signal, or the timer,
+    raises :class:`_GraceOver` in the running call.
+    """
+
+    def __init__(self, grace_period: float) -> None:
+        self.grace_period = grace_period
+        self.requested = False
+        self.busy = False
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def restore(self) -> None:
+        if signal.SIGALRM in self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
+        self._previous.clear()
+
+    def idle(self) -> None:
+        """The answer is written: a stop requested meanwhile may now end the loop."""
+        self.busy = False
+        if self.requested and signal.SIGALRM in self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.requested and self.busy:
+            raise _GraceOver
+        self.requested = True
+        if not self.busy:
+            raise _Stopped
+        _logger.info("vgi_rpc.pipe stopping: waiting up to %gs for the call in progress", self.grace_period)
+        if self.grace_period <= 0:
+            raise _GraceOver
+        if not hasattr(signal, "setitimer"):  # no SIGALRM (Windows): the call runs to its end
+            return
+        self._previous.setdefault(signal.SIGALRM, signal.signal(signal.SIGALRM, self._on_alarm))
+        signal.setitimer(signal.ITIMER_REAL, self.grace_period)
+
+    def _on_alarm(self, signum: int, frame: object) -> None:
+        if self.busy:
+            raise _GraceOver
+
+
+def _flush_sentry(timeout: float) -> None:
+    """Send what the Sentry SDK queued, waiting at most *timeout* seconds (never imports it, never raises)."""
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None or not timeout > 0:
+        return
+    try:
+        if sdk.get_client().is_active():
+            sdk.flush(timeout=timeout)
+    except Exception:
+        _logger.warning("vgi_rpc.pipe: flushing Sentry failed", exc_info=True)
 
 
 def run_server(
-    target: type | RpcServer, impl: object | None = None, *, auth: AuthContext = ANONYMOUS
+    target: type | RpcServer,
+    impl: object | None = None,
+    *,
+    auth: AuthContext = ANONYMOUS,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    sentry_flush_timeout: float = DEFAULT_SENTRY_FLUSH_TIMEOUT,
+    handle_signals: bool = True,
 ) -> None:
-    """Serve one Protocol over this process's stdin/stdout until stdin closes.
+    """Serve one Protocol over this process's stdin/stdout until stdin closes or a stop signal.
 
     Only protocol bytes go to stdout: ``sys.stdout`` (and file descriptor 1) are
     redirected to stderr while serving, so a stray ``print`` cannot corrupt the wire.
+
+    Stopping: on SIGTERM or SIGINT while waiting for a request, it stops at once; in
+    the middle of a call, the call gets up to *grace_period* seconds to finish and
+    its answer is written, then it stops. A call still running after the grace
+    period (or at a second signal) is interrupted where it next runs Python code
+    (a SIGALRM timer raises in it) and nothing more is written: the client sees the
+    pipe close, a transport error. Either way Sentry is flushed for up to
+    *sentry_flush_timeout* seconds (when a Sentry client is active) and the function
+    returns normally, so a worker script ending with it exits 0. The handlers are
+    installed only in the main thread, not for an ignored signal, and the previous
+    ones are put back before returning.
 
     Args:
         target: A ready :class:`~vgi_rpc.RpcServer`, or a Protocol class followed by *impl*.
@@ -199,8 +333,17 @@ def run_server(
         auth: The caller every call on this connection is dispatched as. The pipe
             carries no credentials, so the identity is fixed by whoever starts the
             worker (e.g. from its environment); ``ANONYMOUS`` by default.
+        grace_period: Seconds a call in progress gets to finish after a stop signal
+            (default 30).
+        sentry_flush_timeout: Most seconds spent flushing Sentry before returning
+            (default 2; ``0`` skips it).
+        handle_signals: ``False`` leaves SIGTERM and SIGINT alone.
     """
+    if not grace_period >= 0 or not sentry_flush_timeout >= 0:
+        raise ValueError("grace_period and sentry_flush_timeout must be 0 or more seconds")
     server = as_server(target, impl)
+    main = threading.current_thread() is threading.main_thread()
+    stop = _Stop(grace_period) if handle_signals and main else None
     sys.stdout.flush()
     protocol_fd = os.dup(1)
     os.dup2(2, 1)
@@ -208,6 +351,32 @@ def run_server(
     sys.stdout = sys.stderr
     try:
         with os.fdopen(protocol_fd, "wb") as out:
-            serve_streams(server, sys.stdin.buffer, out, auth=auth)
+            _serve_until_stopped(server, out, auth, stop)
     finally:
         sys.stdout = saved_stdout
+        _flush_sentry(sentry_flush_timeout)
+
+
+def _serve_until_stopped(server: RpcServer, out: IO[bytes], auth: AuthContext, stop: _Stop | None) -> None:
+    if stop is None:
+        _serve(server, sys.stdin.buffer, out, auth, None)
+        return
+    try:
+        stop.install()
+        _serve(server, sys.stdin.buffer, out, auth, stop)
+    except _Stopped:
+        pass
+    except _GraceOver:
+        _logger.warning(
+            "vgi_rpc.pipe: grace period over with a call still running; stopping without its answer"
+        )
+        # Whatever part of the answer is still buffered must not reach the client (closing
+        # the file would flush it): point the descriptor at /dev/null, which also closes
+        # our end of the pipe, so the client sees the pipe close instead.
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, out.fileno())
+        finally:
+            os.close(null)
+    finally:
+        stop.restore()
