@@ -152,12 +152,11 @@ conformance: $(STAMP) $(PEER)/.pytest
 
 bench: $(STAMP) $(PEER)/.installed
 	mkdir -p .benchmarks
-	$(BIN)/pytest benchmarks -q --benchmark-columns=median,iqr,rounds --benchmark-json=.benchmarks/pytest-benchmark.json --ratios-json=.benchmarks/ratios.json
+	$(BIN)/pytest benchmarks -q --benchmark-columns=median,iqr,rounds --benchmark-json=.benchmarks/pytest-benchmark.json
 	$(BIN)/python scripts/bench_peer.py --peer $(PEER)
-	$(BIN)/python scripts/bench_report.py
 
 bench-check: $(STAMP)
-	$(BIN)/python scripts/bench_check.py
+	$(BIN)/pytest benchmarks -m gated -q --benchmark-columns=median,iqr,rounds --ratio-baseline=benchmarks/baseline.json
 
 bench-peer: $(STAMP) $(PEER)/.installed
 	$(BIN)/python scripts/bench_peer.py --peer $(PEER)

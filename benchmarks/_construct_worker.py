@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sentry", action="store_true", help="initialise sentry_sdk first (auto-attach on)")
     args = parser.parse_args(argv)
 
-    from benchmarks._harness import Interleaved
     from benchmarks._services import Bench, BenchImpl
     from vgi_rpc import RpcServer
+    from vgi_rpc.testing.bench import Interleaved
 
     baseline_cls = seamless_server_class()
     impl = BenchImpl()

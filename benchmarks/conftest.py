@@ -1,15 +1,15 @@
 """pytest wiring for the benchmarks: the measuring profile and the ``gated`` marker.
 
-The ratio registry, the table at the end, ``--ratios-json`` and the gate
-(``--ratio-baseline``) come from the kit's public plugin
-(``vgi_rpc.testing.bench``, entry point ``vgi_rpc_bench``) -- the same our users
-run.  Options added here (``pytest benchmarks ...``):
+Everything else is the kit's public plugin (``vgi_rpc.testing.bench``, entry
+point ``vgi_rpc_bench``), the one our users run: ``ratio_benchmark``, the ratio
+table, the ratios in ``--benchmark-json`` and the gate (``--ratio-baseline``,
+with its re-measurement of a failing ratio).  Options added here:
 
-* ``--bench-profile quick|full`` -- ``quick`` (``make bench-check``) runs a third
-  of the rounds; ``full`` (``make bench``) all of them.
+* ``--bench-profile quick|full`` -- ``quick`` runs a third of the rounds; ``full``
+  (the default, ``make bench`` and ``make bench-check``) all of them.
 
-Tests marked ``gated`` measure the ratios ``make bench-check`` compares with
-``benchmarks/baseline.json``.
+Tests marked ``gated`` measure the ratios ``make bench-check`` gates on
+(``pytest benchmarks -m gated --ratio-baseline=benchmarks/baseline.json``).
 """
 
 from __future__ import annotations
@@ -53,5 +53,5 @@ def profile(pytestconfig: pytest.Config) -> Profile:
 
 @pytest.fixture
 def record_ratio(ratio_benchmark: RatioBenchmark) -> Callable[[Ratio], Ratio]:
-    """Register a ratio (``ratio_benchmark.record``: table, ratios file, gate, benchmark JSON)."""
+    """Register a ratio (``ratio_benchmark.record``: the benchmark JSON, the table, the gate)."""
     return ratio_benchmark.record

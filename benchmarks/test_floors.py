@@ -29,11 +29,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from benchmarks._harness import Interleaved, Ratio, one_cpu, run_with_benchmark
 from benchmarks._services import Bench, BenchImpl
 from benchmarks.conftest import Profile
 from vgi_rpc import RpcServer, serve_pipe
 from vgi_rpc.client import encode_call
+from vgi_rpc.testing.bench import Interleaved, Ratio, RatioBenchmark, one_cpu
 from vgi_rpc.wire import request_bytes
 
 _LEN = struct.Struct("<I")
@@ -113,7 +113,6 @@ def _record_both(
     sampler: Interleaved,
     key: str,
     what: str,
-    target: float,
     note: str,
 ) -> None:
     for suffix, clock in ((".cpu", "process"), ("", "wall")):
@@ -123,7 +122,6 @@ def _record_both(
                 f"{what} ({clock} time)",
                 "floor",
                 "ours",
-                target=target,
                 clock=clock,
                 note=note if suffix == ".cpu" else "",
             )
@@ -132,7 +130,9 @@ def _record_both(
 
 @pytest.mark.gated
 @pytest.mark.benchmark(group="round trip vs its floor")
-def test_pipe_floor(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+def test_pipe_floor(
+    ratio_benchmark: RatioBenchmark, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
+) -> None:
     server = RpcServer(Bench, BenchImpl())
     with one_cpu(), serve_pipe(server) as proxy, _pipe_floor() as floor_add:
         assert proxy.add(a=1, b=2) == 3 and floor_add(1, 2) == 3
@@ -147,13 +147,12 @@ def test_pipe_floor(benchmark: Any, profile: Profile, record_ratio: Callable[[Ra
                 floor_add(1, 2)
 
         sampler = Interleaved({"floor": floor, "ours": ours}, ops=10, clock="process")
-        run_with_benchmark(benchmark, sampler, rounds=profile.rounds(600), warmup=10)
+        ratio_benchmark.run(sampler, rounds=profile.rounds(600), warmup=10)
     _record_both(
         record_ratio,
         sampler,
         "floor.pipe",
         "serve_pipe unary round trip vs length-prefixed Arrow IPC echo over OS pipes",
-        1.30,
         "floor: one 1-row batch encoded and decoded by pyarrow once each way, nothing else",
     )
 
@@ -202,7 +201,9 @@ def _http_floor() -> Iterator[str]:
 
 @pytest.mark.gated
 @pytest.mark.benchmark(group="round trip vs its floor")
-def test_http_floor(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+def test_http_floor(
+    ratio_benchmark: RatioBenchmark, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
+) -> None:
     import httpx
 
     from vgi_rpc.http import http_connect, start_http_server
@@ -232,12 +233,11 @@ def test_http_floor(benchmark: Any, profile: Profile, record_ratio: Callable[[Ra
                 post(floor_url, content=body).content  # noqa: B018
 
         sampler = Interleaved({"floor": floor, "ours": ours}, ops=5, clock="process")
-        run_with_benchmark(benchmark, sampler, rounds=profile.rounds(300), warmup=5)
+        ratio_benchmark.run(sampler, rounds=profile.rounds(300), warmup=5)
     _record_both(
         record_ratio,
         sampler,
         "floor.http",
         "http_connect unary call vs a bare Falcon app under waitress, same httpx client",
-        1.25,
         "floor: a fixed 300-byte body, no Arrow, no routing beyond one route",
     )

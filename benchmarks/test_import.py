@@ -13,12 +13,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from benchmarks._harness import Interleaved, Ratio, run_with_benchmark
 from benchmarks.conftest import ROOT, Profile
+from vgi_rpc.testing.bench import Interleaved, Ratio, RatioBenchmark
 
 
 def import_time_ns(module: str) -> int:
@@ -49,13 +48,13 @@ def _importer(module: str) -> Callable[[int], int]:
 
 
 @pytest.mark.benchmark(group="import (fresh interpreter)")
-def test_import_time(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+def test_import_time(
+    ratio_benchmark: RatioBenchmark, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
+) -> None:
     sampler = Interleaved(
         {"import pyarrow": _importer("pyarrow"), "import vgi_rpc": _importer("vgi_rpc")}, ops=2
     )
-    run_with_benchmark(
-        benchmark, sampler, rounds=profile.rounds(20) if profile.name == "full" else 6, warmup=1
-    )
+    ratio_benchmark.run(sampler, rounds=profile.rounds(20) if profile.name == "full" else 6, warmup=1)
     ratio = sampler.ratio(
         "import.vgi_rpc",
         "python -X importtime -c 'import vgi_rpc' vs 'import pyarrow' (cumulative)",

@@ -39,10 +39,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks._harness import Interleaved, Ratio, one_cpu, quartiles, run_with_benchmark
 from benchmarks._services import Bench, BenchImpl
 from benchmarks.conftest import Profile
 from vgi_rpc import RpcServer, serve_pipe
+from vgi_rpc.testing.bench import Interleaved, Ratio, RatioBenchmark, one_cpu, quartiles
 
 
 def _calls(proxy: Any) -> Callable[[int], None]:
@@ -80,7 +80,9 @@ def _own_sends(cap: Any, variants: dict[str, Callable[[int], None]]) -> dict[str
 
 @pytest.mark.gated
 @pytest.mark.benchmark(group="serve_pipe unary round trip with Sentry")
-def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+def test_sentry_pipe(
+    ratio_benchmark: RatioBenchmark, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
+) -> None:
     from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
     from vgi_rpc.testing import sentry_capture
 
@@ -119,7 +121,7 @@ def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[R
                 between=cap.clear,
                 clock="process",
             )
-            run_with_benchmark(benchmark, sampler, rounds=profile.rounds(400), warmup=10)
+            ratio_benchmark.run(sampler, rounds=profile.rounds(400), warmup=10)
         assert not cap.events
     sends_on = "the span batcher thread, same CPU" if _streams() else "the calling thread"
     for suffix, clock in (("", "wall"), (".cpu", "process")):
@@ -129,7 +131,6 @@ def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[R
                 f"Sentry hook, default config vs no hook (serve_pipe, SDK on, {clock} time)",
                 "no Sentry hook",
                 "default config",
-                target=1.10,
                 clock=clock,
             )
         )
@@ -139,7 +140,6 @@ def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[R
                 f"Sentry hook, record_params+enable_performance vs no hook (serve_pipe, SDK on, {clock} time)",
                 "no Sentry hook",
                 "params+perf",
-                target=1.25,
                 clock=clock,
                 note=""
                 if suffix
@@ -150,7 +150,9 @@ def test_sentry_pipe(benchmark: Any, profile: Profile, record_ratio: Callable[[R
 
 @pytest.mark.gated
 @pytest.mark.benchmark(group="server-side unary handling with Sentry")
-def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+def test_sentry_server_side(
+    ratio_benchmark: RatioBenchmark, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
+) -> None:
     """``server.handle_unary``: hook + implementation + Arrow response, one thread, no transport."""
     from vgi_rpc.hooks import register_dispatch_hook
     from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
@@ -201,7 +203,7 @@ def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Call
             between=cap.clear,
             clock="thread",
         )
-        run_with_benchmark(benchmark, sampler, rounds=profile.rounds(200), warmup=5)
+        ratio_benchmark.run(sampler, rounds=profile.rounds(200), warmup=5)
         assert not cap.events
     record_ratio(
         sampler.ratio(
@@ -226,7 +228,6 @@ def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Call
             "Sentry hook, default config: added cost vs a fork-only hook's (floor a, handle_unary, thread CPU)",
             "default config",
             "fork-only hook",
-            target=1.5,
         )
     )
     record_ratio(
@@ -237,7 +238,6 @@ def test_sentry_server_side(benchmark: Any, profile: Profile, record_ratio: Call
             "(floor b, handle_unary, thread CPU)",
             "params+perf",
             "bare-transaction hook",
-            target=1.15,
         )
     )
 
@@ -345,7 +345,6 @@ def _overhead_ratio(
     *,
     baseline: str = "no Sentry hook",
     floor_is_overhead: bool = True,
-    target: float | None = None,
     note: str = "",
 ) -> Ratio:
     """The subject's *added* cost over the baseline, divided by the floor's (or by the floor itself).
@@ -382,7 +381,6 @@ def _overhead_ratio(
         subject_value=statistics.median(added),
         rounds=len(base),
         ops=sampler.ops,
-        target=target,
         note=note or f"median over blocks of {_BLOCK} rounds of (block-median differences)",
         clock=sampler.clock,
     )
@@ -390,7 +388,9 @@ def _overhead_ratio(
 
 @pytest.mark.gated
 @pytest.mark.benchmark(group="Sentry hook vs the SDK's floors")
-def test_sentry_floors(benchmark: Any, profile: Profile, record_ratio: Callable[[Ratio], Ratio]) -> None:
+def test_sentry_floors(
+    ratio_benchmark: RatioBenchmark, profile: Profile, record_ratio: Callable[[Ratio], Ratio]
+) -> None:
     """The hook's added cost against the least the SDK needs, measured in the same run.
 
     (a) a fork-only dispatch hook on the same ``serve_pipe`` round trip: the
@@ -444,7 +444,7 @@ def test_sentry_floors(benchmark: Any, profile: Profile, record_ratio: Callable[
                 between=cap.clear,
                 clock="process",
             )
-            run_with_benchmark(benchmark, sampler, rounds=profile.rounds(400), warmup=10)
+            ratio_benchmark.run(sampler, rounds=profile.rounds(400), warmup=10)
         assert not cap.events
     record_ratio(
         _overhead_ratio(
@@ -453,7 +453,6 @@ def test_sentry_floors(benchmark: Any, profile: Profile, record_ratio: Callable[
             "Sentry hook, default config: added cost vs a fork-only hook's (floor a, serve_pipe, CPU)",
             "default config",
             "fork-only hook",
-            target=1.5,
         )
     )
     record_ratio(
@@ -463,7 +462,6 @@ def test_sentry_floors(benchmark: Any, profile: Profile, record_ratio: Callable[
             "Sentry hook, record_params+enable_performance: added cost vs a bare-transaction hook's (floor b, serve_pipe, CPU)",
             "params+perf",
             "bare-transaction hook",
-            target=1.15,
         )
     )
     record_ratio(
@@ -492,6 +490,5 @@ def test_sentry_floors(benchmark: Any, profile: Profile, record_ratio: Callable[
             "Sentry hook, default config vs no hook (same run as the floors, process time)",
             "no Sentry hook",
             "default config",
-            target=1.10,
         )
     )

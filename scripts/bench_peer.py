@@ -13,7 +13,7 @@ client makes the same unary (``echo_int``) and producer (``produce_n``) calls on
 both, alternating round by round.  Where CPU affinity can be set, the client runs
 on one CPU and both servers (every thread) on another, so the two servers get
 identical placement (left to the scheduler, placement alone moves a round trip
-by up to 2x on the project's VM; see ``benchmarks._harness.one_cpu``).  Reports ``our calls/s / reference calls/s``
+by up to 2x on the project's VM; see ``vgi_rpc.testing.bench.one_cpu``).  Reports ``our calls/s / reference calls/s``
 (median of per-round ratios, IQR spread; higher is better; target >= 1.0x),
 writes ``.benchmarks/peer.json`` and prints the table.  Both servers are
 stopped at the end, whatever happens; every wait is bounded.
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._harness import Ratio, quartiles, render_table, save_ratios  # noqa: E402
+from vgi_rpc.testing.bench import Ratio, quartiles, render_table  # noqa: E402
 
 OUT = ROOT / ".benchmarks" / "peer.json"
 
@@ -127,7 +127,6 @@ def ratio_of(kind: str, samples: dict[str, list[float]], ops: int, what: str) ->
         unit="calls/s",
         rounds=len(per_round),
         ops=ops,
-        target=1.0,
         better="higher",
         clock="client wall",
         note=f"one call = a {what}; aim 1.5x" if kind == "producer" else "aim 1.5x",
@@ -190,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if cpu is not None:
             ratios.append(cpu)
-    save_ratios(args.out, ratios, profile=f"peer ({result['client']}, Python {result['python']})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    profile = f"peer ({result['client']}, Python {result['python']})"
+    args.out.write_text(json.dumps({"profile": profile, "ratios": {r.key: vars(r) for r in ratios}}, indent=2))
     print(f"\n== peer comparison: {result['client']} client, our serve_http vs the reference server ==")
     print(render_table(ratios))
     print(f"(written to {args.out})")

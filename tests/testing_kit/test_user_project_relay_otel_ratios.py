@@ -200,17 +200,21 @@ def test_acceptance_from_a_fresh_project(user_python: Path, pytester: pytest.Pyt
     (pytester.path / "test_kit.py").unlink()
     pytester.makepyfile(test_gate=GATE)
     gate = ("test_gate.py", "-q", "--ratio-baseline=ratios-baseline.json")
-    assert run_user_pytest(pytester, user_python, *gate, "--ratio-update").ret == 0
+    run_user_pytest(pytester, user_python, *gate, "--ratio-update").assert_outcomes(passed=3)
     clean = run_user_pytest(pytester, user_python, *gate)
-    assert clean.ret == 0, clean.stdout.str()
-    clean.stdout.fnmatch_lines(["ratio gate: OK (2 gated ratio(s) within their limits)"])
+    clean.assert_outcomes(passed=3)
+    clean.stdout.fnmatch_lines(
+        ["ratio gate vs ratios-baseline.json: OK (2 gated ratio(s) within their limits)"]
+    )
 
     slowed = CHECKOUT.replace("SLOWDOWN_NS = 0", "SLOWDOWN_NS = 2_000_000  # 2 ms of CPU per pay()")
     (pytester.path / "checkout.py").write_text(textwrap.dedent(slowed))
     slow = run_user_pytest(pytester, user_python, *gate)
-    assert slow.ret == 1, slow.stdout.str()
+    slow.assert_outcomes(passed=2, failed=1)  # the gate item fails, in pytest's own summary
     regressions = [line for line in slow.stdout.lines if line.lstrip().startswith("REGRESSION")]
     assert len(regressions) == 1, slow.stdout.str()
     assert "checkout.pay: baseline " in regressions[0] and ", allowed <=" in regressions[0]
     assert "Traceback" not in slow.stdout.str() + slow.stderr.str()
-    slow.stdout.fnmatch_lines(["ratio gate: FAILED: checkout.pay"])
+    slow.stdout.fnmatch_lines(
+        ["ratio gate vs ratios-baseline.json: FAILED: checkout.pay", "1 failed, 2 passed in *"]
+    )
