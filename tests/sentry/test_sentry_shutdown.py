@@ -93,11 +93,17 @@ def assert_one_event(endpoint: SentryEndpoint, flush: str) -> None:
 
 
 @FLUSH
-def test_serve_http_sends_the_in_flight_calls_event_before_exiting(
-    flush: str, tmp_path: Path, endpoint: SentryEndpoint
+@pytest.mark.parametrize("server", ["http", "embedded"], ids=["serve_http", "start_http_server"])
+def test_an_http_server_sends_the_in_flight_calls_event_before_exiting(
+    server: str, flush: str, tmp_path: Path, endpoint: SentryEndpoint
 ) -> None:
+    """B10: SIGTERM to ``serve_http`` (or a program that stops its ``start_http_server`` handle on it).
+
+    The failing call in flight completes with its own error, the process exits 0, and
+    the call's error event has reached a real Sentry endpoint by then.
+    """
     env = worker_env(tmp_path, endpoint, flush)
-    worker = PortWorker([sys.executable, "-c", CODE, "http", "30"], env=env)
+    worker = PortWorker([sys.executable, "-c", CODE, server, "30"], env=env)
     try:
         with http_connect(Drowsy, worker.url) as proxy:
             t, out = failing_call(proxy)
@@ -117,6 +123,7 @@ def test_serve_http_sends_the_in_flight_calls_event_before_exiting(
 def test_run_server_sends_the_in_flight_calls_event_before_exiting(
     flush: str, tmp_path: Path, endpoint: SentryEndpoint
 ) -> None:
+    """B10: SIGTERM to a pipe worker mid-call: the call completes, exit 0, its event has arrived."""
     status = tmp_path / "status"
     # sh runs the worker and writes its exit status once it has exited (connect keeps its Popen).
     cmd = ["sh", "-c", '"$0" -c "$1" pipe 30; echo $? > "$2"', sys.executable, CODE, str(status)]

@@ -9,6 +9,8 @@ Workers (run as ``python -c "from support.shutdown import main; main()" <transpo
 <grace>`` with ``tests`` on ``PYTHONPATH``):
 
 * ``http``: ``serve_http`` on 127.0.0.1, port 0 (``PORT:<n>`` on stdout);
+* ``embedded``: ``start_http_server`` in a program whose own SIGTERM handler makes it
+  call ``handle.stop()`` (the embedding recipe of docs/http.md "Stopping");
 * ``pipe``: ``run_server`` on stdin/stdout; its pid goes to ``$VGI_PID_FILE``.
 
 With ``$VGI_SENTRY_DSN`` set, the worker initialises the real Sentry SDK with that
@@ -78,6 +80,27 @@ def wait_started(path: Path, name: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{name} never started")
 
 
+def _embedded(server: object, grace: float, flush: float) -> None:
+    """The embedding recipe: ``start_http_server``, the program's own SIGTERM handler, ``stop()``."""
+    import threading
+
+    from vgi_rpc.http import start_http_server
+
+    handle = start_http_server(
+        server,
+        threads=4,
+        token_key=b"a token key for the shutdown tests!",
+        grace_period=grace,
+        sentry_flush_timeout=flush,
+    )
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    print(f"PORT:{handle.port}", flush=True)
+    stopping.wait()
+    handle.stop()  # drains the call in flight, then flushes Sentry
+    signal.signal(signal.SIGTERM, previous)
+
+
 def main() -> None:
     """The worker: ``<http|pipe> <grace seconds>``."""
     # A child of a shell without job control starts with SIGINT ignored; the tests' SIGINT
@@ -103,6 +126,8 @@ def main() -> None:
         from vgi_rpc.http import serve_http
 
         serve_http(server, port=0, threads=4, token_key=b"a token key for the shutdown tests!", **stop)
+    elif transport == "embedded":
+        _embedded(server, grace, flush)
     else:
         from vgi_rpc.pipe import run_server
 
