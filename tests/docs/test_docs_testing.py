@@ -80,7 +80,9 @@ def test_the_examples_pass_as_a_users_test_modules(pytester: pytest.Pytester) ->
         pytester.makepyfile(**{f"test_doc_example_{index}": block})
     n_tests = sum(block.count("\ndef test_") + block.startswith("def test_") for block in plain)
     skipped = _skipped_here(plain)
-    assert sum(block.count(_TRANSACTIONS_ONLY) for block in plain) == 1, "the Relay scrubbing example's skipif"
+    assert sum(block.count(_TRANSACTIONS_ONLY) for block in plain) == 1, (
+        "the Relay scrubbing example's skipif"
+    )
     for args in (["--snapshot-update"], [], []):  # a new port and new ids on every run
         result = pytester.runpytest_subprocess(*RUN, *args)
         _assert_green(result, n_tests - skipped)
@@ -109,6 +111,30 @@ def test_the_examples_pass_as_a_users_test_modules(pytester: pytest.Pytester) ->
     # one session per HTTP request: the /health probe and the good call exited, the failed one errored
     (sessions,) = [i["payload"] for i in items if i["type"] == "sessions"]
     assert sessions["aggregates"] == [{"errored": 1, "exited": 2, "started": "<timestamp>"}]
+    _the_stored_calls_are_what_the_page_shows(pytester.path, written)
+
+
+def _the_stored_calls_are_what_the_page_shows(project: Path, written: list[str]) -> None:
+    """The sentry_snapshot sample is the file the example writes; the HTTP calls are as the page describes them."""
+    (sample,) = _blocks("json")
+    (pipe,) = [p for p in written if p.endswith("/test_reserve_calls.sentry.json")]
+    assert json.loads((project / pipe).read_text()) == json.loads(sample)
+    (http,) = [p for p in written if p.endswith("/test_orders_calls.sentry.json")]
+    stored = json.loads((project / http).read_text())
+    assert stored["sessions"] == {"errored": 1, "exited": 2}
+    ok, failed = stored["calls"]
+    for call, status in ((ok, "ok"), (failed, "error")):
+        (child,) = call["spans"]
+        assert (call["root"]["name"], call["root"]["op"], call["root"]["status"]) == (
+            "rpc place",
+            "http.server",
+            status,
+        )
+        assert (child["name"], child["op"], child["status"]) == ("vgi_rpc/place", "rpc.server", status)
+        assert child["parent_span_id"] == call["root"]["span_id"]
+        assert {"rpc.param.sku", "rpc.param.quantity"} <= set(call["root"]["data"]) & set(child["data"])
+    assert "errors" not in ok
+    assert [e["span_id"] for e in failed["errors"]] == [failed["spans"][0]["span_id"]]
 
 
 def test_the_project_options_example_passes(pytester: pytest.Pytester) -> None:

@@ -1,13 +1,15 @@
-"""Whole-envelope snapshots of the Sentry instrumentation, one per documented field.
+"""Snapshots of what Sentry stores about each call, one per documented field.
 
-``tests/sentry/test_sentry_*.py`` assert individual values; this module pins the
-*whole* envelope each scenario sends, normalised by
-:class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension` and stored in
-``tests/snapshots/test_sentry_snapshots/`` (the project's snapshots
-folder, one level up from this module). Any change to what
-``vgi_rpc/sentry.py`` puts in an envelope -- a field added, renamed, moved or
-valued differently -- fails one of these tests; review the diff, then run
-``pytest --snapshot-update``.
+``tests/sentry/test_sentry_*.py`` assert individual values; this module pins
+*everything Sentry stores* about each scenario's calls (error events, root and
+child spans, session counts), read by
+:class:`vgi_rpc.testing.snapshots.SentryCallsExtension` -- the ``sentry_snapshot``
+fixture's -- and stored in ``tests/snapshots/test_sentry_snapshots/`` (the
+project's snapshots folder, one level up from this module). **One set for every
+SDK generation**: the same files hold on sentry-sdk 2.x and 3.x. Any change to
+what ``vgi_rpc/sentry.py`` records -- a tag, a span attribute, a context field
+added, renamed or valued differently -- fails one of these tests; review the
+diff, then run ``pytest --snapshot-update``.
 
 One test per row of the "Captured Context" table of the Sentry page (the
 ``FIELD_TABLE`` ids are the rows, in the page's order), plus the parameter
@@ -33,7 +35,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pytest
 import sentry_sdk
-from support.sentry import FAILED, STREAMING, sdk2_logging
+from support.sentry import FAILED, sdk2_logging
 
 import vgi_rpc
 from vgi_rpc import AnnotatedBatch, AuthContext, RpcError, RpcServer, serve_pipe
@@ -41,7 +43,7 @@ from vgi_rpc.hooks import DispatchInfo
 from vgi_rpc.sentry import SentryConfig, instrument_server_sentry
 from vgi_rpc.streams import ExchangeState, OutputCollector, ProducerState, Stream
 from vgi_rpc.testing import SentryCapture
-from vgi_rpc.testing.snapshots import SentryEnvelopeExtension
+from vgi_rpc.testing.snapshots import SentryCallsExtension
 
 pytest_plugins = ["pytester"]
 
@@ -50,36 +52,19 @@ pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.sentry_options(release="vgi-rpc@snapshot", environment="test")
 
 
-class PerGeneration(SentryEnvelopeExtension):
-    """``tests/snapshots/<module>/``, one set per SDK generation: sentry-sdk 3 streams spans,
-    so its envelopes differ legitimately (span items instead of transactions); its set lives
-    in ``sdk3/``."""
+class ProjectSnapshots(SentryCallsExtension):
+    """The plugin's extension, with the project's folder: ``tests/snapshots/<module>/``."""
 
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
         tests_dir = Path(test_location.filepath).parent.parent
-        base = tests_dir / cls.snapshot_dirname / test_location.basename
-        return str(base / "sdk3") if STREAMING else str(base)
+        return str(tests_dir / cls.snapshot_dirname / test_location.basename)
 
 
 @pytest.fixture
-def sentry_snapshot(snapshot: Any, sentry_capture: SentryCapture) -> Any:
-    """The plugin's fixture (same extension, same kept fields), with one set per generation."""
-    from vgi_rpc.testing.snapshots import kept_fields
-
-    assertion = snapshot.use_extension(PerGeneration)
-    assertion.extension.keep = kept_fields(sentry_capture.init_options)
-    return assertion
-
-
-def snapshot_of(cap: SentryCapture) -> list[dict[str, Any]]:
-    """The envelopes, in capture order; streamed spans last.
-
-    sentry-sdk 3 sends span items from its batcher thread, so when they arrive
-    relative to the error events is a matter of timing; their own order is not.
-    """
-    envelopes = cap.envelopes
-    return sorted(envelopes, key=lambda e: any(i["type"] == "span" for i in e["items"]))
+def sentry_snapshot(snapshot: Any) -> Any:
+    """The plugin's fixture, stored in the project's snapshots folder."""
+    return snapshot.use_extension(ProjectSnapshots)
 
 
 SERVER_ID = "5e4e7ec0ffee"
@@ -354,7 +339,7 @@ FIELD_TABLE: dict[str, Callable[[SentryCapture], None]] = {
 def test_field_table_row(row: str, sentry_capture: SentryCapture, sentry_snapshot: Any) -> None:
     """S8 S9 S10 S11 S12 S13 S14 S15 S18 S28: the whole envelope behind one row of the field table."""
     FIELD_TABLE[row](sentry_capture)
-    assert snapshot_of(sentry_capture) == sentry_snapshot
+    assert sentry_capture == sentry_snapshot
 
 
 # -- parameter rules --------------------------------------------------------------------------------
@@ -378,7 +363,7 @@ def test_param_truncation(sentry_capture: SentryCapture, sentry_snapshot: Any) -
     assert len(recorded.encode("utf-8")) <= 15
     assert text.startswith(recorded.rstrip("…")) or text.startswith(recorded)
     assert "\ufffd" not in recorded
-    assert snapshot_of(sentry_capture) == sentry_snapshot
+    assert sentry_capture == sentry_snapshot
 
 
 def test_param_primitive_filtering(sentry_capture: SentryCapture, sentry_snapshot: Any) -> None:
@@ -400,7 +385,7 @@ def test_param_primitive_filtering(sentry_capture: SentryCapture, sentry_snapsho
     assert params.get("rpc.param.names") == ["a", "b"]
     for dropped in ("options", "blob", "box"):
         assert f"rpc.param.{dropped}" not in params
-    assert snapshot_of(sentry_capture) == sentry_snapshot
+    assert sentry_capture == sentry_snapshot
 
 
 def test_tag_params_clipping_and_redaction(sentry_capture: SentryCapture, sentry_snapshot: Any) -> None:
@@ -416,7 +401,7 @@ def test_tag_params_clipping_and_redaction(sentry_capture: SentryCapture, sentry
     assert "rpc.param.api_token" not in event["tags"]
     assert "rpc.param.api_token" not in data
     assert secret not in str(sentry_capture.envelopes)
-    assert snapshot_of(sentry_capture) == sentry_snapshot
+    assert sentry_capture == sentry_snapshot
 
 
 # -- isolation --------------------------------------------------------------------------------------
@@ -433,7 +418,7 @@ def test_per_call_scope_isolation(sentry_capture: SentryCapture, sentry_snapshot
     assert (first["tags"]["app.marker"], second["tags"]["app.marker"]) == ("first", "second")
     assert second["user"] == {"id": "user-second"}
     assert [c.get("message") for c in second["breadcrumbs"]["values"]].count("crumb-first") == 0
-    assert snapshot_of(sentry_capture) == sentry_snapshot
+    assert sentry_capture == sentry_snapshot
 
 
 class _ExplodingHook:
@@ -474,20 +459,21 @@ def test_failing_sibling_hook_isolation(
     assert event["exception"]["values"][-1]["type"] == "ValueError"
     hook_crumbs = [b for b in event["breadcrumbs"]["values"] if "failed in on_dispatch_start" in b["message"]]
     assert len(hook_crumbs) == 1
-    assert snapshot_of(sentry_capture) == sentry_snapshot
+    assert sentry_capture == sentry_snapshot
 
 
 # -- the snapshots really guard vgi_rpc/sentry.py -----------------------------------------------------
 
 _MUTANT = """
 
-# --- appended by test_a_changed_sentry_field_fails_the_snapshots: one extra tag per call ---
+# --- appended by test_a_changed_sentry_field_fails_the_snapshots: one extra tag and span datum per call ---
 _unmutated_collect = _SentryDispatchHook._collect
 
 
 def _mutated_collect(self, info, auth, kwargs):
     facts = _unmutated_collect(self, info, auth, kwargs)
     facts.tags["mutant"] = "yes"  # a tag on events, and on spans (3.x: an attribute)
+    facts.data["rpc.mutant"] = "yes"  # span data on the root and the hook's span
     return facts
 
 
@@ -498,7 +484,7 @@ _SentryDispatchHook._collect = _mutated_collect
 def test_a_changed_sentry_field_fails_the_snapshots(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A copy of the package whose sentry.py adds one tag: the row tests fail on their snapshots only."""
+    """A copy of the package whose sentry.py adds a tag and a span datum: every row test fails on its snapshot."""
     here = Path(__file__).resolve().parent
     package = Path(vgi_rpc.__file__).resolve().parent
     shutil.copytree(package, pytester.path / "vgi_rpc", ignore=shutil.ignore_patterns("__pycache__"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pytest
@@ -17,7 +18,13 @@ import sentry_sdk
 from support.sentry import set_span_data, user_root, user_span
 
 from vgi_rpc.testing import sentry_capture
-from vgi_rpc.testing.snapshots import SentryEnvelopeExtension, SnapshotFormatError, normalize
+from vgi_rpc.testing.snapshots import (
+    SentryEnvelopeExtension,
+    SnapshotFormatError,
+    normalize,
+    normalize_calls,
+    sdk_folder,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -710,18 +717,305 @@ def test_header_attributes_of_streamed_spans_follow_the_header_rules() -> None:
 
 
 def test_batched_envelopes_go_last_so_their_timing_is_not_pinned() -> None:
-    """sessions/log envelopes race the span batcher on sentry-sdk 3: listed last; the others keep their order."""
+    """Span, sessions and log envelopes race the SDK's threads: listed after the events; the events keep their order."""
 
     def envelope(*types: str, trace: str = "ab" * 16) -> dict[str, Any]:
-        return {"headers": {"trace": {"trace_id": trace}}, "items": [{"type": t, "headers": {}, "payload": {}} for t in types]}
+        return {
+            "headers": {"trace": {"trace_id": trace}},
+            "items": [{"type": t, "headers": {}, "payload": {}} for t in types],
+        }
 
     span_a, event_b = envelope("span", trace="a" * 32), envelope("event", trace="b" * 32)
     sessions, logs = envelope("sessions"), envelope("log")
     one = normalize([span_a, sessions, event_b, logs])
     other = normalize([logs, span_a, event_b, sessions])
     assert one == other
-    assert [e["items"][0]["type"] for e in one] == ["span", "event", "log", "sessions"]
+    assert [e["items"][0]["type"] for e in one] == ["event", "span", "log", "sessions"]
     assert [e["headers"]["trace"]["trace_id"] for e in one[:2]] == ["<trace_id:1>", "<trace_id:2>"]
-    swapped = normalize([event_b, span_a])  # calls' envelopes: the order the SDK sent them in
-    assert [e["items"][0]["type"] for e in swapped] == ["event", "span"]
+    event_c = {**envelope("event"), "items": [{"type": "event", "headers": {}, "payload": {"message": "c"}}]}
+    in_sent_order = normalize([event_c, event_b])  # events: the order the SDK sent them in
+    assert [e["items"][0]["payload"] for e in in_sent_order] == [{"message": "c"}, {}]
     assert normalize({"items": [], "headers": {}}) == {"headers": {}, "items": []}  # not a list: as is
+
+
+# -- the same calls, however the SDK batched and shaped them -------------------------------------------
+
+TRACE = "ab" * 16
+ROOT_1, CHILD_1, ROOT_2, CHILD_2 = "1" * 16, "2" * 16, "3" * 16, "4" * 16
+
+
+def _span(
+    span_id: str, name: str, op: str, status: str, start: float, segment: str, parent: str | None
+) -> dict[str, Any]:
+    attributes = {
+        "sentry.op": op,
+        "sentry.segment.id": segment,
+        "rpc.method": "place",
+        "auth.authenticated": "false",  # a tag on 3.x's spans: not span data, not kept
+        "thread.id": "140",
+    }
+    span = {
+        "trace_id": TRACE,
+        "span_id": span_id,
+        "name": name,
+        "status": status,
+        "is_segment": parent is None or segment == span_id,
+        "start_timestamp": start,
+        "end_timestamp": start + 0.01,
+        "attributes": {k: {"value": v, "type": "string"} for k, v in attributes.items()},
+    }
+    if parent is not None:
+        span["parent_span_id"] = parent
+    return span
+
+
+def _call_spans(root: str, child: str, status: str, start: float) -> list[dict[str, Any]]:
+    # the batcher's order: the child ends first
+    return [
+        _span(child, "vgi_rpc/place", "rpc.server", status, start + 0.001, root, root),
+        _span(
+            root, "rpc place", "http.server", status, start, root, "9" * 16
+        ),  # parent: the client's, not captured
+    ]
+
+
+def _span_envelope(*spans: dict[str, Any]) -> dict[str, Any]:
+    item = {
+        "type": "span",
+        "headers": {"type": "span", "item_count": len(spans)},
+        "payload": {"version": 2, "items": list(spans)},
+    }
+    return {"headers": {"trace": {"trace_id": TRACE}, "sent_at": "2026-01-01T00:00:00Z"}, "items": [item]}
+
+
+def _event(span_id: str, **extra: Any) -> dict[str, Any]:
+    payload = {
+        "event_id": HEX32,
+        "level": "error",
+        "timestamp": "2026-01-01T00:00:02.5Z",
+        "transaction": "rpc place",
+        "tags": {"rpc.method": "place"},
+        "contexts": {"trace": {"trace_id": TRACE, "span_id": span_id}, "rpc": {"method": "place"}},
+        "exception": {
+            "values": [{"type": "ValueError", "value": "quantity must be positive", "stacktrace": {}}]
+        },
+        "breadcrumbs": {"values": [{"message": "differs between SDK generations"}]},
+        **extra,
+    }
+    return {"headers": {"event_id": HEX32}, "items": [{"type": "event", "headers": {}, "payload": payload}]}
+
+
+SESSIONS = {
+    "headers": {},
+    "items": [
+        {
+            "type": "sessions",
+            "headers": {},
+            "payload": {
+                "attrs": {},
+                "aggregates": [{"started": "2026-01-01T00:00:00Z", "exited": 1, "errored": 1}],
+            },
+        }
+    ],
+}
+T0 = 1767225600.0  # 2026-01-01T00:00:00Z
+
+
+def test_a_batch_that_merges_two_calls_spans_normalises_like_two_envelopes() -> None:
+    """Under load sentry-sdk 3's span batcher sends two calls' spans (one trace) in one envelope, after the event."""
+    first, second = _call_spans(ROOT_1, CHILD_1, "ok", T0 + 1), _call_spans(ROOT_2, CHILD_2, "error", T0 + 2)
+    as_sent_idle = [_span_envelope(*first), _event(CHILD_2), _span_envelope(*second), SESSIONS]
+    as_sent_busy = [_event(CHILD_2), _span_envelope(*first, *second), SESSIONS]
+    assert normalize(as_sent_idle) == normalize(as_sent_busy)
+    regrouped = normalize(as_sent_busy)
+    assert [e["items"][0]["type"] for e in regrouped] == ["event", "span", "span", "sessions"]
+    assert [e["items"][0]["headers"]["item_count"] for e in regrouped[1:3]] == [2, 2]
+    assert [s["name"] for s in regrouped[1]["items"][0]["payload"]["items"]] == ["vgi_rpc/place", "rpc place"]
+    assert normalize_calls(as_sent_idle) == normalize_calls(as_sent_busy)
+
+
+def _transaction(root: str, child: str, status: str, start: float) -> dict[str, Any]:
+    """The 2.x form of :func:`_call_spans`: a transaction event with one child span."""
+    iso = datetime.fromtimestamp(start, UTC).isoformat().replace("+00:00", "Z")
+    payload = {
+        "type": "transaction",
+        "transaction": "rpc place",
+        "start_timestamp": iso,
+        "timestamp": iso,
+        "contexts": {
+            "trace": {
+                "trace_id": TRACE,
+                "span_id": root,
+                "op": "http.server",
+                "status": status,
+                "data": {"rpc.method": "place", "thread.id": "140"},
+            }
+        },
+        "tags": {"auth.authenticated": "false"},
+        "spans": [
+            {
+                "trace_id": TRACE,
+                "span_id": child,
+                "parent_span_id": root,
+                "op": "rpc.server",
+                "description": "vgi_rpc/place",
+                "status": status,
+                "start_timestamp": iso,
+                "timestamp": iso,
+                "data": {"rpc.method": "place"},
+                "tags": {"status": status},
+            }
+        ],
+    }
+    return {
+        "headers": {"trace": {"trace_id": TRACE}},
+        "items": [{"type": "transaction", "headers": {}, "payload": payload}],
+    }
+
+
+def test_stored_calls_are_the_same_for_transactions_and_streamed_spans() -> None:
+    """2.x's transactions and 3.x's span items of the same two calls: one stored form.
+
+    2.x's ``internal_error`` reads as ``error``, like span streaming's status; the
+    user's ``ip_address`` (3.x collects it by default, 2.x only with
+    ``send_default_pii``) and the breadcrumbs are not kept; a root's parent that
+    is not in the capture (the client's propagated span) is not shown.
+    """
+    streamed = [
+        _span_envelope(*_call_spans(ROOT_1, CHILD_1, "ok", T0 + 1)),
+        _event(CHILD_2, user={"ip_address": "127.0.0.1"}),
+        _span_envelope(*_call_spans(ROOT_2, CHILD_2, "error", T0 + 2)),
+        SESSIONS,
+    ]
+    transactions = [
+        _transaction(ROOT_1, CHILD_1, "ok", T0 + 1),
+        _event(CHILD_2),
+        _transaction(ROOT_2, CHILD_2, "internal_error", T0 + 2),
+        SESSIONS,
+    ]
+    stored = normalize_calls(streamed)
+    assert stored == normalize_calls(transactions)
+    first, second = stored["calls"]
+    assert first == {
+        "root": {
+            "span_id": "<span_id:1>",
+            "name": "rpc place",
+            "op": "http.server",
+            "status": "ok",
+            "data": {"rpc.method": "place"},
+        },
+        "spans": [
+            {
+                "span_id": "<span_id:2>",
+                "parent_span_id": "<span_id:1>",
+                "name": "vgi_rpc/place",
+                "op": "rpc.server",
+                "status": "ok",
+                "data": {"rpc.method": "place"},
+            }
+        ],
+    }
+    assert second["root"]["status"] == second["spans"][0]["status"] == "error"
+    assert second["errors"] == [
+        {
+            "exception": [{"type": "ValueError", "value": "quantity must be positive"}],
+            "level": "error",
+            "rpc": {"method": "place"},
+            "span_id": second["spans"][0]["span_id"],  # captured while the hook's span was active
+            "tags": {"rpc.method": "place"},
+            "transaction": "rpc place",
+        }
+    ]
+    assert stored["sessions"] == {"errored": 1, "exited": 1}
+
+
+def test_stored_calls_without_spans_and_their_format_checks() -> None:
+    """Performance off: each error event is a call of its own, in the order they happened; ids and clocks are checked."""
+    late = _event(CHILD_1, timestamp=T0 + 9, user={"id": "u-1", "ip_address": "10.0.0.1"})
+    early = _event(CHILD_2, timestamp="2026-01-01T00:00:01Z", message="first")
+    stored = normalize_calls([late, early])
+    assert [call["errors"][0].get("message") for call in stored["calls"]] == ["first", None]
+    assert stored["calls"][1]["errors"][0]["user"] == {"id": "u-1"}
+    assert "span_id" not in stored["calls"][0]["errors"][0]  # no span of the capture: its id says nothing
+    assert "sessions" not in stored
+    with pytest.raises(SnapshotFormatError, match="timestamp"):
+        normalize_calls([_event(CHILD_1, timestamp="yesterday")])
+    with pytest.raises(SnapshotFormatError, match="span_id"):
+        normalize_calls([_span_envelope(*_call_spans("not-hex", CHILD_1, "ok", T0))])
+    with pytest.raises(TypeError):
+        normalize_calls({"not": "envelopes"})
+
+
+# -- the fixtures: the neutral default, whole envelopes per SDK generation -------------------------------
+
+_GENERATION_TESTS = """
+import pytest
+import sentry_sdk
+
+from vgi_rpc.testing.snapshots import PerSdkEnvelopeExtension, SentryEnvelopeExtension
+
+
+def _message():
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("rpc.method", "add")
+        sentry_sdk.capture_message("hello")
+
+
+def test_calls(sentry_capture, sentry_snapshot):
+    _message()
+    assert sentry_capture == sentry_snapshot
+
+
+def test_wire(sentry_capture, sentry_envelope_snapshot):
+    _message()
+    assert sentry_capture.envelopes == sentry_envelope_snapshot
+
+
+@pytest.mark.sentry_options(environment="test")
+def test_wire_through_use_extension(sentry_capture, sentry_snapshot):
+    _message()
+    assert sentry_capture.envelopes == sentry_snapshot.use_extension(PerSdkEnvelopeExtension)
+"""
+
+
+def test_each_generation_owns_only_its_own_envelope_folder(pytester: pytest.Pytester) -> None:
+    """Another generation's set (here a made-up ``sdk9/``) is neither reported unused nor deleted; the neutral set is one."""
+    pytester.makepyfile(test_snap=_GENERATION_TESTS)
+    folder = pytester.path / "snapshots" / "test_snap"
+    other = {
+        folder / "sdk9" / "test_wire.sentry.json": "[]\n",
+        folder / "sdk9" / "test_gone.sentry.json": "[]\n",
+    }
+    for path, text in other.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for args in (["--snapshot-update"], [], ["--snapshot-update"], []):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        assert result.ret == 0, result.stdout.str()
+        result.assert_outcomes(passed=3)
+        assert "unused" not in result.stdout.str() and "Deleted" not in result.stdout.str(), (
+            result.stdout.str()
+        )
+        assert all(path.read_text() == text for path, text in other.items())
+    mine = sdk_folder()
+    written = sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*.sentry.json") if p not in other
+    )
+    assert written == sorted(
+        [
+            "test_calls.sentry.json",
+            f"{mine}/test_wire.sentry.json",
+            f"{mine}/test_wire_through_use_extension.sentry.json",
+        ]
+    )
+    calls = json.loads((folder / "test_calls.sentry.json").read_text())
+    assert calls["calls"][0]["errors"][0]["message"] == "hello"
+    # the environment given to the capture is pinned, also through sentry_snapshot.use_extension(...)
+    wire = (folder / mine / "test_wire_through_use_extension.sentry.json").read_text()
+    assert '"environment": "test"' in wire
+    assert '"environment": "<environment>"' in (folder / mine / "test_wire.sentry.json").read_text()
+    # a stale file in this generation's own folder is still reported
+    (folder / mine / "test_gone.sentry.json").write_text("[]\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*1 snapshot unused*"])

@@ -1,24 +1,32 @@
-"""Envelope snapshots, the failure report and missing-extra messages in a user's project installed from a wheel.
+"""Sentry snapshots, the failure report and missing-extra messages in a user's project installed from a wheel.
 
 The session's user venv (``user_base_env``, testing_kit/conftest.py) has this
 checkout installed **non-editable** from a wheel, ``vgi-rpc[http,sentry,testing]``
 with the suite's own sentry-sdk (so ``make test-sdk3`` runs this on sentry-sdk 3).
 In it, a user's project -- an order service with a failing method, served over
 ``serve_pipe`` and ``start_http_server``, tests written only from README.md and
-docs/testing.md -- is run with that venv's pytest:
+docs/testing.md: the documented ``sentry_snapshot`` test over the pipe and over
+HTTP, and a ``sentry_envelope_snapshot`` test of the HTTP envelopes -- is run
+with that venv's pytest:
 
-* ``--snapshot-update`` once, then three plain runs: the pipe and HTTP snapshot
-  tests pass every time, each run on a new free port;
-* the snapshot files hold no frame of ``vgi_rpc``;
+* ``--snapshot-update`` once, then three plain runs: every snapshot test passes
+  every time, each run on a new free port;
+* the envelope snapshot holds no frame of ``vgi_rpc``; no snapshot holds a port;
 * the user's own JSON files under ``tests/`` survive ``--snapshot-update`` and the
   plain runs, byte for byte, and are never reported unused or deleted;
+* **across SDK generations** (the issue-19 acceptance): in a second copy of the
+  project, ``--snapshot-update`` on sentry-sdk 2.76.0 writes the ``sentry_snapshot``
+  files, and plain runs on 2.76.0 and on 3.0.0 pass with those same files; the
+  envelope test keeps one set per generation (``sdk2/``, ``sdk3/``) and neither
+  generation reports the other's set unused or deletes it;
 * a failing test's output (``-q``) has the "Captured Sentry envelopes" section
   naming the method;
 * the missing-extra messages name the extra: ``vgi_rpc.otel`` really is not
   installed there; falcon, sentry_sdk and syrupy are made unimportable.
 
 Cost: the shared venv (built once per session, with test_user_project_relay_otel_ratios.py's),
-six pytest runs.
+one small venv per other sentry-sdk version (sentry-sdk alone, on top of the shared one),
+eleven pytest runs.
 """
 
 from __future__ import annotations
@@ -26,12 +34,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sentry_sdk
 from support.missing import run_without
 from support.user_venv import UserEnv
 
@@ -120,7 +131,7 @@ PROJECT = {
                     orders.cancel(order_id="o-1")
             event = sentry_capture.event(method="cancel")
             assert event["user"] == {"id": "user-7", "username": "alice"}
-            assert sentry_capture.envelopes == sentry_snapshot
+            assert sentry_capture == sentry_snapshot
         """,
     "tests/test_orders_http.py": """
         import pytest
@@ -132,7 +143,7 @@ PROJECT = {
         from shop.orders import Orders, OrdersImpl
 
 
-        def test_place_over_http(sentry_capture, sentry_snapshot):
+        def place_twice(sentry_capture):
             server = RpcServer(Orders, OrdersImpl())
             config = SentryConfig(enable_performance=True, record_params=True)
             with start_http_server(server, prefix="/vgi", token_key=b"stream-token-key-for-tests-only!", sentry_config=config) as http:
@@ -143,7 +154,16 @@ PROJECT = {
                     with pytest.raises(RpcError):
                         orders.place(sku="A-1", quantity=0)
             assert len(sentry_capture.events_for("place")) == 1
-            assert sentry_capture.envelopes == sentry_snapshot
+
+
+        def test_place_over_http(sentry_capture, sentry_snapshot):
+            place_twice(sentry_capture)
+            assert sentry_capture == sentry_snapshot
+
+
+        def test_place_over_http_envelopes(sentry_capture, sentry_envelope_snapshot):
+            place_twice(sentry_capture)
+            assert sentry_capture == sentry_envelope_snapshot
         """,
     # the user's own data, where the kit keeps its snapshots and beside them
     "tests/snapshots/other/keep.json": '{"mine": true}\n',
@@ -179,43 +199,130 @@ def _frames(node: object) -> list[dict[str, object]]:
     return []
 
 
+def _snapshot_files(project: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(project).as_posix(): p.read_bytes()
+        for p in sorted((project / "tests" / "snapshots").rglob("*.sentry.json"))
+    }
+
+
+@pytest.mark.timeout(600)  # four runs of the project, after the shared venv's build on first use
 def test_snapshots_hold_on_every_run_and_own_only_their_files(user_venv: UserVenv) -> None:
     before = {name: (user_venv.project / name).read_bytes() for name in USER_FILES}
     runs = [user_venv.pytest("--snapshot-update")] + [user_venv.pytest() for _ in range(3)]
     for index, run in enumerate(runs):
         output = run.stdout + run.stderr
         assert run.returncode == 0, f"run {index}:\n{output}"
-        assert re.search(r"\b2 passed\b", output), output
+        assert re.search(r"\b3 passed\b", output), output
         assert "unused" not in output and "Deleted" not in output, output
-    assert "2 snapshots generated" in runs[0].stdout
-    assert all("2 snapshots passed" in run.stdout for run in runs[1:])
+    assert "3 snapshots generated" in runs[0].stdout
+    assert all("3 snapshots passed" in run.stdout for run in runs[1:])
     ports = (user_venv.project / "ports.txt").read_text().split()
-    assert len(ports) == 4 and len(set(ports)) == 4, ports  # a new port on every run
+    assert len(ports) == 8 and len(set(ports)) == 8, ports  # a new port on every run
 
-    snapshots = sorted((user_venv.project / "tests" / "snapshots").rglob("*.sentry.json"))
-    assert [p.relative_to(user_venv.project).as_posix() for p in snapshots] == [
+    generation = "sdk" + sentry_sdk.VERSION.split(".")[0]
+    files = _snapshot_files(user_venv.project)
+    assert list(files) == [
+        f"tests/snapshots/test_orders_http/{generation}/test_place_over_http_envelopes.sentry.json",
         "tests/snapshots/test_orders_http/test_place_over_http.sentry.json",
         "tests/snapshots/test_orders_pipe/test_cancel_over_the_pipe.sentry.json",
     ]
-    for path in snapshots:
-        text = path.read_text()
-        frames = _frames(json.loads(text))
-        assert frames, path.name  # each holds an error event's stack
-        assert not [f for f in frames if str(f.get("module", "")).startswith("vgi_rpc.")], path.name
-        # no file of the package either ("vgi_rpc/<method>" is the documented span name, not a frame)
-        assert '"filename": "vgi_rpc/' not in text and "/vgi_rpc/" not in text, path.name
-        assert [f["function"] for f in frames] in (
-            ["<vgi_rpc frames>", "place"],
-            ["<vgi_rpc frames>", "cancel"],
-        )
+    for text in (t.decode() for t in files.values()):
+        assert "/vgi_rpc/" not in text and '"filename": "vgi_rpc/' not in text  # no file of the package
         for port in ports:
             assert f":{port}" not in text and f'"{port}"' not in text
-    pipe = json.loads(snapshots[1].read_text())
-    sdk_names = {i["payload"]["sdk"]["name"] for e in pipe for i in e["items"] if "sdk" in i["payload"]}
+    envelopes = json.loads(next(iter(files.values())))
+    frames = _frames(envelopes)
+    assert [f["function"] for f in frames] == ["<vgi_rpc frames>", "place"]  # the error event's stack
+    sdk_names = {i["payload"]["sdk"]["name"] for e in envelopes for i in e["items"] if "sdk" in i["payload"]}
     assert sdk_names == {"sentry.python"}  # falcon is installed here: the suffix is gone
+    pipe = json.loads(files["tests/snapshots/test_orders_pipe/test_cancel_over_the_pipe.sentry.json"])
+    (call,) = pipe["calls"]
+    assert call["errors"][0]["user"] == {"id": "user-7", "username": "alice"}
+    assert call["root"]["name"] == "vgi_rpc/cancel"
 
     after = {name: (user_venv.project / name).read_bytes() for name in USER_FILES}
     assert after == before
+
+
+# -- one snapshot set, two SDK generations -------------------------------------------------------------
+
+GENERATIONS = ("2.76.0", "3.0.0")
+
+
+@pytest.fixture(scope="module")
+def sdk_pythons(tmp_path_factory: pytest.TempPathFactory, user_base_env: UserEnv) -> dict[str, str]:
+    """An interpreter per sentry-sdk version: the shared user venv, or a venv with only that SDK on top of it."""
+    pythons: dict[str, str] = {}
+    for version in GENERATIONS:
+        if version == sentry_sdk.VERSION:
+            pythons[version] = str(user_base_env.python)
+            continue
+        where = tmp_path_factory.mktemp(f"user-sdk-{version}") / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=120)
+        python = where / "bin" / "python"
+        site = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        (Path(site) / "_user_base.pth").write_text(f"{user_base_env.site_packages}\n")  # after the venv's own
+        pip = [python, "-m", "pip", "--disable-pip-version-check", "-q", "install", f"sentry-sdk=={version}"]
+        subprocess.run(pip, check=True, timeout=600, capture_output=True)
+        pythons[version] = str(python)
+    for version, python in pythons.items():
+        found = subprocess.run(
+            [python, "-c", "import sentry_sdk; print(sentry_sdk.VERSION)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        assert found == version, (python, found)
+    return pythons
+
+
+@pytest.mark.timeout(600)  # six runs of the project, after a venv per other sentry-sdk
+def test_one_snapshot_set_holds_on_both_sdk_generations(
+    user_venv: UserVenv, sdk_pythons: dict[str, str], tmp_path: Path
+) -> None:
+    """Written on 2.76.0, the ``sentry_snapshot`` files pass on 2.76.0 and 3.0.0; the envelopes keep a set each."""
+    project = tmp_path / "shop"
+    shutil.copytree(user_venv.project, project, ignore=shutil.ignore_patterns("snapshots", "ports.txt"))
+    sdk2, sdk3 = (UserVenv(sdk_pythons[v], project) for v in GENERATIONS)
+
+    first = sdk2.pytest("--snapshot-update")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "3 snapshots generated" in first.stdout, first.stdout
+    neutral = {k: v for k, v in _snapshot_files(project).items() if "/sdk" not in k}
+    assert sorted(neutral) == [
+        "tests/snapshots/test_orders_http/test_place_over_http.sentry.json",
+        "tests/snapshots/test_orders_pipe/test_cancel_over_the_pipe.sentry.json",
+    ]
+    # 3.x: the two sentry_snapshot files pass as they are; the envelope test needs its own set
+    plain_on_3 = sdk3.pytest()
+    assert plain_on_3.returncode == 1, plain_on_3.stdout
+    assert "FAILED tests/test_orders_http.py::test_place_over_http_envelopes" in plain_on_3.stdout
+    assert re.search(r"\b1 failed, 2 passed\b", plain_on_3.stdout), plain_on_3.stdout
+    assert "unused" not in plain_on_3.stdout, plain_on_3.stdout
+    update_on_3 = sdk3.pytest("--snapshot-update")
+    assert update_on_3.returncode == 0, update_on_3.stdout + update_on_3.stderr
+    assert "1 snapshot generated" in update_on_3.stdout and "2 snapshots passed" in update_on_3.stdout
+    assert "Deleted" not in update_on_3.stdout, update_on_3.stdout
+
+    files = _snapshot_files(project)
+    assert sorted(k for k in files if "/sdk" in k) == [
+        "tests/snapshots/test_orders_http/sdk2/test_place_over_http_envelopes.sentry.json",
+        "tests/snapshots/test_orders_http/sdk3/test_place_over_http_envelopes.sentry.json",
+    ]
+    for run in (sdk2.pytest(), sdk3.pytest(), sdk2.pytest("--snapshot-update")):
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output
+        assert re.search(r"\b3 passed\b", output) and "3 snapshots passed" in output, output
+        assert "unused" not in output and "Deleted" not in output, output
+    assert _snapshot_files(project) == files  # the same files, byte for byte, on both generations
 
 
 def test_a_failing_test_shows_the_captured_envelopes(user_venv: UserVenv) -> None:

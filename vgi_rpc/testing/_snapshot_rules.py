@@ -5,8 +5,8 @@ replaces, by key name, every value that varies between runs, machines or
 installed packages -- ids numbered by first appearance, clocks, ports,
 versions, paths -- after checking its format, raising
 :class:`SnapshotFormatError` naming the field when the format is wrong.  The
-rule table the users read is in :mod:`vgi_rpc.testing.snapshots`, which is the
-public face; this module needs no syrupy.
+rule table is written once, in docs/testing.md ("The normalisation rules");
+:mod:`vgi_rpc.testing.snapshots` is the public face; this module needs no syrupy.
 """
 
 from __future__ import annotations

@@ -45,10 +45,18 @@ Fixtures:
 
 ``sentry_snapshot``
     syrupy's ``snapshot`` fixture using
-    :class:`vgi_rpc.testing.snapshots.SentryEnvelopeExtension`; ``release`` and
-    ``environment`` are pinned verbatim when the test's ``sentry_capture`` was
-    given them.  Needs syrupy (the ``testing`` extra); without it, using the
-    fixture fails with an ``ImportError`` naming the extra.
+    :class:`vgi_rpc.testing.snapshots.SentryCallsExtension`: what Sentry
+    stores about each call (error events, root and child spans, session
+    counts), one file that holds on sentry-sdk 2 and 3 and under any batching.
+    Needs syrupy (the ``testing`` extra); without it, using the fixture fails
+    with an ``ImportError`` naming the extra.
+
+``sentry_envelope_snapshot``
+    The same with :class:`vgi_rpc.testing.snapshots.PerSdkEnvelopeExtension`:
+    whole envelopes, one set per SDK generation (``snapshots/<module>/sdk2/``,
+    ``sdk3/``; the other generation's set is never reported unused or
+    deleted).  ``release`` and ``environment`` are pinned verbatim when the
+    test's ``sentry_capture`` was given them.
 
 ``otel_capture``
     A :class:`vgi_rpc.testing.otel.OtelCapture` for one test: real SDK
@@ -166,15 +174,34 @@ def _syrupy_installed() -> bool:
 if _syrupy_installed():
 
     @pytest.fixture(name="sentry_snapshot")
-    def _sentry_snapshot_fixture(request: pytest.FixtureRequest, snapshot: Any) -> Any:
-        """syrupy's ``snapshot`` with the Sentry envelope extension (``*.sentry.json`` in snapshots/)."""
-        from vgi_rpc.testing.snapshots import SentryEnvelopeExtension, kept_fields
+    def _sentry_snapshot_fixture(request: pytest.FixtureRequest, snapshot: Any) -> Iterator[Any]:
+        """syrupy's ``snapshot`` storing what Sentry keeps about each call, one file for both SDK generations."""
+        from vgi_rpc.testing.snapshots import SentryCallsExtension
 
-        assertion = snapshot.use_extension(SentryEnvelopeExtension)
+        yield from _snapshot_with(request, snapshot, SentryCallsExtension)
+
+    @pytest.fixture(name="sentry_envelope_snapshot")
+    def _sentry_envelope_snapshot_fixture(request: pytest.FixtureRequest, snapshot: Any) -> Iterator[Any]:
+        """syrupy's ``snapshot`` storing whole envelopes, one set per SDK generation (``sdk2/``, ``sdk3/``)."""
+        from vgi_rpc.testing.snapshots import PerSdkEnvelopeExtension
+
+        yield from _snapshot_with(request, snapshot, PerSdkEnvelopeExtension)
+
+    def _snapshot_with(request: pytest.FixtureRequest, snapshot: Any, extension: type[Any]) -> Iterator[Any]:
+        """``snapshot.use_extension(extension)``; the test's ``sentry_capture`` options say what is kept.
+
+        ``release``/``environment`` given to the capture are kept verbatim by
+        this assertion and by any ``.use_extension(...)`` made from it during
+        the test (:func:`vgi_rpc.testing.snapshots.kept_by_fixture`).
+        """
+        from vgi_rpc.testing import snapshots
+
+        kept: frozenset[str] = frozenset()
         if "sentry_capture" in request.fixturenames:
             cap: SentryCapture = request.getfixturevalue("sentry_capture")
-            assertion.extension.keep = kept_fields(cap.init_options)
-        return assertion
+            kept = snapshots.kept_fields(cap.init_options)
+        with snapshots.kept_by_fixture(kept):
+            yield snapshot.use_extension(extension)
 
 else:
 
@@ -184,6 +211,14 @@ else:
         from vgi_rpc._extras import require
 
         require("the sentry_snapshot fixture", "testing", only=("syrupy",))
+        raise AssertionError("unreachable: syrupy is importable after all")  # pragma: no cover
+
+    @pytest.fixture(name="sentry_envelope_snapshot")
+    def _sentry_envelope_snapshot_fixture() -> Any:
+        """Unavailable: syrupy is not installed (the ``testing`` extra brings it)."""
+        from vgi_rpc._extras import require
+
+        require("the sentry_envelope_snapshot fixture", "testing", only=("syrupy",))
         raise AssertionError("unreachable: syrupy is importable after all")  # pragma: no cover
 
 
