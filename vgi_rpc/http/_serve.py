@@ -7,7 +7,6 @@ import logging
 import math
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -16,6 +15,12 @@ from typing import Any
 from waitress import wasyncore
 from waitress.server import create_server
 
+from vgi_rpc._stopping import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_SENTRY_FLUSH_TIMEOUT,
+    check_stop_options,
+    flush_sentry,
+)
 from vgi_rpc.http._app import VgiFalconApp, make_wsgi_app
 from vgi_rpc.http._common import normalise_prefix
 from vgi_rpc.server import RpcServer
@@ -51,11 +56,6 @@ CONNECTIONS_PER_THREAD = 64
 DEFAULT_IDLE_TIMEOUT = 30.0
 """Default seconds an idle connection (no request in progress) stays open."""
 
-DEFAULT_GRACE_PERIOD = 30.0
-"""Default seconds a stopping server lets calls in progress finish before closing their connections."""
-
-DEFAULT_SENTRY_FLUSH_TIMEOUT = 2.0
-"""Default seconds a stopping server waits for Sentry to send what it queued (the SDK's own default)."""
 
 _FD_HEADROOM = 64  # descriptors kept free for everything else the process opens
 _OWN_CHANNELS = 2  # waitress's listening socket and trigger, which it counts against the limit
@@ -184,22 +184,6 @@ def _close(w: Any, abandoned: int) -> None:
     wasyncore.close_all(m)
 
 
-def _flush_sentry(timeout: float) -> None:
-    """Send what the Sentry SDK queued, waiting at most *timeout* seconds.
-
-    Nothing is imported: when ``sentry_sdk`` was never imported there is no client to
-    flush. Failures are logged, never raised: stopping must not depend on Sentry.
-    """
-    sdk = sys.modules.get("sentry_sdk")
-    if sdk is None or not timeout > 0:
-        return
-    try:
-        if sdk.get_client().is_active():
-            sdk.flush(timeout=timeout)
-    except Exception:
-        _logger.warning("vgi_rpc.http: flushing Sentry failed", exc_info=True)
-
-
 @contextlib.contextmanager
 def _stop_on_signals(w: Any, stop: threading.Event, forced: threading.Event) -> Iterator[None]:
     """While inside, SIGTERM and SIGINT set *stop* (a second one sets *forced*); restored on exit.
@@ -226,13 +210,6 @@ def _stop_on_signals(w: Any, stop: threading.Event, forced: threading.Event) -> 
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _check_stop_options(grace_period: float, sentry_flush_timeout: float) -> None:
-    if not grace_period >= 0:
-        raise ValueError("grace_period must be 0 or more seconds")
-    if not sentry_flush_timeout >= 0:
-        raise ValueError("sentry_flush_timeout must be 0 or more seconds")
 
 
 class HttpServerHandle:
@@ -265,7 +242,7 @@ class HttpServerHandle:
         grace_period: float = DEFAULT_GRACE_PERIOD,
         sentry_flush_timeout: float = DEFAULT_SENTRY_FLUSH_TIMEOUT,
     ) -> None:
-        _check_stop_options(grace_period, sentry_flush_timeout)
+        check_stop_options(grace_period, sentry_flush_timeout)
         self.app = app
         self.server: RpcServer = app.vgi_server
         self.prefix = prefix
@@ -317,7 +294,7 @@ class HttpServerHandle:
         if self._stop.is_set():
             return
         if grace_period is not None:
-            _check_stop_options(grace_period, 0)
+            check_stop_options(grace_period, 0)
             self.grace_period = grace_period
         with self._closing:
             self._stop.set()
@@ -325,7 +302,7 @@ class HttpServerHandle:
             if pull is not None and not self._closed:
                 pull()
         self._thread.join(self.grace_period + 10 if timeout is None else timeout)
-        _flush_sentry(self.sentry_flush_timeout)
+        flush_sentry(self.sentry_flush_timeout, "vgi_rpc.http")
 
     def __enter__(self) -> HttpServerHandle:
         return self
@@ -431,12 +408,12 @@ def serve_http(
     of them can serve any turn of any stream. The app also runs under gunicorn
     or any WSGI server (``make_wsgi_app``); waitress is simply the default here.
     """
-    _check_stop_options(grace_period, sentry_flush_timeout)
+    check_stop_options(grace_period, sentry_flush_timeout)
     app = make_wsgi_app(server, implementation, **app_options)
     w = _create(app, host, port, threads, connection_limit, idle_timeout, waitress_options)
     _announce(w, app, port == 0, _prefix_of(app_options))
     _serve_then_stop(w, grace_period, handle_signals)
-    _flush_sentry(sentry_flush_timeout)
+    flush_sentry(sentry_flush_timeout, "vgi_rpc.http")
 
 
 def _announce(w: Any, app: VgiFalconApp, print_port: bool, prefix: str) -> None:

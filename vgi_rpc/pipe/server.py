@@ -35,6 +35,12 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from vgi_rpc._stopping import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_SENTRY_FLUSH_TIMEOUT,
+    check_stop_options,
+    flush_sentry,
+)
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.call import StreamInputError, TurnInput
 from vgi_rpc.errors import ProtocolError
@@ -54,12 +60,6 @@ from vgi_rpc.wire import (
 __all__ = ["DEFAULT_GRACE_PERIOD", "DEFAULT_SENTRY_FLUSH_TIMEOUT", "run_server", "serve_streams"]
 
 _logger = logging.getLogger("vgi_rpc")
-
-DEFAULT_GRACE_PERIOD = 30.0
-"""Default seconds :func:`run_server` lets the call in progress finish after SIGTERM or SIGINT."""
-
-DEFAULT_SENTRY_FLUSH_TIMEOUT = 2.0
-"""Default seconds :func:`run_server` waits for Sentry to send what it queued before returning."""
 
 
 def _drain(reader: pa.ipc.RecordBatchStreamReader) -> None:
@@ -290,18 +290,6 @@ class _Stop:
             raise _GraceOver
 
 
-def _flush_sentry(timeout: float) -> None:
-    """Send what the Sentry SDK queued, waiting at most *timeout* seconds (never imports it, never raises)."""
-    sdk = sys.modules.get("sentry_sdk")
-    if sdk is None or not timeout > 0:
-        return
-    try:
-        if sdk.get_client().is_active():
-            sdk.flush(timeout=timeout)
-    except Exception:
-        _logger.warning("vgi_rpc.pipe: flushing Sentry failed", exc_info=True)
-
-
 def run_server(
     target: type | RpcServer,
     impl: object | None = None,
@@ -339,8 +327,7 @@ def run_server(
             (default 2; ``0`` skips it).
         handle_signals: ``False`` leaves SIGTERM and SIGINT alone.
     """
-    if not grace_period >= 0 or not sentry_flush_timeout >= 0:
-        raise ValueError("grace_period and sentry_flush_timeout must be 0 or more seconds")
+    check_stop_options(grace_period, sentry_flush_timeout)
     server = as_server(target, impl)
     main = threading.current_thread() is threading.main_thread()
     stop = _Stop(grace_period) if handle_signals and main else None
@@ -354,7 +341,7 @@ def run_server(
             _serve_until_stopped(server, out, auth, stop)
     finally:
         sys.stdout = saved_stdout
-        _flush_sentry(sentry_flush_timeout)
+        flush_sentry(sentry_flush_timeout, "vgi_rpc.pipe")
 
 
 def _serve_until_stopped(server: RpcServer, out: IO[bytes], auth: AuthContext, stop: _Stop | None) -> None:
