@@ -1,14 +1,14 @@
 """The snapshot normaliser's structural passes, and the stored-calls view.
 
-Run by :func:`vgi_rpc.testing.snapshots.normalize` around the rule walk of
-:mod:`vgi_rpc.testing._snapshot_rules`: before it, runs of stack frames inside
-``vgi_rpc`` collapse into one placeholder frame (their ``_meta`` notes go with
-them) and envelopes whose position is the SDK threads' timing move after the
-others (span envelopes regrouped one per segment); after it, ``sessions``
-buckets that became equal are summed.  :func:`stored_calls` is what
-:func:`vgi_rpc.testing.snapshots.normalize_calls` reduces a capture to.  The
-rules and what each form keeps: docs/testing.md ("Snapshots of what Sentry
-stores", "The normalisation rules").
+Run by :func:`vgi_rpc.testing.snapshots.normalize` around syrupy's walk with
+the :mod:`vgi_rpc.testing._snapshot_rules` normaliser as its matcher: before
+it, runs of stack frames inside ``vgi_rpc`` collapse into one placeholder frame
+(their ``_meta`` notes go with them) and envelopes whose position is the SDK
+threads' timing move after the others (span envelopes regrouped one per
+segment); after it, ``sessions`` buckets that became equal are summed.
+:func:`stored_calls` is what :func:`vgi_rpc.testing.snapshots.normalize_calls`
+reduces a capture to. The rules and what each form keeps: docs/testing.md
+("Snapshots of what Sentry stores", "The normalisation rules").
 """
 
 from __future__ import annotations

@@ -107,6 +107,25 @@ def _explicit_fields(data: Any) -> frozenset[str]:
     return frozenset()
 
 
+def _walk(data: Any, normalizer: Normalizer) -> Any:
+    """syrupy's own JSON walk (sorted keys) with the normaliser as its ``matcher=`` and ``exclude=``.
+
+    ``JSONSnapshotExtension._filter`` is what its ``serialize`` runs before
+    ``json.dumps``; the same signature from syrupy 4.6 (our floor) to 7.
+    """
+    walked = JSONSnapshotExtension._filter(
+        data, path=(), matcher=normalizer.match, exclude=normalizer.exclude
+    )
+    return _plain(walked)
+
+
+def _plain(value: Any) -> Any:
+    """syrupy's ``OrderedDict`` -> ``dict``, so what :func:`normalize` returns reads like its input."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return [_plain(item) for item in value] if isinstance(value, list) else value
+
+
 def normalize(data: Any, *, keep: Collection[str] = ()) -> Any:
     """Return a copy of ``data`` with volatile Sentry values replaced by placeholders.
 
@@ -129,8 +148,7 @@ def normalize(data: Any, *, keep: Collection[str] = ()) -> Any:
         raise ValueError(f"normalize(keep=...) accepts {sorted(KEEPABLE)}, not {sorted(unknown)}")
     plain = order_envelopes(copy.deepcopy(_as_data(data)))
     collapse_library_frames(plain)
-    walked = Normalizer(frozenset(keep) | _explicit_fields(data)).walk(plain, ())
-    return merge_session_aggregates(walked)
+    return merge_session_aggregates(_walk(plain, Normalizer(frozenset(keep) | _explicit_fields(data))))
 
 
 def normalize_calls(data: Any) -> dict[str, Any]:
@@ -153,7 +171,7 @@ def normalize_calls(data: Any) -> dict[str, Any]:
         raise TypeError(
             f"normalize_calls() takes a SentryCapture or a list of envelopes, not {type(data).__name__}"
         )
-    result: dict[str, Any] = Normalizer().walk(stored_calls(copy.deepcopy(envelopes)), ())
+    result: dict[str, Any] = _walk(stored_calls(copy.deepcopy(envelopes)), Normalizer())
     return result
 
 
