@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
+import sentry_sdk
 from support.sentry import STREAMING
 
 pytest_plugins = ["pytester"]
@@ -123,8 +124,13 @@ def _the_stored_calls_are_what_the_page_shows(project: Path, written: list[str])
     stored = json.loads((project / http).read_text())
     assert stored["sessions"] == {"errored": 1, "exited": 2}
     ok, failed = stored["calls"]
+    # sentry-sdk 2.36.0 (the floor) sends this child span of the WSGI transaction without a status
+    floor = sentry_sdk.VERSION == "2.36.0"
     for call, status in ((ok, "ok"), (failed, "error")):
         (child,) = call["spans"]
+        if floor:
+            assert child["status"] is None
+            child = {**child, "status": status}
         assert (call["root"]["name"], call["root"]["op"], call["root"]["status"]) == (
             "rpc place",
             "http.server",
