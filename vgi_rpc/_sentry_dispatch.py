@@ -46,6 +46,7 @@ from vgi_rpc._sentry_facts import CallFacts
 from vgi_rpc._sentry_sdk import GENERATION, OK, PROBLEM, start_sdk_threads_outside_calls
 from vgi_rpc._sentry_values import USER_ATTRIBUTES
 from vgi_rpc._telemetry import after_status_line, reset_context_var
+from vgi_rpc._trace_in import incoming_trace
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event, Hint
@@ -111,8 +112,14 @@ class DispatchScope:
         self._stream = False
 
     @classmethod
-    def enter(cls, facts: CallFacts, performance: bool) -> DispatchScope:
+    def enter(cls, facts: CallFacts, performance: bool, metadata: Mapping[str, str]) -> DispatchScope:
         """Fork the call's scope, write *facts* to it and to the root, and (*performance*) start its span.
+
+        With no ambient span (the pipe; HTTP without Sentry's WSGI integration), the
+        caller's trace context in *metadata* (see :mod:`vgi_rpc._trace_in`) is
+        continued on the forks: the call's span joins the caller's trace and
+        inherits its sampling decision, and its error events carry the trace id.
+        With an ambient span, the integration that started it already continued it.
 
         What ``sentry_sdk.isolation_scope()`` does on both generations (fork the
         current scope and the isolation scope, make the forks current), without the
@@ -133,13 +140,15 @@ class DispatchScope:
             scope = isolation.fork()
             call = cls(current_token, _ISOLATION.set(scope), scope)
         try:
-            call._write(facts, ambient, outer, performance)
+            call._write(facts, ambient, outer, performance, metadata)
         except BaseException:
             call.leave()
             raise
         return call
 
-    def _write(self, facts: CallFacts, ambient: Any, outer: Any, performance: bool) -> None:
+    def _write(
+        self, facts: CallFacts, ambient: Any, outer: Any, performance: bool, metadata: Mapping[str, str]
+    ) -> None:
         # The call's own scope: everything captured during the call sees it.
         scope = self.scope
         scope.set_tags(facts.tags)
@@ -149,19 +158,24 @@ class DispatchScope:
             scope.add_event_processor(facts.processor)
         # The ambient root (HTTP: the WSGI transaction or segment) is sent after this
         # call's scope is gone, so it gets the same facts directly; then the hook's span.
-        streaming = _STREAMED_SPAN is not None and isinstance(ambient, _STREAMED_SPAN)
-        if streaming:
-            self._root_failed = _stream_root(ambient, facts)
-        elif ambient is not None:
-            self._root_failed = _transaction_root(ambient, outer, facts)
-        if performance:
-            if ambient is None:
-                streaming = _streaming_enabled()
+        incoming: dict[str, str] | None = None
+        if ambient is None:
+            streaming = _streaming_enabled()
+            incoming = incoming_trace(metadata) if metadata else None
+            if incoming is not None:
+                _continue_trace(incoming, streaming, scope)
+        else:
+            streaming = _STREAMED_SPAN is not None and isinstance(ambient, _STREAMED_SPAN)
             if streaming:
-                self._span = _stream_span(ambient, facts)
+                self._root_failed = _stream_root(ambient, facts)
+            else:
+                self._root_failed = _transaction_root(ambient, outer, facts)
+        if performance:
+            if streaming:
+                self._span = _stream_span(ambient, facts, continued=incoming is not None)
                 self._stream = True
             else:
-                self._span = _transaction_span(ambient, facts)
+                self._span = _transaction_span(ambient, facts, incoming)
 
     def end(self, failed: bool) -> None:
         """Record the outcome on the root and finish the hook's own span (never raises)."""
@@ -272,10 +286,27 @@ def _transaction_root(ambient: Any, outer: Any, facts: CallFacts) -> Callable[[]
     return failed
 
 
-def _transaction_span(ambient: Any, facts: CallFacts) -> Any:
-    """Start the hook's own span: a child of the ambient one, else a transaction ``vgi_rpc/<method>``."""
+def _continue_trace(incoming: dict[str, str], streaming: bool, isolation: Any) -> None:
+    """Make *incoming* the propagation context of the call's two forked scopes (both generations)."""
+    if streaming:
+        from sentry_sdk.traces import continue_trace
+
+        continue_trace(incoming)  # the current and the isolation scope: the call's forks
+    else:
+        isolation.generate_propagation_context(incoming)
+        _Scope.get_current_scope().generate_propagation_context(incoming)
+
+
+def _transaction_span(ambient: Any, facts: CallFacts, incoming: dict[str, str] | None) -> Any:
+    """Start the hook's own span: a child of the ambient one, else a transaction ``vgi_rpc/<method>``.
+
+    The transaction continues *incoming* (the caller's trace and sampling decision) when given.
+    """
     if ambient is not None:
         span = ambient.start_child(op=facts.op, name=facts.span_name)
+    elif incoming is not None:
+        continued = sentry_sdk.continue_trace(incoming, op=facts.op, name=facts.span_name, source="custom")  # type: ignore[call-arg,func-returns-value,unused-ignore]
+        span = sentry_sdk.start_transaction(continued)  # type: ignore[attr-defined,unused-ignore]
     else:
         span = sentry_sdk.start_transaction(op=facts.op, name=facts.span_name, source="custom")  # type: ignore[attr-defined,unused-ignore]
     _update_data(span, facts.data)
@@ -323,14 +354,15 @@ def _stream_root(ambient: Any, facts: CallFacts) -> Callable[[], None] | None:
     return failed
 
 
-def _stream_span(ambient: Any, facts: CallFacts) -> Any:
-    """Start the hook's own streamed span (a segment of a new trace when nothing is ambient)."""
+def _stream_span(ambient: Any, facts: CallFacts, *, continued: bool) -> Any:
+    """Start the hook's own streamed span (a segment when nothing is ambient: of the caller's trace if *continued*)."""
     from sentry_sdk.traces import new_trace, start_span
 
     attributes = _span_attributes(facts, {})
     attributes["sentry.op"] = facts.op
     if ambient is None:
         attributes["sentry.segment.name.source"] = "custom"
+    if ambient is None and not continued:
         # A segment takes its trace from the scope's propagation context, which every
         # call's fork inherits from the serving thread: without this, all calls of a
         # pipe connection would be one trace (2.x's start_transaction starts a new one).

@@ -71,7 +71,9 @@ class _SentryDispatchHook:
         kwargs: Mapping[str, Any] | None,
     ) -> object:
         """Fork the call's scope, record its context and (optionally) start its span."""
-        return DispatchScope.enter(self._collect(info, auth, kwargs), self._config.enable_performance)
+        return DispatchScope.enter(
+            self._collect(info, auth, kwargs), self._config.enable_performance, transport_metadata
+        )
 
     def on_dispatch_end(self, token: object, info: DispatchInfo, error: BaseException | None) -> None:
         """Capture the original exception inside the call's scope, finish the span, leave the scope."""

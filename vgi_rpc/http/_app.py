@@ -28,6 +28,7 @@ from typing import Any
 import falcon
 
 from vgi_rpc._telemetry import has_status_line_callbacks, status_line_decided
+from vgi_rpc._trace_in import sanitise_environ
 from vgi_rpc.errors import ProtocolError, clip
 from vgi_rpc.http._auth import Authenticator
 from vgi_rpc.http._common import ARROW_CONTENT_TYPE, BUDGET_SUPPORT_HEADER, normalise_prefix
@@ -64,6 +65,8 @@ class VgiFalconApp(falcon.App[falcon.Request, falcon.Response]):
     vgi_server: RpcServer
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        # before Sentry's WSGI integration (inside falcon.App.__call__) reads the trace headers
+        sanitise_environ(environ)
         if has_status_line_callbacks():  # e.g. Sentry's: re-applies a failed call's span status
             start_response = _then(start_response, status_line_decided)
         try:
