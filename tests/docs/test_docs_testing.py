@@ -75,6 +75,7 @@ def test_every_python_block_is_a_test_module() -> None:
         assert "def test_" in block, block[:200]
 
 
+@pytest.mark.timeout(360)  # three whole runs of every example, each its own pytest process
 def test_the_examples_pass_as_a_users_test_modules(pytester: pytest.Pytester) -> None:
     _, plain = _named_and_plain()
     for index, block in enumerate(plain):

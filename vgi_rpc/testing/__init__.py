@@ -19,7 +19,9 @@ The public face is :func:`sentry_capture`, available two ways:
 Inside, the real ``sentry_sdk`` is initialised with an
 :class:`~vgi_rpc.testing.fake_transport.InMemoryTransport` against fresh scopes;
 on exit the scopes and client that were active before are put back. Everything
-read from a :class:`SentryCapture` is plain JSON data, read after a flush.
+read from a :class:`SentryCapture` is plain JSON data, read after a flush;
+:meth:`SentryCapture.trace` gives one trace's spans with their parent links
+and its error events (a :class:`CapturedTrace`).
 :class:`RecordingHook` records what each dispatch saw, for testing hooks and
 servers without Sentry. The user documentation -- isolation, caveats (threads,
 the SDK's background workers, ``before_send``, ``release``), options, snapshots --
@@ -39,15 +41,19 @@ from typing import TYPE_CHECKING, Any
 from vgi_rpc._telemetry import reset_context_var
 from vgi_rpc.testing._capture import FLUSH_TIMEOUT, SentryCapture
 from vgi_rpc.testing._recording import RecordedCall, RecordingHook
+from vgi_rpc.testing._trace import CapturedTrace
 
 if TYPE_CHECKING:
     from vgi_rpc.testing.fake_transport import InMemoryTransport, envelope_to_dict
 
-SentryCapture.__module__ = RecordingHook.__module__ = RecordedCall.__module__ = __name__  # their public home
+for _public in (SentryCapture, RecordingHook, RecordedCall, CapturedTrace):
+    _public.__module__ = __name__  # their public home
+del _public
 
 __all__ = [
     "DEFAULT_DSN",
     "DEFAULT_RELEASE",
+    "CapturedTrace",
     "InMemoryTransport",
     "RecordedCall",
     "RecordingHook",

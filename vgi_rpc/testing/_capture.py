@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from vgi_rpc.testing._describe import describe_item
 from vgi_rpc.testing._payloads import method_of_transaction, segment_views, span_attributes, span_items, tag
+from vgi_rpc.testing._trace import CapturedTrace, build_sentry_trace, sentry_trace_id, sentry_trace_ids
 
 if TYPE_CHECKING:
     import sentry_sdk
@@ -184,6 +185,31 @@ class SentryCapture:
             entry.setdefault("data", attributes)
             out.append(entry)
         return out
+
+    # -- traces ----------------------------------------------------------------------
+
+    @property
+    def trace_ids(self) -> list[str]:
+        """The distinct trace ids captured: those of :attr:`spans` in their order, then events-only ones."""
+        return sentry_trace_ids(self.spans, self.events)
+
+    def trace(self, trace_id: str) -> CapturedTrace:
+        """One trace: its spans (from :attr:`spans`, in start order) with parent links, and its error events.
+
+        ``trace_id`` is the 32-hex id (``txn.trace_id`` on 2.x, ``span.trace_id``
+        on 3.x; case does not matter). A trace this capture holds nothing of is
+        an empty :class:`CapturedTrace`, not an error; its ``find`` fails naming
+        the traces the capture does hold. Only what was flushed into this
+        capture is there: 2.x sends a transaction's spans when it finishes, and
+        a worker in another process needs its envelopes brought back with
+        :meth:`from_envelopes`.
+
+        Raises:
+            TypeError: ``trace_id`` is not a string.
+        """
+        wanted = sentry_trace_id(trace_id)
+        spans, events = self.spans, self.events
+        return build_sentry_trace(wanted, spans, events, tuple(sentry_trace_ids(spans, events)))
 
     def events_for(self, method: str) -> list[dict[str, Any]]:
         """Error events whose ``tags["rpc.method"]`` is ``method``."""

@@ -67,8 +67,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 from vgi_rpc.otel import OtelConfig  # noqa: E402
+from vgi_rpc.testing._trace import TraceTree  # noqa: E402
 
-__all__ = ["CapturedSpan", "MetricPoint", "OtelCapture", "SpanEvent", "SpanParent", "otel_capture"]
+__all__ = [
+    "CapturedSpan",
+    "MetricPoint",
+    "OtelCapture",
+    "OtelTrace",
+    "SpanEvent",
+    "SpanParent",
+    "otel_capture",
+]
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,76 @@ class CapturedSpan:
             f"{self.name} {self.kind} status={status} trace={self.trace_id[:8]}.. "
             f"span={self.span_id} parent={parent}{' ' + rpc if rpc else ''}"
         )
+
+
+@dataclass(frozen=True, repr=False)
+class OtelTrace(TraceTree[CapturedSpan]):
+    """One OpenTelemetry trace as a capture holds it: its spans with their parent links.
+
+    Attributes:
+        trace_id: The trace's id (32 lower-case hex digits).
+        spans: Its :class:`CapturedSpan` s, in start order.
+
+    :attr:`roots` are the spans whose parent is not in this capture: the
+    trace's top, and a span whose parent is remote (another process's span,
+    e.g. the caller's, reported to another provider). ``chain`` gives span
+    names; ``describe`` lists ``name [KIND] span_id`` per line, a span's
+    ``exception`` events under it.
+    """
+
+    def _span_id(self, span: CapturedSpan) -> str | None:
+        return span.span_id or None
+
+    def _parent_id(self, span: CapturedSpan) -> str | None:
+        return span.parent.span_id if span.parent is not None else None
+
+    def _label(self, span: CapturedSpan) -> str:
+        return span.name
+
+    def _line(self, span: CapturedSpan) -> str:
+        line = f"{span.name} [{span.kind}] {span.span_id}"
+        if span.status != "UNSET":
+            line += f" status={span.status}"
+        if span.parent is not None and self.parent(span) is None:
+            where = "remote" if span.parent.is_remote else "not captured"
+            line += f" (parent {span.parent.span_id} {where})"
+        return line
+
+    def _lines_under(self, span: CapturedSpan, depth: int) -> list[str]:
+        return [
+            "  " * depth
+            + f"! exception {e.attributes.get('exception.type')}: {e.attributes.get('exception.message')}"
+            for e in span.events
+            if e.name == "exception"
+        ]
+
+    def find(self, name: str | None = None, *, method: str | None = None) -> CapturedSpan:
+        """The one span of this trace with that ``name`` and/or ``rpc.method`` attribute (both optional).
+
+        Raises:
+            AssertionError: not exactly one such span; the message is :meth:`describe`
+                (for a trace this capture has no span of, it also lists the traces it has).
+        """
+        __tracebackhide__ = True
+        wanted = "".join(
+            part
+            for part in (
+                f" named {name!r}" if name is not None else "",
+                f" for method {method!r}" if method is not None else "",
+            )
+        )
+        return self._find(
+            lambda s: (name is None or s.name == name) and (method is None or s.method == method), wanted
+        )
+
+
+def otel_trace_id(trace_id: object) -> str:
+    """*trace_id* as :class:`CapturedSpan` spells it: an int (the SDK's) as 32 hex digits, a str lower-cased."""
+    if isinstance(trace_id, int) and not isinstance(trace_id, bool):
+        return format(trace_id, "032x")
+    if isinstance(trace_id, str):
+        return trace_id.strip().lower()
+    raise TypeError(f"trace id must be a 32-hex str or an int, not {type(trace_id).__name__}: {trace_id!r}")
 
 
 @dataclass(frozen=True)
@@ -315,6 +394,28 @@ class OtelCapture:
             f"expected exactly one span{' ' + where if where else ''}, found {len(found)}; "
             f"captured:\n{self.describe()}"
         )
+
+    @property
+    def trace_ids(self) -> list[str]:
+        """The distinct trace ids of the finished spans, in the order spans ended."""
+        return list(dict.fromkeys(s.trace_id for s in self.spans if s.trace_id))
+
+    def trace(self, trace_id: str | int) -> OtelTrace:
+        """One trace: its finished spans, in start order, with their parent links.
+
+        ``trace_id`` is 32 hex digits (``CapturedSpan.trace_id``, case does not
+        matter) or the SDK's int (``span.get_span_context().trace_id``). A trace
+        this capture has no span of is an empty :class:`OtelTrace`, not an
+        error; its ``find`` fails naming the traces the capture does hold.
+        Only spans routed to this capture's provider and already ended are there.
+
+        Raises:
+            TypeError: ``trace_id`` is neither a str nor an int.
+        """
+        wanted = otel_trace_id(trace_id)
+        spans = self.spans
+        mine = sorted((s for s in spans if s.trace_id == wanted), key=lambda s: s.start_ns)
+        return OtelTrace(wanted, tuple(mine), tuple(dict.fromkeys(s.trace_id for s in spans if s.trace_id)))
 
     def clear(self) -> None:
         """Forget the spans captured so far (metrics are cumulative and stay)."""
