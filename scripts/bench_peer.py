@@ -17,6 +17,16 @@ by up to 2x on the project's VM; see ``vgi_rpc.testing.bench.one_cpu``).  Report
 (median of per-round ratios, IQR spread; higher is better; target >= 1.0x),
 writes ``.benchmarks/peer.json`` and prints the table.  Both servers are
 stopped at the end, whatever happens; every wait is bounded.
+
+Then bulk producer streams (``--stream-rounds``, 0 skips them): the official
+client reads one ``produce(rows, batches)`` stream a round, for the three shapes
+of benchmarks/test_streams.py (1k x 512, 64k x 64, 1M x 8 int64 rows), from our
+``serve_http`` (``python -m benchmarks._streams http``) and from the official
+server serving the same protocol (``benchmarks/peer_streams.py server``), each in
+its own process and left to the scheduler (no pinning, as in test_streams.py).
+Reports MB/s for both, ``ours / reference`` (higher is better) and the
+``Content-Encoding`` each server negotiated with the official client's
+``Accept-Encoding`` (``identity`` when absent), into the same JSON and table.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -57,11 +68,22 @@ def pin(cpu: int | None) -> Callable[[], None] | None:
 
 @contextmanager
 def running(
-    cmd: list[str], name: str, *, cpu: int | None = None, timeout: float = 30.0
+    cmd: list[str],
+    name: str,
+    *,
+    cpu: int | None = None,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Start a server that prints ``PORT:<n>``; yield (port, pid); stop it on exit."""
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=pin(cpu)
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=pin(cpu),
+        env=env,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -133,6 +155,71 @@ def ratio_of(kind: str, samples: dict[str, list[float]], ops: int, what: str) ->
     )
 
 
+def stream_ratios(result: dict[str, Any]) -> list[Ratio]:
+    """``peer.stream.<shape>``: the official client's MB/s from our server / from the reference server."""
+    out = []
+    for shape, data in result["shapes"].items():
+        payload = data["rows"] * data["batches"] * 8
+        ours, ref = data["samples"]["ours"], data["samples"]["reference"]
+        q1, med, q3 = quartiles([r / o for o, r in zip(ours, ref, strict=True)])
+        encodings = data["encodings"]
+        out.append(
+            Ratio(
+                key=f"peer.stream.{shape}",
+                title=(
+                    f"official client MB/s reading {data['rows']:,} int64 rows x {data['batches']} batches: "
+                    "our serve_http vs the reference server"
+                ),
+                baseline="reference",
+                subject="ours",
+                median=med,
+                q1=q1,
+                q3=q3,
+                baseline_value=payload / quartiles(ref)[1] * 1e3,
+                subject_value=payload / quartiles(ours)[1] * 1e3,
+                unit="MB/s",
+                rounds=len(ours),
+                ops=1,
+                better="higher",
+                clock="client wall",
+                note=(
+                    f"Content-Encoding: ours {'/'.join(encodings['ours'])}, "
+                    f"reference {'/'.join(encodings['reference'])}"
+                ),
+            )
+        )
+    return out
+
+
+def run_streams(peer_python: Path, rounds: int) -> list[Ratio]:
+    """Both servers of the bulk streams, the official client against them; their ratios (exit 2 on failure)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with ExitStack() as stack:
+        ours, _ = stack.enter_context(
+            running(
+                [sys.executable, "-m", "benchmarks._streams", "http"], "our serve_http (streams)", env=env
+            )
+        )
+        ref, _ = stack.enter_context(
+            running(
+                [str(peer_python), "benchmarks/peer_streams.py", "server"], "the reference server (streams)"
+            )
+        )
+        cmd = [
+            str(peer_python),
+            "benchmarks/peer_streams.py",
+            "client",
+            f"--ours=http://127.0.0.1:{ours}",
+            f"--reference=http://127.0.0.1:{ref}",
+            f"--rounds={rounds}",
+        ]
+        print("$", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench-peer: the streams client failed ({proc.returncode}):\n{proc.stderr}")
+    return stream_ratios(json.loads(proc.stdout))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; exit 2 when the peer venv or a server is missing."""
     parser = argparse.ArgumentParser(
@@ -142,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--count", type=int, default=5, help="batches per producer stream")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--stream-rounds", type=int, default=6, help="rounds of the bulk streams (0 skips)")
     args = parser.parse_args(argv)
 
     peer_python = args.peer / "bin" / "python"
@@ -189,11 +277,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         if cpu is not None:
             ratios.append(cpu)
+    if args.stream_rounds > 0:
+        try:
+            ratios += run_streams(peer_python, args.stream_rounds)
+        except SystemExit as exc:
+            print(exc, file=sys.stderr)
+            return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     profile = f"peer ({result['client']}, Python {result['python']})"
-    args.out.write_text(json.dumps({"profile": profile, "ratios": {r.key: vars(r) for r in ratios}}, indent=2))
+    args.out.write_text(
+        json.dumps({"profile": profile, "ratios": {r.key: vars(r) for r in ratios}}, indent=2)
+    )
     print(f"\n== peer comparison: {result['client']} client, our serve_http vs the reference server ==")
     print(render_table(ratios))
+    for r in ratios:
+        if r.key.startswith("peer.stream."):
+            print(f"{r.key}: {r.note}")
     print(f"(written to {args.out})")
     return 0
 
