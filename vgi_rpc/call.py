@@ -210,12 +210,16 @@ class Call:
             self._end()
         return self.error
 
-    def init(self, kwargs: Mapping[str, Any], sink: Any, seal: Sealer) -> BaseException | None:
+    def init(
+        self, kwargs: Mapping[str, Any], sink: Any, seal: Sealer, *, turn_bytes: int | None = None
+    ) -> BaseException | None:
         """Open a stream for HTTP ``/init`` (and run a producer's first turn); write the answer to *sink*.
 
         The answer is the header stream (if the method declares one; it carries the
         logs sent while opening) and the output stream: logs, the first batch, and
         the token when the stream goes on. After a failure there is one error stream.
+        *turn_bytes*: merge a producer's ``produce()`` calls into one batch up to
+        that many bytes (see :meth:`_produce`); ``None``: one call per turn.
         """
         self.turn = "init"
         self.stream_id = new_stream_id()
@@ -232,7 +236,7 @@ class Call:
             opening_logs = len(self.logs)
             finished = False
             if stream.is_producer:
-                data, finished = self._turn(stream, _TICK)
+                data, finished = self._produce(stream, _TICK, turn_bytes)
             if not finished:
                 token = seal(stream, self.stream_id)
         except Exception as exc:
@@ -245,13 +249,20 @@ class Call:
         return self.error
 
     def resume(
-        self, stream: Stream[Any, Any], turn_input: TurnInput, sink: Any, seal: Sealer
+        self,
+        stream: Stream[Any, Any],
+        turn_input: TurnInput,
+        sink: Any,
+        seal: Sealer,
+        *,
+        turn_bytes: int | None = None,
     ) -> BaseException | None:
         """Run one later turn of an HTTP stream (``None``: a cancel) and write its answer to *sink*.
 
         A producer's token rides on a zero-row batch after the data; an exchange's
         in the data batch's own metadata. A cancel answers the output schema with
         only the logs ``on_cancel`` sent. *stream_id* is the one the token carried.
+        *turn_bytes* as for :meth:`init` (producers only).
         """
         self.turn = "exchange"
         self.ctx = self._context()
@@ -262,7 +273,7 @@ class Call:
             if turn_input is None:
                 stream.state.on_cancel(self.ctx)
             else:
-                data, finished = self._turn(stream, turn_input)
+                data, finished = self._produce(stream, turn_input, turn_bytes)
                 if not finished:
                     token = seal(stream, self.stream_id or "")
         except Exception as exc:
@@ -364,6 +375,34 @@ class Call:
         out.validate()
         return out.data, out.finished
 
+    def _produce(
+        self, stream: Stream[Any, Any], turn_input: AnnotatedBatch, turn_bytes: int | None
+    ) -> tuple[tuple[pa.RecordBatch, dict[str, str] | None] | None, bool]:
+        """One HTTP turn: one ``process()`` call, or for a producer with *turn_bytes* several, merged.
+
+        The producer is called again while it has not finished and the batches
+        so far hold fewer than *turn_bytes* bytes (``RecordBatch.nbytes``); their
+        rows become one batch (the wire allows one data batch per response) whose
+        custom metadata is the union of theirs, later keys winning. Their logs stay
+        in the call's buffer in the order they were sent, all ahead of the data.
+        """
+        data, finished = self._turn(stream, turn_input)
+        if turn_bytes is None or not stream.is_producer or finished or data is None:
+            return data, finished
+        batches = [data[0]]
+        metadata = dict(data[1] or {})
+        size = data[0].nbytes
+        while size < turn_bytes and not finished:
+            more, finished = self._turn(stream, turn_input)
+            if more is None:  # finish() without a batch
+                break
+            batches.append(more[0])
+            metadata.update(more[1] or {})
+            size += more[0].nbytes
+        if len(batches) == 1:
+            return data, finished
+        return (_concat(batches), metadata or None), finished
+
     def _turns(
         self, stream: Stream[Any, Any], header: pa.RecordBatch | None, inputs: Iterable[TurnInput], sink: Any
     ) -> None:
@@ -448,6 +487,14 @@ class Call:
         self._write_logs(writer, opening_logs)
         writer.write(header)
         writer.close()
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One batch of *batches*' rows (same schema); ``pa.concat_batches`` where pyarrow has it (19+)."""
+    concat = getattr(pa, "concat_batches", None)
+    if concat is not None:
+        return concat(batches)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _drop_log(level: str, message: str, extra: Mapping[str, Any]) -> None:

@@ -192,16 +192,53 @@ def test_undecodable_compressed_body_is_400(
     assert text in error_md(r.content)["vgi_rpc.log_message"]
 
 
-def test_large_responses_are_compressed_when_the_client_accepts(client: falcon.testing.TestClient) -> None:
+def test_responses_are_not_compressed_by_default(client: falcon.testing.TestClient) -> None:
     body = call_body("greet", {"name": "x" * 10000, "greeting": "Hi", "punctuation": "!"})
-    plain = post(client, "/Calculator/greet", body)
+    r = post(client, "/Calculator/greet", body, Accept_Encoding="zstd, gzip")
+    assert "Content-Encoding" not in r.headers
+    assert len(r.content) > 10000
+
+
+@pytest.mark.parametrize("option", [True, "zstd", "zstd:3"])
+def test_large_responses_are_zstd_when_enabled_and_accepted(option: object) -> None:
+    c = make(compress_responses=option)[0]
+    body = call_body("greet", {"name": "x" * 10000, "greeting": "Hi", "punctuation": "!"})
+    plain = post(c, "/Calculator/greet", body)
     assert "Content-Encoding" not in plain.headers
-    packed = post(client, "/Calculator/greet", body, Accept_Encoding="zstd, gzip")
+    packed = post(c, "/Calculator/greet", body, Accept_Encoding="zstd, gzip")
     assert packed.headers["Content-Encoding"] == "zstd"
     assert len(packed.content) < len(plain.content)
     assert zstandard.ZstdDecompressor().decompressobj().decompress(packed.content) == plain.content
-    small = post(client, "/Calculator/add", call_body("add", {"a": 1, "b": 2}), Accept_Encoding="zstd")
+    small = post(c, "/Calculator/add", call_body("add", {"a": 1, "b": 2}), Accept_Encoding="zstd")
     assert "Content-Encoding" not in small.headers
+
+
+@pytest.mark.parametrize(("option", "level"), [("zstd", 1), (True, 1), ("zstd:19", 19)])
+def test_the_named_zstd_level_is_the_one_used(option: object, level: int) -> None:
+    c = make(compress_responses=option)[0]
+    body = call_body("greet", {"name": "ab" * 20000, "greeting": "Hi", "punctuation": "!"})
+    plain = post(c, "/Calculator/greet", body).content
+    packed = post(c, "/Calculator/greet", body, Accept_Encoding="zstd").content
+    # zstd is deterministic for one input and level: the frame is the one that level makes
+    assert packed == zstandard.ZstdCompressor(level=level).compress(plain)
+    if level != 1:
+        assert packed != zstandard.ZstdCompressor(level=1).compress(plain)
+
+
+@pytest.mark.parametrize("accept", ["gzip", "br", "deflate, br", "zstd;q=0, gzip", "identity", "nonsense;;"])
+def test_a_client_asking_for_an_encoding_we_do_not_offer_gets_identity(accept: str) -> None:
+    c = make(compress_responses="zstd")[0]
+    body = call_body("greet", {"name": "x" * 10000, "greeting": "Hi", "punctuation": "!"})
+    r = post(c, "/Calculator/greet", body, Accept_Encoding=accept)
+    assert r.status_code == 200
+    assert "Content-Encoding" not in r.headers
+    assert len(r.content) > 10000
+
+
+@pytest.mark.parametrize("bad", ["gzip", "zstd:0", "zstd:20", "zstd:x", "lz4"])
+def test_an_unknown_compression_option_is_refused_at_build_time(bad: str) -> None:
+    with pytest.raises(ValueError, match="compress_responses"):
+        make(compress_responses=bad)
 
 
 def test_response_compression_can_be_disabled() -> None:

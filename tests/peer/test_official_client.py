@@ -46,7 +46,7 @@ def test_defaults(calc: Any) -> None:
 
 
 def test_long_result_compressed_response(calc: Any) -> None:
-    """A 20 kB result: our server compresses the response and the official client decodes it."""
+    """A 20 kB result: our Calculator server (``compress_responses="zstd"``) compresses it and the official client decodes it."""
     assert len(calc.greet(name="x" * 20000)) == 20008
 
 

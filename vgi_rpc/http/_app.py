@@ -35,7 +35,7 @@ from vgi_rpc.http._common import ARROW_CONTENT_TYPE, BUDGET_SUPPORT_HEADER, norm
 from vgi_rpc.http._routes import ResponseTooLargeError, add_routes
 from vgi_rpc.http._routes import internal_error_body as _internal_error_body
 from vgi_rpc.http._tokens import TokenKey, TokenSealer
-from vgi_rpc.http._turns import Turns
+from vgi_rpc.http._turns import ProducerTurnBytes, Turns
 from vgi_rpc.server import RpcServer, as_server
 from vgi_rpc.wire import error_stream_bytes, new_request_id
 
@@ -144,7 +144,8 @@ def make_wsgi_app(
     token_key: TokenKey | list[TokenKey] | tuple[TokenKey, ...] | None = None,
     token_ttl: float = 3600,
     max_request_bytes: int | None = None,
-    compress_responses: bool = True,
+    compress_responses: bool | str = False,
+    producer_turn_bytes: ProducerTurnBytes = None,
     sentry_config: Any = None,
     otel_config: Any = None,
 ) -> VgiFalconApp:
@@ -167,8 +168,11 @@ def make_wsgi_app(
         max_request_bytes: Refuse larger request bodies with 413, before and after
             decompression (advertised as ``VGI-Max-Request-Bytes``). ``None``: no
             limit on the wire, and decompressed bodies are capped at 1 GiB.
-        compress_responses: Compress responses of 4 KiB or more with zstd (or gzip)
-            when the request's ``Accept-Encoding`` allows it.
+        compress_responses: ``False`` (default): never. ``True``/``"zstd"``: zstd level 1 for
+            responses of 4 KiB or more whose request accepts zstd (else identity, never
+            gzip); ``"zstd:N"``: level N (1-19).
+        producer_turn_bytes: Bytes up to which a producer turn merges ``produce()`` calls into
+            one batch (an int, or a dict per method name; docs/http.md: what callers see).
         sentry_config: A ``vgi_rpc.sentry.SentryConfig``: instrument *server* with
             Sentry (replacing any earlier Sentry hook) before serving.
         otel_config: A ``vgi_rpc.otel.OtelConfig``: instrument *server* with OpenTelemetry.
@@ -187,7 +191,7 @@ def make_wsgi_app(
     _instrument(rpc_server, sentry_config, otel_config)
     if max_request_bytes is not None and max_request_bytes <= 0:
         raise ValueError("max_request_bytes must be positive")
-    turns = Turns(rpc_server, TokenSealer(token_key, ttl=token_ttl))
+    turns = Turns(rpc_server, TokenSealer(token_key, ttl=token_ttl), producer_turn_bytes)
     app = _new_app(rpc_server)
     add_routes(app, normalise_prefix(prefix), turns, authenticate, max_request_bytes, compress_responses)
     return app

@@ -6,6 +6,7 @@ import gzip
 import struct
 import zlib
 
+import pyarrow as pa
 import zstandard
 
 from vgi_rpc._ipc_framing import FramingError, IpcFramer
@@ -23,6 +24,9 @@ SUPPORTED_ENCODINGS = ("zstd", "gzip")
 """Request codings the server decodes, in the server's order of preference."""
 
 HEALTH_PATH = "/health"
+
+ResponseBody = bytes | pa.Buffer
+"""A response body: the Arrow sink's own buffer (handed to the WSGI server without a copy) or bytes."""
 
 
 class BodyError(ProtocolError):
@@ -218,13 +222,57 @@ def _gunzip(data: bytes, body: _IpcBody) -> bytearray:
         raise BodyError(f"request body is not valid gzip: {exc}") from None
 
 
-def encode_body(data: bytes, coding: str, level: int = 1) -> bytes:
+def encode_body(data: bytes | pa.Buffer, coding: str, level: int = 1) -> bytes:
     """Compress *data* with ``zstd`` or ``gzip``."""
     if coding == "zstd":
         return zstandard.ZstdCompressor(level=level).compress(data)
     if coding == "gzip":
         return gzip.compress(data, compresslevel=max(1, min(level, 9)))
     raise ValueError(f"unknown coding {coding!r}")
+
+
+RESPONSE_ZSTD_LEVEL = 1
+"""zstd level of a compressed response when ``compress_responses`` names no level (zstd's fastest)."""
+
+RESPONSE_COMPRESS_MIN = 4096
+"""Responses smaller than this are never compressed (the frame would cost more than it saves)."""
+
+
+def response_coding(option: bool | str | None) -> tuple[str, int] | None:
+    """Parse ``make_wsgi_app(compress_responses=...)`` into ``(coding, level)``; ``None``: never compress.
+
+    ``False``/``None``: never (the default). ``True`` or ``"zstd"``: zstd at
+    :data:`RESPONSE_ZSTD_LEVEL`. ``"zstd:N"``: zstd at level N (1 to 19). Only zstd is
+    offered for responses: a client that does not accept it gets the identity body.
+    Raises ``ValueError`` for anything else.
+    """
+    if option is None or option is False:
+        return None
+    if option is True:
+        return ("zstd", RESPONSE_ZSTD_LEVEL)
+    if isinstance(option, str):
+        name, sep, level = option.strip().lower().partition(":")
+        if name == "zstd" and not sep:
+            return ("zstd", RESPONSE_ZSTD_LEVEL)
+        if name == "zstd" and level.isdigit() and 1 <= int(level) <= 19:
+            return ("zstd", int(level))
+    raise ValueError(f"compress_responses must be False, True, 'zstd' or 'zstd:<level 1-19>', got {option!r}")
+
+
+def accepts(accept: str | None, coding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows *coding* (named with a non-zero q, or ``*``)."""
+    if not accept:
+        return False
+    star = False
+    for part in accept.split(","):
+        name, _, params = part.strip().partition(";")
+        name = name.strip().lower()
+        refused = params.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+        if name == coding:
+            return not refused
+        if name == "*":
+            star = not refused
+    return star
 
 
 def pick_coding(accept: str | None) -> str | None:

@@ -28,11 +28,14 @@ from vgi_rpc.http._common import (
     EXTERNALIZATION_HEADER,
     HEALTH_PATH,
     MAX_REQUEST_HEADER,
+    RESPONSE_COMPRESS_MIN,
     SUPPORTED_ENCODINGS,
     BodyError,
+    ResponseBody,
+    accepts,
     decode_body,
     encode_body,
-    pick_coding,
+    response_coding,
 )
 from vgi_rpc.http._turns import TurnResult, Turns
 from vgi_rpc.methods import MethodSpec
@@ -46,7 +49,7 @@ _logger = logging.getLogger("vgi_rpc.http")
 DEFAULT_MAX_DECODED_BYTES = 1 << 30
 """Cap on a decompressed request body when ``max_request_bytes`` is not set (zip-bomb guard)."""
 
-_COMPRESS_MIN = 4096  # responses smaller than this go uncompressed
+_WAITRESS_KEY = "waitress.client_disconnected"  # in the environ only when waitress serves the request
 _HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _ENCODINGS_VALUE = ", ".join(SUPPORTED_ENCODINGS)
 
@@ -90,7 +93,7 @@ def add_routes(
     turns: Turns,
     authenticate: Authenticator | None,
     max_request_bytes: int | None,
-    compress_responses: bool,
+    compress_responses: bool | str,
 ) -> None:
     """Mount ``base/health`` and the three RPC routes of *turns*' server on *app*."""
     server = turns.server
@@ -142,7 +145,9 @@ class RpcRoute:
         expected: The method kind this route serves.
         authenticate: Run on every request; ``None``: every call is anonymous.
         max_request_bytes: Refuse larger bodies (before and after decompression) with 413.
-        compress_responses: Compress large responses when the client accepts it.
+        compress_responses: ``make_wsgi_app``'s option (see
+            :func:`~vgi_rpc.http._common.response_coding`): zstd for responses of
+            4 KiB or more when the client accepts it, or never (the default).
     """
 
     def __init__(
@@ -152,7 +157,7 @@ class RpcRoute:
         expected: ExpectedKind,
         authenticate: Authenticator | None,
         max_request_bytes: int | None,
-        compress_responses: bool,
+        compress_responses: bool | str,
     ) -> None:
         self.server = turns.server
         self.admission = turns.admission
@@ -161,7 +166,7 @@ class RpcRoute:
         self.authenticate = authenticate
         self.max_request_bytes = max_request_bytes
         self.max_decoded = max_request_bytes if max_request_bytes is not None else DEFAULT_MAX_DECODED_BYTES
-        self.compress = compress_responses
+        self.coding = response_coding(compress_responses)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, protocol: str, method: str) -> None:
         """Serve one request: admission, then this route's turn; every failure is answered here."""
@@ -248,15 +253,18 @@ class RpcRoute:
         req: falcon.Request,
         resp: falcon.Response,
         status: int,
-        data: bytes,
+        data: ResponseBody,
         error: bool,
         budget: int | None,
     ) -> None:
-        big = self.compress and len(data) >= _COMPRESS_MIN  # smaller answers go as they are
-        coding = pick_coding(req.get_header("Accept-Encoding")) if big else None
-        if coding is not None:
-            data = encode_body(data, coding)
-            resp.set_header("Content-Encoding", coding)
+        coding = self.coding
+        if (
+            coding is not None
+            and len(data) >= RESPONSE_COMPRESS_MIN  # smaller answers go as they are
+            and accepts(req.get_header("Accept-Encoding"), coding[0])  # else identity, never an error
+        ):
+            data = encode_body(data, *coding)
+            resp.set_header("Content-Encoding", coding[0])
         if budget is not None and len(data) > budget:
             resp.delete_header("Content-Encoding")
             exc = ResponseTooLargeError(
@@ -269,6 +277,10 @@ class RpcRoute:
         resp.content_type = ARROW_CONTENT_TYPE
         if error:
             resp.set_header(ERROR_HEADER, "true")
+        if not isinstance(data, bytes) and _WAITRESS_KEY not in req.env:
+            data = data.to_pybytes()  # PEP 3333 wants bytes; other servers (gunicorn) assert it
+        # under waitress the sink's Buffer goes out as it is (no copy into bytes): Falcon
+        # takes its len() as Content-Length and waitress slices and buffers it like bytes
         resp.data = data
 
 

@@ -42,8 +42,11 @@ from vgi_rpc.wire import (
 
 __all__ = ["TurnResult", "Turns"]
 
-TurnResult = tuple[bytes, bool]
-"""(response body, whether it reports an application error)."""
+ProducerTurnBytes = int | Mapping[str, int] | None
+"""``make_wsgi_app``'s ``producer_turn_bytes``: one budget for every stream method, one per name, or none."""
+
+TurnResult = tuple[bytes | pa.Buffer, bool]
+"""(response body, whether it reports an application error); the body is the sink's own buffer, not copied."""
 
 
 class Turns:
@@ -54,14 +57,19 @@ class Turns:
         sealer: Seals and opens the stream tokens.
         admission: The server's admission for requests whose URL names protocol and
             method: route with it before reading the body, then pass the spec here.
+        turn_bytes: Per producer method name, the byte budget up to which one turn
+            merges several ``produce()`` calls (methods not named: one call per turn).
     """
 
-    __slots__ = ("admission", "sealer", "server")
+    __slots__ = ("admission", "sealer", "server", "turn_bytes")
 
-    def __init__(self, server: RpcServer, sealer: TokenSealer) -> None:
+    def __init__(
+        self, server: RpcServer, sealer: TokenSealer, producer_turn_bytes: ProducerTurnBytes = None
+    ) -> None:
         self.server = server
         self.sealer = sealer
         self.admission = Admission(server, by_url=True)
+        self.turn_bytes = _turn_budgets(server, producer_turn_bytes)
 
     # ------------------------------------------------------------------ request decoding
 
@@ -82,7 +90,7 @@ class Turns:
         kwargs = self._request(spec, body)
         sink = pa.BufferOutputStream()
         error = self.server.call(spec, auth=auth, metadata=headers, transport="http").unary(kwargs, sink)
-        return sink.getvalue().to_pybytes(), error is not None
+        return sink.getvalue(), error is not None
 
     # ------------------------------------------------------------------ streams
 
@@ -93,8 +101,8 @@ class Turns:
         kwargs = self._request(spec, body)
         sink = pa.BufferOutputStream()
         call = self.server.call(spec, auth=auth, metadata=headers, transport="http")
-        error = call.init(kwargs, sink, self._sealer(spec, auth))
-        return sink.getvalue().to_pybytes(), error is not None
+        error = call.init(kwargs, sink, self._sealer(spec, auth), turn_bytes=self.turn_bytes.get(spec.name))
+        return sink.getvalue(), error is not None
 
     def exchange(
         self, spec: MethodSpec, body: bytes | bytearray, auth: AuthContext, headers: Mapping[str, str]
@@ -117,8 +125,10 @@ class Turns:
             )
         sink = pa.BufferOutputStream()
         call = server.call(spec, auth=auth, metadata=headers, transport="http", stream_id=opened.stream_id)
-        error = call.resume(stream, turn_input, sink, self._sealer(spec, auth))
-        return sink.getvalue().to_pybytes(), error is not None
+        error = call.resume(
+            stream, turn_input, sink, self._sealer(spec, auth), turn_bytes=self.turn_bytes.get(spec.name)
+        )
+        return sink.getvalue(), error is not None
 
     def _sealer(self, spec: MethodSpec, auth: AuthContext) -> Sealer:
         """The Call's way to carry this stream to its next turn: pack and seal it into a token."""
@@ -130,6 +140,24 @@ class Turns:
             )
 
         return seal
+
+
+def _turn_budgets(server: RpcServer, option: ProducerTurnBytes) -> dict[str, int]:
+    """``make_wsgi_app(producer_turn_bytes=...)`` as a budget per stream method name (ValueError if bad)."""
+    if option is None:
+        return {}
+    streams = [spec.name for spec in server.methods.values() if spec.method_type == "stream"]
+    if isinstance(option, int):
+        named: Mapping[str, int] = dict.fromkeys(streams, option)
+    else:
+        named = option
+        unknown = sorted(set(named) - set(streams))
+        if unknown:
+            raise ValueError(f"producer_turn_bytes names no stream method of this server: {unknown}")
+    for name, n in named.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"producer_turn_bytes for {name} must be a positive int, got {n!r}")
+    return dict(named)
 
 
 def _read_single_batch(body: bytes | bytearray) -> tuple[pa.RecordBatch, dict[str, str]]:
