@@ -50,8 +50,8 @@ endef
 SDK2 := .venv-sdk2
 SDK_FLOOR := .venv-sdk-floor
 LATEST := .venv-latest
-SENTRY_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs
-FLOOR_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs/test_readme.py tests/docs/test_docs_testing.py
+SENTRY_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs tests/propagation tests/tracing
+FLOOR_SUITES := tests/sentry tests/testing_kit tests/otel/test_coexistence.py tests/docs/test_readme.py tests/docs/test_docs_testing.py tests/propagation tests/tracing
 
 $(STAMP): pyproject.toml uv.lock $(UV)
 	$(MAKE) --no-print-directory lock-check
@@ -127,7 +127,7 @@ unit: $(STAMP)
 
 $(PEER)/.installed:
 	test -x $(PEER)/bin/python || (command -v python3.13 >/dev/null && python3.13 -m venv $(PEER)) || $(PEER_PY) -m venv $(PEER)
-	$(PEER)/bin/pip install -q "vgi-rpc[http]==0.52.2"
+	$(PEER)/bin/pip install -q "vgi-rpc[http,otel]==0.52.2"  # otel: the official client then sends traceparent (tests/tracing)
 	touch $(PEER)/.installed
 
 peer-venv: $(PEER)/.installed

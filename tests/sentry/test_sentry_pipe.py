@@ -94,8 +94,12 @@ def test_performance_transaction_per_dispatch(sentry_capture: SentryCapture) -> 
 
 
 def test_each_pipe_call_is_its_own_trace(sentry_capture: SentryCapture) -> None:
-    """B2 S28: calls on one pipe connection (one serving thread) are separate traces; each event is in its call's."""
-    with serve_pipe(make_server(SentryConfig(enable_performance=True))) as proxy:
+    """B2 S28: calls on one pipe connection (one serving thread) are separate traces; each event is in its call's.
+
+    The client sends no trace context here: with it, the calls would all continue the
+    caller's (tests/tracing), which is the caller's choice, not the serving thread's.
+    """
+    with serve_pipe(make_server(SentryConfig(enable_performance=True)), propagate_trace=False) as proxy:
         for message in ("one", "two", "three"):
             with pytest.raises(RpcError):
                 proxy.fail(message=message)

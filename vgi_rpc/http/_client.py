@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
+from vgi_rpc._propagation import outgoing_trace_headers
 from vgi_rpc._types import dataclass_from_ipc
 from vgi_rpc.client import RpcProxy, StreamSession
 from vgi_rpc.errors import ProtocolError, RpcError
@@ -52,6 +53,7 @@ class _HttpTransport:
         headers: Mapping[str, str] | None,
         on_log: OnLog | None,
         compression: str | None,
+        propagate_trace: bool = True,
     ) -> None:
         self.client = client
         self.root = base_url.rstrip("/") + normalise_prefix(prefix)
@@ -60,6 +62,7 @@ class _HttpTransport:
         self.headers = {**(headers or {}), "Content-Type": ARROW_CONTENT_TYPE}
         self.on_log = on_log
         self.want = compression
+        self.propagate_trace = propagate_trace
         self._coding: str | None = None
         self._probed = False
         self._lock = threading.Lock()
@@ -88,8 +91,13 @@ class _HttpTransport:
             self._probe()
         url = f"{self.root}/{self.protocol}/{path}"
         coding = self._coding if len(body) >= _COMPRESS_MIN else None
+        base = self.headers
+        if self.propagate_trace:
+            trace = outgoing_trace_headers("http")
+            if trace:
+                base = {**base, **trace}
         for attempt in range(2):
-            headers = dict(self.headers)
+            headers = dict(base)
             content = body
             if coding is not None:
                 content = encode_body(body, coding)
@@ -376,6 +384,7 @@ def http_connect(
     on_log: OnLog | None = None,
     compression: str | None = "zstd",
     timeout: float | None = 60.0,
+    propagate_trace: bool = True,
 ) -> Iterator[Any]:
     """Connect to a vgi-rpc HTTP server and yield a typed proxy for *protocol*.
 
@@ -404,6 +413,15 @@ def http_connect(
             or more, used when the server's ``/health`` probe allows it; ``None``
             sends bodies uncompressed and skips the probe.
         timeout: Timeout in seconds for the client this function creates.
+        propagate_trace: Every request (a unary call, a stream's ``/init`` and each
+            of its turns) carries the caller's current trace context in its
+            headers: W3C ``traceparent``/``tracestate`` from OpenTelemetry's global
+            propagator when an OTel span is current, and Sentry's ``sentry-trace``
+            and ``baggage`` when a Sentry client is active. Sentry's own httpx
+            integration (on by default when httpx is installed) adds those two
+            itself; then this client leaves them to it, so each is sent once.
+            Nothing is added when neither SDK is active. ``False`` adds none of
+            it (Sentry's httpx integration, if enabled, still adds its own).
 
     The proxy is safe to share between threads (each stream session belongs to one).
     """
@@ -412,7 +430,9 @@ def http_connect(
     own = client is None
     http = client if client is not None else httpx.Client(timeout=timeout)
     name, version = protocol_names(protocol)
-    transport = _HttpTransport(http, base_url, prefix, name, version, headers, on_log, compression)
+    transport = _HttpTransport(
+        http, base_url, prefix, name, version, headers, on_log, compression, propagate_trace
+    )
     try:
         yield RpcProxy(protocol, transport)
     finally:

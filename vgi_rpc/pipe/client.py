@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from vgi_rpc._pipe_io import NotArrowError, PipeIO, PipeReader, PipeTimeout, PipeWriter
+from vgi_rpc._propagation import outgoing_trace_headers
 from vgi_rpc._types import IPC_WRITE_OPTIONS, dataclass_from_batch
 from vgi_rpc.auth import ANONYMOUS, AuthContext
 from vgi_rpc.client import RpcProxy, StreamSession
@@ -71,6 +72,7 @@ class _PipeClient:
         give_up: Callable[[], None],
         owns_fds: bool = False,
         give_up_means: str = "the worker was killed",
+        propagate_trace: bool = True,
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be positive, or None for no limit")
@@ -81,6 +83,7 @@ class _PipeClient:
         self.version = version
         self.on_log = on_log
         self.timeout = timeout
+        self.propagate_trace = propagate_trace
         self._give_up = give_up
         self.give_up_means = give_up_means
         self.broken: str | None = None
@@ -134,8 +137,11 @@ class _PipeClient:
 
     def _send_request(self, spec: MethodSpec, request: pa.RecordBatch) -> None:
         # built in Arrow's own buffer, then one write: not a Python call per IPC piece
+        extra = outgoing_trace_headers("pipe") if self.propagate_trace else None
         self.writer.send(
-            request_bytes(spec.name, request, protocol=self.protocol, protocol_version=self.version)
+            request_bytes(
+                spec.name, request, protocol=self.protocol, protocol_version=self.version, extra=extra
+            )
         )
 
     def call_unary(self, spec: MethodSpec, request: pa.RecordBatch) -> pa.RecordBatch:
@@ -357,6 +363,7 @@ def serve_pipe(
     on_log: OnLog | None = None,
     auth: AuthContext = ANONYMOUS,
     timeout: float | None = DEFAULT_TIMEOUT,
+    propagate_trace: bool = True,
 ) -> Iterator[Any]:
     """Serve on a background thread over OS pipes and yield a typed proxy.
 
@@ -372,6 +379,14 @@ def serve_pipe(
     ``error_kind="transport"`` and ``error_code="DEADLINE_EXCEEDED"``, the pipes are
     closed (the server thread ends once the implementation returns) and every later
     call on the proxy fails at once.
+
+    *propagate_trace* (default ``True``): each call carries the caller's current
+    trace context in its request metadata, so the server's Sentry and
+    OpenTelemetry hooks continue the caller's trace: ``sentry-trace`` and
+    ``baggage`` when a Sentry client is active, W3C ``traceparent``/``tracestate``
+    (OpenTelemetry's global propagator) when an OTel span is current, nothing when
+    neither is. A stream call carries it once, in its opening request. ``False``
+    sends none of it.
     """
     server = as_server(target, impl)
     thread, s2c_r, c2s_w = _serve_in_thread(server, auth)
@@ -392,6 +407,7 @@ def serve_pipe(
         give_up=hang_up,
         owns_fds=True,
         give_up_means="the pipes were closed",
+        propagate_trace=propagate_trace,
     )
     try:
         yield RpcProxy(server.protocol, client)
@@ -433,6 +449,7 @@ def connect(
     on_log: OnLog | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    propagate_trace: bool = True,
 ) -> Iterator[Any]:
     """Spawn ``cmd`` (a worker calling :func:`~vgi_rpc.pipe.run_server`) and yield a typed proxy to it.
 
@@ -454,6 +471,12 @@ def connect(
     the bytes (``error_code="DATA_LOSS"``). Either way every later call on the proxy
     fails at once (``error_code="UNAVAILABLE"``), as does a call to a worker that
     exited or was killed.
+
+    *propagate_trace* (default ``True``): each call carries the caller's current
+    trace context to the worker in its request metadata (``sentry-trace`` and
+    ``baggage`` when a Sentry client is active in this process, W3C
+    ``traceparent``/``tracestate`` when an OpenTelemetry span is current; nothing
+    when neither is; once per stream call). ``False`` sends none of it.
     """
     proc = subprocess.Popen(
         list(cmd),
@@ -471,6 +494,7 @@ def connect(
         on_log,
         timeout=timeout,
         give_up=proc.kill,
+        propagate_trace=propagate_trace,
     )
     try:
         yield RpcProxy(protocol, client)
