@@ -20,6 +20,7 @@ from support.sentry import (
     rpc_data,
     sdk2_logging,
     trace_data,
+    user_root,
 )
 from support.shop import call_with_auth, make_server, xs
 
@@ -332,3 +333,30 @@ def test_builtin_tags_win_over_colliding_custom_tags(sentry_capture: SentryCaptu
         proxy.fail(message="m")
     tags = sentry_capture.event()["tags"]
     assert (tags["rpc.method"], tags["auth.authenticated"], tags["team"]) == ("fail", "false", "a")
+
+
+@pytest.mark.parametrize("propagate", [True, False], ids=["propagating", "not-propagating"])
+def test_serve_pipe_opened_inside_a_transaction_leaves_it_alone(
+    sentry_capture: SentryCapture, propagate: bool
+) -> None:
+    """B2 S18 S28: serve_pipe's server thread starts from an empty context, like a worker process.
+
+    Sentry's threading integration hands a new thread its parent's scope, so without
+    that the caller's transaction was the ambient root of every call: renamed
+    ``rpc add`` and given the calls as child spans. The caller's trace reaches the
+    worker only in the requests (``propagate_trace``).
+    """
+    server = make_server(SentryConfig(enable_performance=True))
+    with user_root("checkout") as root, serve_pipe(server, propagate_trace=propagate) as proxy:
+        assert proxy.add(a=1, b=2) == 3
+    (caller,) = [t for t in sentry_capture.transactions if t["contexts"]["trace"]["span_id"] == root.span_id]
+    assert caller["transaction"] == "checkout"
+    assert caller["spans"] == []
+    worker = sentry_capture.transaction("add")
+    assert worker["transaction"] == "vgi_rpc/add"
+    trace = worker["contexts"]["trace"]
+    if propagate:
+        assert (trace["trace_id"], trace["parent_span_id"]) == (root.trace_id, root.span_id)
+    else:
+        assert trace["trace_id"] != root.trace_id
+        assert trace.get("parent_span_id") is None

@@ -21,6 +21,7 @@ IPC framing of what the worker writes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import subprocess
@@ -430,7 +431,10 @@ def _serve_in_thread(server: RpcServer, auth: AuthContext) -> tuple[threading.Th
 
     def run() -> None:
         try:
-            serve_streams(server, server_in, server_out, auth=auth)
+            # A fresh context: the caller's Sentry scope and span (which Sentry's threading
+            # integration hands to new threads) must not become the worker's. The caller's
+            # trace reaches the worker only the way it reaches a subprocess: in the requests.
+            contextvars.Context().run(serve_streams, server, server_in, server_out, auth=auth)
         finally:
             with contextlib.suppress(OSError):
                 server_out.close()
