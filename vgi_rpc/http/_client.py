@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from vgi_rpc.http._common import (
     encode_body,
     normalise_prefix,
 )
+from vgi_rpc.http._transport import StdlibTransport
 from vgi_rpc.methods import MethodSpec, protocol_names
 from vgi_rpc.streams import EMPTY_SCHEMA, AnnotatedBatch, empty_batch
 from vgi_rpc.wire import (
@@ -36,7 +38,10 @@ from vgi_rpc.wire import (
 
 __all__ = ["http_connect"]
 
-_COMPRESS_MIN = 1024  # smaller request bodies are sent as they are
+_COMPRESS_MIN = 1024
+"""Request bodies smaller than this are sent uncompressed; ticks and cancels never are (mostly token)."""
+ACCEPT_ENCODING = "zstd, identity"
+"""The ``Accept-Encoding`` every request states (never httpx's ``gzip, deflate, zstd`` default)."""
 _TOKEN_KEYS = (STREAM_STATE_KEY, CALL_STATE_KEY)
 
 
@@ -59,7 +64,10 @@ class _HttpTransport:
         self.root = base_url.rstrip("/") + normalise_prefix(prefix)
         self.protocol = protocol
         self.version = version
-        self.headers = {**(headers or {}), "Content-Type": ARROW_CONTENT_TYPE}
+        given = dict(headers or {})
+        if not any(k.lower() == "accept-encoding" for k in given):
+            given["Accept-Encoding"] = ACCEPT_ENCODING
+        self.headers = {**given, "Content-Type": ARROW_CONTENT_TYPE}
         self.on_log = on_log
         self.want = compression
         self.propagate_trace = propagate_trace
@@ -85,12 +93,15 @@ class _HttpTransport:
             self._coding = coding
             self._probed = True
 
-    def post(self, path: str, body: bytes) -> bytes:
-        """POST an Arrow body; return the Arrow response body or raise RpcError."""
+    def post(self, path: str, body: bytes, *, compress: bool = True) -> bytes:
+        """POST an Arrow body; return the Arrow response body or raise RpcError.
+
+        ``compress=False`` (a producer tick, a cancel: mostly sealed token) never compresses.
+        """
         if not self._probed:
             self._probe()
         url = f"{self.root}/{self.protocol}/{path}"
-        coding = self._coding if len(body) >= _COMPRESS_MIN else None
+        coding = self._coding if compress and len(body) >= _COMPRESS_MIN else None
         base = self.headers
         if self.propagate_trace:
             trace = outgoing_trace_headers("http")
@@ -314,13 +325,13 @@ class _HttpStream:
         if token is None:
             self._done = True
 
-    def _send(self, batch: pa.RecordBatch, md: Mapping[str, str] | None) -> bytes:
+    def _send(self, batch: pa.RecordBatch, md: Mapping[str, str] | None, *, compress: bool = True) -> bytes:
         assert self._token is not None
         meta = {**(md or {}), STREAM_STATE_KEY: self._token}
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch, custom_metadata=meta)
-        return self._t.post(f"{self._spec.name}/exchange", sink.getvalue().to_pybytes())
+        return self._t.post(f"{self._spec.name}/exchange", sink.getvalue().to_pybytes(), compress=compress)
 
     def __iter__(self) -> Iterator[AnnotatedBatch]:
         while True:
@@ -330,7 +341,7 @@ class _HttpStream:
                 return
             tick = empty_batch(EMPTY_SCHEMA)
             try:
-                content = self._send(tick, None)
+                content = self._send(tick, None, compress=False)
                 self._absorb(content)
             except BaseException:
                 self._done = True
@@ -355,7 +366,7 @@ class _HttpStream:
             return
         self._done = True
         with contextlib.suppress(RpcError, ProtocolError):
-            self._send(empty_batch(EMPTY_SCHEMA), {CANCEL_KEY: "1"})
+            self._send(empty_batch(EMPTY_SCHEMA), {CANCEL_KEY: "1"}, compress=False)
 
     def close(self) -> None:
         self._done = True
@@ -406,12 +417,18 @@ def http_connect(
         base_url: ``scheme://host:port`` (may include a path, which comes before *prefix*).
         prefix: The server's mount prefix (``make_wsgi_app(prefix=...)``).
         headers: Sent with every request (e.g. ``{"Authorization": "Bearer ..."}``).
-        client: Your own ``httpx.Client`` (shared pools, auth, event hooks, a custom
-            transport routing turns...). It is used as is and not closed on exit.
+        client: Your own ``httpx.Client`` (shared pools, auth, event hooks, proxies,
+            mTLS, a custom transport routing turns...). It is used as is (its
+            transport and timeouts) and not closed on exit. Without one, the client
+            created here sends ``http://`` requests through
+            :class:`~vgi_rpc.http._transport.StdlibTransport` (keep-alive sockets,
+            the stdlib's response parser: about half httpx's CPU per request);
+            ``https://`` and an environment HTTP proxy use httpx's own transport.
         on_log: Receives each log message the server sends (``vgi_rpc.wire.LogMessage``).
         compression: Request coding (``"zstd"`` or ``"gzip"``) for bodies of 1 KiB
             or more, used when the server's ``/health`` probe allows it; ``None``
-            sends bodies uncompressed and skips the probe.
+            sends bodies uncompressed and skips the probe. A producer's ticks and a
+            cancel (an empty batch and the sealed token) are never compressed.
         timeout: Timeout in seconds for the client this function creates.
         propagate_trace: Every request (a unary call, a stream's ``/init`` and each
             of its turns) carries the caller's current trace context in its
@@ -423,12 +440,16 @@ def http_connect(
             Nothing is added when neither SDK is active. ``False`` adds none of
             it (Sentry's httpx integration, if enabled, still adds its own).
 
+    Every request states ``Accept-Encoding: zstd, identity`` (unless *headers* names
+    its own), never httpx's ``gzip, deflate, zstd`` default, which the official
+    vgi-rpc server answers with gzip at level 9.
+
     The proxy is safe to share between threads (each stream session belongs to one).
     """
     if compression not in (None, *SUPPORTED_ENCODINGS):
         raise ValueError(f"compression must be None or one of {SUPPORTED_ENCODINGS}")
     own = client is None
-    http = client if client is not None else httpx.Client(timeout=timeout)
+    http = client if client is not None else _own_client(timeout)
     name, version = protocol_names(protocol)
     transport = _HttpTransport(
         http, base_url, prefix, name, version, headers, on_log, compression, propagate_trace
@@ -438,3 +459,15 @@ def http_connect(
     finally:
         if own:
             http.close()
+
+
+def _own_client(timeout: float | None) -> httpx.Client:
+    """The client :func:`http_connect` makes: :class:`StdlibTransport` for ``http://``.
+
+    When the environment names an HTTP proxy (``HTTP_PROXY``, ``ALL_PROXY``...), httpx's
+    own transports are kept so httpx routes through it as it always has.
+    """
+    proxies = urllib.request.getproxies()
+    if proxies.get("http") or proxies.get("all"):
+        return httpx.Client(timeout=timeout)
+    return httpx.Client(timeout=timeout, mounts={"http://": StdlibTransport()})
