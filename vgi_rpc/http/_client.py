@@ -400,51 +400,37 @@ def http_connect(
     """Connect to a vgi-rpc HTTP server and yield a typed proxy for *protocol*.
 
     ``with http_connect(Calculator, "http://127.0.0.1:8000", prefix="/vgi") as calc:
-    calc.add(a=1, b=2)``. Unary methods return their result; producer streams are
-    iterables of :class:`~vgi_rpc.AnnotatedBatch`; exchange streams return a session
-    with ``exchange(batch)``, ``cancel()`` and ``close()``. A failed call raises
-    :class:`~vgi_rpc.RpcError` carrying the server's error type and message (a 401
-    becomes ``RpcError("AuthenticationError", detail)``). A failure on the network
-    raises ``RpcError("TransportError", ...)`` with ``error_kind="transport"`` and
-    gRPC's ``error_code``: ``"UNAVAILABLE"`` (refused; closed or reset before a
-    response), ``"DEADLINE_EXCEEDED"`` (any timeout), ``"DATA_LOSS"`` (the body was
-    cut short), ``"UNKNOWN"`` (anything else). A non-Arrow answer from a proxy (an
-    HTML 502) is ``RpcError("HttpError", ...)``, also ``error_kind="transport"``,
-    with gRPC's code for the status (``"UNAVAILABLE"`` for 429, 502, 503, 504).
+    calc.add(a=1, b=2)``. Unary methods return their result; producer streams iterate
+    :class:`~vgi_rpc.AnnotatedBatch`; exchange streams return a session (``exchange``,
+    ``cancel``, ``close``). A failed call raises :class:`~vgi_rpc.RpcError` with the
+    server's error type and message (401: ``"AuthenticationError"``). Network failures raise
+    ``RpcError("TransportError", ...)``, ``error_kind="transport"``, with gRPC's
+    ``error_code``: ``UNAVAILABLE`` (refused, closed or reset before a response),
+    ``DEADLINE_EXCEEDED`` (timeouts), ``DATA_LOSS`` (body cut short), ``UNKNOWN``; a
+    proxy's non-Arrow answer is ``RpcError("HttpError", ...)``, also a transport
+    error (``UNAVAILABLE`` for 429, 502, 503, 504).
 
     Args:
         protocol: The Protocol class (its ``protocol_name`` selects the URL segment).
         base_url: ``scheme://host:port`` (may include a path, which comes before *prefix*).
         prefix: The server's mount prefix (``make_wsgi_app(prefix=...)``).
         headers: Sent with every request (e.g. ``{"Authorization": "Bearer ..."}``).
-        client: Your own ``httpx.Client`` (shared pools, auth, event hooks, proxies,
-            mTLS, a custom transport routing turns...). It is used as is (its
-            transport and timeouts) and not closed on exit. Without one, the client
-            created here sends ``http://`` requests through
-            :class:`~vgi_rpc.http._transport.StdlibTransport` (keep-alive sockets,
-            the stdlib's response parser: about half httpx's CPU per request);
-            ``https://`` and an environment HTTP proxy use httpx's own transport.
+        client: Your own ``httpx.Client`` (pools, auth, event hooks, proxies, mTLS, a
+            transport routing turns...), used as is and not closed on exit. Without
+            one, ``http://`` goes through :class:`~vgi_rpc.http._transport.StdlibTransport`
+            (about half httpx's CPU per request); ``https://`` and an environment
+            proxy use httpx's own transport.
         on_log: Receives each log message the server sends (``vgi_rpc.wire.LogMessage``).
-        compression: Request coding (``"zstd"`` or ``"gzip"``) for bodies of 1 KiB
-            or more, used when the server's ``/health`` probe allows it; ``None``
-            sends bodies uncompressed and skips the probe. A producer's ticks and a
-            cancel (an empty batch and the sealed token) are never compressed.
+        compression: Request coding (``"zstd"``, ``"gzip"``) for bodies of 1 KiB or more
+            if ``/health`` allows it (``None``: none, no probe); never ticks or cancels.
         timeout: Timeout in seconds for the client this function creates.
-        propagate_trace: Every request (a unary call, a stream's ``/init`` and each
-            of its turns) carries the caller's current trace context in its
-            headers: W3C ``traceparent``/``tracestate`` from OpenTelemetry's global
-            propagator when an OTel span is current, and Sentry's ``sentry-trace``
-            and ``baggage`` when a Sentry client is active. Sentry's own httpx
-            integration (on by default when httpx is installed) adds those two
-            itself; then this client leaves them to it, so each is sent once.
-            Nothing is added when neither SDK is active. ``False`` adds none of
-            it (Sentry's httpx integration, if enabled, still adds its own).
+        propagate_trace: Every request (stream turns included) carries the caller's
+            trace context: OpenTelemetry's ``traceparent``/``tracestate`` when a span is
+            current; Sentry's ``sentry-trace``/``baggage`` when a client is active,
+            unless Sentry's httpx integration adds them. ``False``: none of ours.
 
-    Every request states ``Accept-Encoding: zstd, identity`` (unless *headers* names
-    its own), never httpx's ``gzip, deflate, zstd`` default, which the official
-    vgi-rpc server answers with gzip at level 9.
-
-    The proxy is safe to share between threads (each stream session belongs to one).
+    Requests state ``Accept-Encoding: zstd, identity`` (unless *headers* names one), never
+    httpx's default (gzip-9 from the official server). Thread-safe; a stream is one thread's.
     """
     if compression not in (None, *SUPPORTED_ENCODINGS):
         raise ValueError(f"compression must be None or one of {SUPPORTED_ENCODINGS}")

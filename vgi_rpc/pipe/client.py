@@ -458,9 +458,7 @@ def connect(
     """Spawn ``cmd`` (a worker calling :func:`~vgi_rpc.pipe.run_server`) and yield a typed proxy to it.
 
     Who the caller is, is the worker's decision: it serves anonymous calls unless
-    it calls ``run_server(..., auth=AuthContext(...))``.
-
-    The worker's stderr is inherited. So is this process's environment, unless
+    it calls ``run_server(..., auth=AuthContext(...))``. The worker's stderr is inherited. So is this process's environment, unless
     *env* is given: then *env* is the worker's whole environment, as with
     ``subprocess.Popen(env=...)`` (pass ``{**os.environ, "NAME": "value"}`` to add
     to the inherited one). On exit stdin is closed and the worker is given 10
@@ -476,11 +474,7 @@ def connect(
     fails at once (``error_code="UNAVAILABLE"``), as does a call to a worker that
     exited or was killed.
 
-    *propagate_trace* (default ``True``): each call carries the caller's current
-    trace context to the worker in its request metadata (``sentry-trace`` and
-    ``baggage`` when a Sentry client is active in this process, W3C
-    ``traceparent``/``tracestate`` when an OpenTelemetry span is current; nothing
-    when neither is; once per stream call). ``False`` sends none of it.
+    *propagate_trace* as for :func:`serve_pipe` (``False``: no trace context sent).
     """
     proc = subprocess.Popen(
         list(cmd),
