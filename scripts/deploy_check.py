@@ -457,7 +457,9 @@ def kill_one(url: str, gunicorn_proc: subprocess.Popen[bytes], sentry_dir: Path)
     for i in failed:
         exc = results[i]
         check(
-            exc.error_code == "UNAVAILABLE" and exc.error_kind == "transport" and "HTTP 502" in exc.error_message,
+            exc.error_code == "UNAVAILABLE"
+            and exc.error_kind == "transport"
+            and "HTTP 502" in exc.error_message,
             f"in-flight failure is not clean: {exc!r}",
         )
     for i, r in results.items():

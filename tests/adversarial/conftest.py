@@ -115,5 +115,3 @@ def conformance_raw_conn(
 
 def pytest_report_header() -> list[str]:
     return [f"vgi_rpc servers under test: {OUR_PYTHON} ({sys.version.split()[0]} runs the official classes)"]
-
-

@@ -32,7 +32,9 @@ def test_the_page_shows_how_the_app_is_built() -> None:
 def test_the_check_is_wired_into_make_and_ci() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "deploy-check:" in makefile
-    line = makefile[makefile.index("define sdk_line") : makefile.index("endef", makefile.index("define sdk_line"))]
+    line = makefile[
+        makefile.index("define sdk_line") : makefile.index("endef", makefile.index("define sdk_line"))
+    ]
     assert "scripts/deploy_check.py" in line  # what each SDK line runs besides its suites
     assert "$(call sdk_line,$(VENV))" in makefile and "$(call sdk_line,$(SDK2))" in makefile
     ci = (ROOT / ".ci" / "run").read_text()

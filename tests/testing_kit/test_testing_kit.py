@@ -107,7 +107,9 @@ def test_transport_never_blocks_the_sending_thread() -> None:
             returned = sent.wait(timeout=30)  # a blocked send would wait for the lock forever
         sender.join()
         assert returned, "capture_envelope or record_lost_event waited for the reader's lock"
-    assert [e["items"][0]["payload"]["message"] for e in transport.envelopes] == ["while a reader holds the lock"]
+    assert [e["items"][0]["payload"]["message"] for e in transport.envelopes] == [
+        "while a reader holds the lock"
+    ]
     assert {"reason": "queue_overflow", "data_category": "span", "quantity": 1} in transport.lost_events
 
 

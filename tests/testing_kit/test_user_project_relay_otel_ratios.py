@@ -212,7 +212,9 @@ def test_acceptance_from_a_fresh_project(user_python: Path, pytester: pytest.Pyt
     slow = run_user_pytest(pytester, user_python, *gate)
     slow.assert_outcomes(passed=2, failed=1)  # the gate item fails, in pytest's own summary
     # one regression (the short summary may repeat the gate's message, depending on pytest's version)
-    regressions = sorted({line.strip() for line in slow.stdout.lines if line.lstrip().startswith("REGRESSION")})
+    regressions = sorted(
+        {line.strip() for line in slow.stdout.lines if line.lstrip().startswith("REGRESSION")}
+    )
     assert len(regressions) == 1, slow.stdout.str()
     assert "checkout.pay: baseline " in regressions[0] and ", allowed <=" in regressions[0]
     assert "Traceback" not in slow.stdout.str() + slow.stderr.str()
