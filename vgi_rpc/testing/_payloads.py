@@ -10,6 +10,7 @@ returns.  Plain functions on plain data; no SDK import.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from vgi_rpc._sentry_values import USER_ATTRIBUTES
@@ -175,3 +176,18 @@ def segment_views(payloads: list[Any]) -> list[dict[str, Any]]:
             }
         )
     return views
+
+
+def epoch_seconds(value: Any) -> float | None:
+    """A payload timestamp as epoch seconds: 2.x sends ISO 8601 strings, span streaming numbers.
+
+    ``None`` for anything else (a missing or malformed value, a boolean).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None

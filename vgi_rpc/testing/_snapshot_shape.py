@@ -14,10 +14,9 @@ reduces a capture to. The rules and what each form keeps: docs/testing.md
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from vgi_rpc.testing._payloads import session_totals, span_attributes, span_items, tags
+from vgi_rpc.testing._payloads import epoch_seconds, session_totals, span_attributes, span_items, tags
 from vgi_rpc.testing._snapshot_rules import SnapshotFormatError
 
 __all__ = ["collapse_library_frames", "merge_session_aggregates", "order_envelopes", "stored_calls"]
@@ -321,14 +320,10 @@ def _error(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _epoch(value: Any, field: str) -> float:
-    """A timestamp as epoch seconds (it only orders the calls): ISO 8601 or a number, else SnapshotFormatError."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    raise SnapshotFormatError(
-        f"snapshot normaliser: {field} = {value!r} is not an ISO 8601 timestamp or a positive epoch number"
-    )
+    """A timestamp as epoch seconds (it only orders the calls): ISO 8601 or a positive number, else SnapshotFormatError."""
+    seconds = epoch_seconds(value)
+    if seconds is None or (not isinstance(value, str) and seconds <= 0):
+        raise SnapshotFormatError(
+            f"snapshot normaliser: {field} = {value!r} is not an ISO 8601 timestamp or a positive epoch number"
+        )
+    return seconds

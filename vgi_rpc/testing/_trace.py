@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from vgi_rpc.testing._describe import describe_item
+from vgi_rpc.testing._payloads import epoch_seconds
 
 __all__ = ["CapturedTrace", "TraceTree", "build_sentry_trace", "sentry_trace_id", "sentry_trace_ids"]
 
@@ -222,13 +222,7 @@ class CapturedTrace(TraceTree[dict[str, Any]]):
                 (for a trace this capture has no span of, it also lists the traces it has).
         """
         __tracebackhide__ = True
-        wanted = "".join(
-            part
-            for part in (
-                f" with description {description!r}" if description is not None else "",
-                f" with op {op!r}" if op is not None else "",
-            )
-        )
+        wanted = criteria(("with description", description), ("with op", op))
         return self._find(
             lambda s: (
                 (description is None or s.get("description") == description)
@@ -274,17 +268,15 @@ def _text(value: Any) -> str | None:
     return value.lower() if isinstance(value, str) and value else None
 
 
+def criteria(*pairs: tuple[str, object]) -> str:
+    """What a lookup asked for, for its failure message: `` with op 'rpc.server'`` (``None`` values left out)."""
+    return "".join(f" {label} {value!r}" for label, value in pairs if value is not None)
+
+
 def _start(span: Mapping[str, Any]) -> float:
-    """A span's start as epoch seconds: 2.x sends ISO 8601 strings, span streaming numbers."""
-    value = span.get("start_timestamp")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    return float("inf")
+    """A span's start as epoch seconds (unknown: last)."""
+    start = epoch_seconds(span.get("start_timestamp"))
+    return float("inf") if start is None else start
 
 
 def _event_line(event: dict[str, Any]) -> str:

@@ -67,7 +67,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 from vgi_rpc.otel import OtelConfig  # noqa: E402
-from vgi_rpc.testing._trace import TraceTree  # noqa: E402
+from vgi_rpc.testing._trace import TraceTree, criteria  # noqa: E402
 
 __all__ = [
     "CapturedSpan",
@@ -231,13 +231,7 @@ class OtelTrace(TraceTree[CapturedSpan]):
                 (for a trace this capture has no span of, it also lists the traces it has).
         """
         __tracebackhide__ = True
-        wanted = "".join(
-            part
-            for part in (
-                f" named {name!r}" if name is not None else "",
-                f" for method {method!r}" if method is not None else "",
-            )
-        )
+        wanted = criteria(("named", name), ("for method", method))
         return self._find(
             lambda s: (name is None or s.name == name) and (method is None or s.method == method), wanted
         )
