@@ -26,7 +26,7 @@ from typing import Protocol
 import httpx
 import pyarrow as pa
 import pytest
-from support.worker_process import PortWorker
+from support.worker_process import official_http_server
 
 from vgi_rpc import CallContext, OutputCollector, ProducerState, RpcError, RpcServer, Stream
 from vgi_rpc.http import http_connect, start_http_server
@@ -263,13 +263,8 @@ def test_an_unsupported_scheme_is_still_unknown() -> None:
 
 @pytest.fixture(scope="module")
 def official() -> Iterator[str]:
-    exe = PEER / "vgi-rpc-conformance"
-    if not exe.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(".venv-peer is missing in CI")
-        pytest.skip(".venv-peer (official vgi-rpc 0.52.2) is not installed; `make peer-venv` creates it")
-    with PortWorker([str(exe), "--http", "0"]) as reference:
-        yield f"http://127.0.0.1:{reference.port}"
+    with official_http_server() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("stdlib", [True, False], ids=["default-transport", "plain-httpx-client"])

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import io
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pytest
 from support.http import ARROW, call_body, error_md, read_stream
 from support.services import Calculator, CalculatorImpl
-from support.worker_process import PortWorker
+from support.worker_process import official_http_server
 
 from vgi_rpc import RpcServer
 from vgi_rpc.errors import ECHO_LIMIT, MESSAGE_LIMIT
@@ -100,13 +99,8 @@ def test_health_ignores_the_response_budget(calc: tuple[falcon.testing.TestClien
 
 @pytest.fixture(scope="module")
 def reference_port() -> Iterator[int]:
-    exe = PEER / "vgi-rpc-conformance"
-    if not exe.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(".venv-peer is missing in CI")
-        pytest.skip(".venv-peer (official vgi-rpc 0.52.2) is not installed; `make peer-venv` creates it")
-    with PortWorker([str(exe), "--http", "0"]) as reference:
-        yield reference.port
+    with official_http_server() as port:
+        yield port
 
 
 def echo_int_body() -> bytes:

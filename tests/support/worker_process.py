@@ -4,19 +4,23 @@
 (up to 30 s) for that line and keeps its stderr for the error message when it never
 comes. ``LimitsWorker(*args)`` runs ``tests/workers/http_limits_worker.py`` (default
 configuration unless *args* say otherwise) and gives its peak resident memory from
-``/proc/<pid>/status``.
+``/proc/<pid>/status``. :func:`official_http_server` runs the official vgi-rpc 0.52.2
+conformance server (``.venv-peer``) over HTTP and yields its port.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 WORKER = Path(__file__).resolve().parents[1] / "workers" / "http_limits_worker.py"
+PEER_BIN = Path(__file__).resolve().parents[2] / ".venv-peer" / "bin"
 
 
 class PortWorker:
@@ -79,3 +83,21 @@ class LimitsWorker(PortWorker):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+@contextlib.contextmanager
+def official_http_server() -> Iterator[int]:
+    """The official conformance server over HTTP on 127.0.0.1; yields its port.
+
+    Skips when ``.venv-peer`` is missing (``make peer-venv``), and fails under CI,
+    which builds it.
+    """
+    import pytest
+
+    exe = PEER_BIN / "vgi-rpc-conformance"
+    if not exe.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(".venv-peer is missing in CI")
+        pytest.skip(".venv-peer (official vgi-rpc 0.52.2) is not installed; `make peer-venv` creates it")
+    with PortWorker([str(exe), "--http", "0"]) as reference:
+        yield reference.port
