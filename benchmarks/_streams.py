@@ -12,6 +12,7 @@ and prints ``PORT:<n>`` once it listens (``pipe`` serves stdin/stdout instead):
   DoGet ticket ``b"<rows>:<batches>"`` answers with that stream;
 * ``http`` -- our ``serve_http`` (waitress) serving :class:`Streams`, default options;
 * ``pipe`` -- our ``run_server`` serving :class:`Streams` (for ``connect``);
+* ``http_merged`` -- the same with ``producer_turn_bytes=MERGED_TURN_BYTES`` (bigger turns);
 * ``floor`` -- a bare Falcon app under waitress (built as ``serve_http`` builds
   ours) whose ``GET /floor/<n>`` answers ``n`` bytes: one turn's body, nothing else.
 
@@ -45,6 +46,10 @@ TOKEN_KEY = b"bench-streams-token-key-0123456789"
 def block(rows: int) -> pa.RecordBatch:
     """``rows`` int64 rows: 0, 1, ... rows-1 (as the official conformance's ``produce_large_batches``)."""
     return pa.RecordBatch.from_arrays([pa.array(range(rows), pa.int64())], schema=SCHEMA)
+
+
+MERGED_TURN_BYTES = 4 << 20
+"""The ``http_merged`` server's ``producer_turn_bytes``: a turn carries up to 4 MiB of rows."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -117,6 +122,14 @@ def _serve_http() -> None:
     serve_http(RpcServer(Streams, StreamsImpl()), host="127.0.0.1", port=0, token_key=TOKEN_KEY)
 
 
+def _serve_http_merged() -> None:
+    from vgi_rpc import RpcServer
+    from vgi_rpc.http import serve_http
+
+    server = RpcServer(Streams, StreamsImpl())
+    serve_http(server, host="127.0.0.1", port=0, token_key=TOKEN_KEY, producer_turn_bytes=MERGED_TURN_BYTES)
+
+
 def _serve_floor() -> None:
     import falcon
 
@@ -147,7 +160,13 @@ def _serve_pipe() -> None:
     run_server(RpcServer(Streams, StreamsImpl()))
 
 
-SERVERS = {"flight": _serve_flight, "http": _serve_http, "floor": _serve_floor, "pipe": _serve_pipe}
+SERVERS = {
+    "flight": _serve_flight,
+    "http": _serve_http,
+    "http_merged": _serve_http_merged,
+    "floor": _serve_floor,
+    "pipe": _serve_pipe,
+}
 
 
 def command(kind: str) -> list[str]:

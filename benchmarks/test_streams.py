@@ -8,6 +8,8 @@ from every side, rotating which goes first; a ratio is the median of the per-rou
 
 * ``streams.<shape>.http`` -- our ``http_connect`` proxy (defaults) iterating the
   stream from our ``serve_http`` (waitress, defaults), one HTTP request a turn;
+* ``streams.<shape>.http_merged`` -- the same, the server with
+  ``producer_turn_bytes=4 MiB`` (several ``produce()`` calls a turn; opt-in);
 * ``streams.<shape>.pipe`` -- our ``connect`` proxy iterating it from a worker process;
 * ``streams.<shape>.floor`` -- the bare floor: stdlib ``http.client`` on one
   keep-alive connection making N GETs to a bare Falcon app under the same waitress
@@ -45,7 +47,7 @@ SHAPES = [
 
 
 def _sides(stack: ExitStack, rows: int, batches: int) -> dict[str, Callable[[int], None]]:
-    """Start the four servers and return each side's ``run(n)``: read n streams."""
+    """Start the five servers and return each side's ``run(n)``: read n streams."""
     import pyarrow.flight as flight
 
     from vgi_rpc import connect
@@ -53,10 +55,12 @@ def _sides(stack: ExitStack, rows: int, batches: int) -> dict[str, Callable[[int
 
     flight_port, _ = stack.enter_context(spawn("flight"))
     http_port, _ = stack.enter_context(spawn("http"))
+    merged_port, _ = stack.enter_context(spawn("http_merged"))
     floor_port, _ = stack.enter_context(spawn("floor"))
     pipe = stack.enter_context(connect(Streams, command("pipe"), env=child_env()))
     flight_client = stack.enter_context(flight.connect(f"grpc://127.0.0.1:{flight_port}"))
     proxy = stack.enter_context(http_connect(Streams, f"http://127.0.0.1:{http_port}"))
+    merged = stack.enter_context(http_connect(Streams, f"http://127.0.0.1:{merged_port}"))
     floor = http.client.HTTPConnection("127.0.0.1", floor_port, timeout=60)
     stack.callback(floor.close)
     ticket, size, total = flight.Ticket(f"{rows}:{batches}".encode()), turn_bytes(rows), rows * batches
@@ -84,7 +88,13 @@ def _sides(stack: ExitStack, rows: int, batches: int) -> dict[str, Callable[[int
                 got += len(floor.getresponse().read())
             check(got // size * rows, "floor")
 
-    return {"flight": via_flight, "http": via(proxy, "http"), "pipe": via(pipe, "pipe"), "floor": via_floor}
+    return {
+        "flight": via_flight,
+        "http": via(proxy, "http"),
+        "http_merged": via(merged, "http_merged"),
+        "pipe": via(pipe, "pipe"),
+        "floor": via_floor,
+    }
 
 
 def _mbps(payload: int, ns: float) -> str:
@@ -117,6 +127,7 @@ def test_stream_vs_flight(
     what = f"{rows:,} int64 rows x {batches} batches"
     for side, title in (
         ("http", "our http_connect + serve_http"),
+        ("http_merged", "the same with producer_turn_bytes=4 MiB"),
         ("pipe", "our connect + run_server worker"),
         ("floor", "bare waitress+Falcon, stdlib http.client, same bytes a turn"),
     ):
