@@ -12,11 +12,14 @@ tests/propagation; whole caller-to-worker traces in tests/tracing.
 
 from __future__ import annotations
 
+import http.client
 import io
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import pyarrow as pa
 import pytest
 from sentry_sdk.integrations.httpx import HttpxIntegration
@@ -33,8 +36,8 @@ from vgi_rpc.sentry import SentryConfig
 from vgi_rpc.testing import SentryCapture
 from vgi_rpc.wire import metadata_dict, request_bytes
 
-# The hand-made headers must reach the server as written: Sentry's httpx and stdlib
-# integrations would replace them with this test process's own trace.
+# The hand-made headers must reach the server as written (see _post): Sentry's httpx
+# and stdlib integrations would replace them with this test process's own trace.
 pytestmark = [
     pytest.mark.sentry_options(
         traces_sample_rate=1.0,
@@ -207,9 +210,29 @@ def http_url() -> Iterator[str]:
         yield f"{handle.base_url}/Shop"
 
 
-def _post(url: str, method: str, headers: dict[str, str], **columns: Any) -> httpx.Response:
+@dataclass
+class _Answer:
+    status_code: int
+    content: bytes
+
+
+def _post(url: str, method: str, headers: dict[str, str], **columns: Any) -> _Answer:
+    """POST over a bare socket: exactly these headers reach the server.
+
+    Not httpx nor http.client: once set up in the process, Sentry's httpx and stdlib
+    integrations can still add this process's own trace headers (replacing ours)
+    even when the capture lists them in ``disabled_integrations``.
+    """
     body = call_body(method, columns, protocol="Shop")
-    return httpx.post(f"{url}/{method}", content=body, headers={"Content-Type": ARROW, **headers}, timeout=30)
+    parts = urlsplit(f"{url}/{method}")
+    head = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Type: {ARROW}"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    head += [f"Content-Length: {len(body)}", "Connection: close"]
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return _Answer(response.status, response.read())
 
 
 def test_http_lone_traceparent_is_continued(sentry_capture: SentryCapture, http_url: str) -> None:
