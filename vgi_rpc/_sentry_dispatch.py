@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import sentry_sdk
 import sentry_sdk.scope
+import sentry_sdk.tracing_utils
 
 from vgi_rpc._sentry_facts import CallFacts
 from vgi_rpc._sentry_sdk import GENERATION, OK, PROBLEM, start_sdk_threads_outside_calls
 from vgi_rpc._sentry_values import USER_ATTRIBUTES
 from vgi_rpc._telemetry import after_status_line, reset_context_var
-from vgi_rpc._trace_in import incoming_trace
+from vgi_rpc._trace_in import BAGGAGE, SENTRY_TRACE, incoming_trace
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event, Hint
@@ -68,6 +69,8 @@ def _streamed_span_type() -> type | None:
 
 
 _STREAMED_SPAN = _streamed_span_type() if PROBLEM is None else None
+_PROPAGATION_CONTEXT: Any = getattr(sentry_sdk.tracing_utils, "PropagationContext", None)
+_BAGGAGE_TYPE: Any = getattr(sentry_sdk.tracing_utils, "Baggage", None)
 
 
 _streaming_for: tuple[Any, bool] = (None, False)  # (client, whether it streams): options are fixed at init
@@ -287,14 +290,72 @@ def _transaction_root(ambient: Any, outer: Any, facts: CallFacts) -> Callable[[]
 
 
 def _continue_trace(incoming: dict[str, str], streaming: bool, isolation: Any) -> None:
-    """Make *incoming* the propagation context of the call's two forked scopes (both generations)."""
-    if streaming:
-        from sentry_sdk.traces import continue_trace
+    """Make *incoming* the propagation context of the call's two forked scopes (both generations).
 
-        continue_trace(incoming)  # the current and the isolation scope: the call's forks
-    else:
-        isolation.generate_propagation_context(incoming)
-        _Scope.get_current_scope().generate_propagation_context(incoming)
+    What ``continue_trace`` does (2.x: on the isolation scope; 3.x: on both), but
+    parsed once per distinct header pair rather than twice per call: the SDK's
+    parse (baggage, a seeded ``random.Random`` for ``sample_rand``) cost about 100
+    us a call, and every call a caller makes inside one span sends the same pair.
+    """
+    context = _propagation_context(incoming)
+    if context is None:  # pragma: no cover - an SDK without the parser we use: its own way
+        if streaming:
+            from sentry_sdk.traces import continue_trace
+
+            continue_trace(incoming)
+        else:
+            isolation.generate_propagation_context(incoming)
+            _Scope.get_current_scope().generate_propagation_context(incoming)
+        return
+    isolation._propagation_context = context
+    _Scope.get_current_scope()._propagation_context = context
+
+
+_parsed: dict[tuple[str, str | None], Any] = {}  # (sentry-trace, baggage) -> the SDK's parse of them
+_PARSED_MAX = 256
+
+
+def _propagation_context(incoming: dict[str, str]) -> Any:
+    """A fresh ``PropagationContext`` for *incoming*: a copy of the SDK's own parse, cached by value.
+
+    The parse depends only on the two header values (``sample_rand`` is seeded by
+    the trace id), so a new context from the parsed values is what parsing again
+    would give; it has its own span id and baggage, so no call reaches another's.
+    ``None`` when this SDK has no ``PropagationContext.from_incoming_data``.
+    """
+    key = (incoming[SENTRY_TRACE], incoming.get(BAGGAGE))
+    template = _parsed.get(key)
+    if template is None:
+        parse = getattr(_PROPAGATION_CONTEXT, "from_incoming_data", None)
+        template = parse(incoming) if parse is not None else None
+        if template is None:
+            return None
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[key] = template
+    # A new context from the parsed values (cheaper than copy.copy of a slotted object)
+    if _BAGGAGE_TYPE is not None and hasattr(template, "baggage"):  # 2.4x+ and 3.x
+        parsed = template.baggage
+        baggage = (
+            None
+            if parsed is None
+            else _BAGGAGE_TYPE(dict(parsed.sentry_items), parsed.third_party_items, parsed.mutable)
+        )
+        context = _PROPAGATION_CONTEXT(
+            trace_id=template.trace_id,
+            parent_span_id=template.parent_span_id,
+            parent_sampled=template.parent_sampled,
+            baggage=baggage,
+        )
+    else:  # older 2.x: the dynamic sampling context is a plain dict
+        dsc = template.dynamic_sampling_context
+        context = _PROPAGATION_CONTEXT(
+            trace_id=template.trace_id,
+            parent_span_id=template.parent_span_id,
+            parent_sampled=template.parent_sampled,
+            dynamic_sampling_context=None if dsc is None else dict(dsc),
+        )
+    return context
 
 
 def _transaction_span(ambient: Any, facts: CallFacts, incoming: dict[str, str] | None) -> Any:
