@@ -23,7 +23,7 @@ _OTEL_TRACE = "opentelemetry.trace"
 _BAGGAGE = "baggage"
 
 
-def outgoing_trace_headers(transport: str) -> dict[str, str]:
+def outgoing_trace_headers(transport: str, url: str | None = None) -> dict[str, str]:
     """The trace headers a request made now, from this thread, should carry.
 
     *transport* is ``"pipe"`` or ``"http"``. The keys, lower-case, are:
@@ -33,7 +33,9 @@ def outgoing_trace_headers(transport: str) -> dict[str, str]:
       scope's propagation context outside a span, as Sentry's own integrations
       send them. Over HTTP nothing is added for Sentry when the active client
       has its httpx integration enabled (the default when httpx is installed):
-      that integration puts them on the request itself.
+      that integration puts them on the request itself; nor when *url* is not
+      one of the client's ``trace_propagation_targets`` (as that integration
+      decides).
     * ``traceparent`` (and ``tracestate``, and OTel ``baggage`` entries) from
       OpenTelemetry's global propagator, when the current OTel span context is
       valid. OTel and Sentry baggage members are merged into one ``baggage``.
@@ -49,7 +51,7 @@ def outgoing_trace_headers(transport: str) -> dict[str, str]:
     if otel is not None:
         _add_otel(otel, headers)
     if sentry is not None:
-        _add_sentry(sentry, transport, headers)
+        _add_sentry(sentry, transport, url, headers)
     return headers
 
 
@@ -65,14 +67,17 @@ def _add_otel(trace_api: Any, headers: dict[str, str]) -> None:
         _logger.debug("vgi_rpc: OpenTelemetry trace propagation failed; not sent", exc_info=True)
 
 
-def _add_sentry(sdk: Any, transport: str, headers: dict[str, str]) -> None:
+def _add_sentry(sdk: Any, transport: str, url: str | None, headers: dict[str, str]) -> None:
     """Add ``sentry-trace``/``baggage`` when a Sentry client is active (see the caller)."""
     try:
         client = sdk.get_client()
         if not client.is_active():
             return
-        if transport == "http" and client.get_integration("httpx") is not None:
-            return  # Sentry's httpx integration injects on the request itself
+        if transport == "http":
+            if client.get_integration("httpx") is not None:
+                return  # Sentry's httpx integration injects on the request itself
+            if url is not None and not sdk.tracing_utils.should_propagate_trace(client, url):
+                return
         trace = sdk.get_traceparent()
         if not trace:
             return

@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.propagators.textmap import TextMapPropagator
 from support.http import http_proxy
+from support.jwt import bearer
 from support.sentry import user_root
 from support.services import Calculator, CalculatorImpl, xs
 
@@ -419,3 +420,26 @@ def test_the_default_http_transport_is_seen_by_sentrys_httpx_integration_only(
     origins = client_spans(cap, root.trace_id)
     # three requests: the /health probe (compression is on by default) and the two calls
     assert origins == (["auto.http.httpx"] * 3 if httpx_on else []), origins
+
+
+@NO_HTTPX
+@pytest.mark.sentry_options(trace_propagation_targets=["^https://api\\.example\\.com"])
+def test_over_http_our_client_honours_trace_propagation_targets(sentry_capture: SentryCapture) -> None:
+    """Our HTTP client, sending Sentry's headers itself, sends them only where Sentry's httpx integration would."""
+    assert outgoing_trace_headers("http", "https://api.example.com/vgi/Calculator/add")["sentry-trace"]
+    assert "sentry-trace" not in outgoing_trace_headers("http", "http://127.0.0.1:8000/Calculator/add")
+    with connected("http") as (proxy, rec), user_root("caller"):
+        assert proxy.add(a=1, b=2) == 3
+    assert "sentry-trace" not in rec.only("add")
+
+
+@NO_HTTPX
+def test_a_trace_header_the_caller_passes_wins(sentry_capture: SentryCapture) -> None:
+    """``http_connect(headers={"sentry-trace": ...})``: the caller's value is sent, not ours."""
+    mine = "0123456789abcdef0123456789abcdef-0123456789abcdef-1"
+    server = RpcServer(Calculator, CalculatorImpl())
+    rec = Recorder()
+    server.add_hook(rec)
+    with http_proxy(server, headers={**bearer("anon"), "sentry-trace": mine}) as proxy, user_root("caller"):
+        assert proxy.add(a=1, b=2) == 3
+    assert rec.only("add")["sentry-trace"] == mine

@@ -22,8 +22,6 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pytest
-from sentry_sdk.integrations.httpx import HttpxIntegration
-from sentry_sdk.integrations.stdlib import StdlibIntegration
 from support.http import ARROW, TOKEN_KEY, call_body, read_stream
 from support.sentry import FAILED, sdk2_logging
 from support.shop import make_server
@@ -36,15 +34,10 @@ from vgi_rpc.sentry import SentryConfig
 from vgi_rpc.testing import SentryCapture
 from vgi_rpc.wire import metadata_dict, request_bytes
 
-# The hand-made headers must reach the server as written (see _post): Sentry's httpx
-# and stdlib integrations would replace them with this test process's own trace.
-pytestmark = [
-    pytest.mark.sentry_options(
-        traces_sample_rate=1.0,
-        integrations=sdk2_logging(),
-        disabled_integrations=[HttpxIntegration(), StdlibIntegration()],
-    )
-]
+# Requests go over a bare socket (_post), so the hand-made headers reach the server as
+# written, with Sentry's default integrations left as they are: disabling the httpx or
+# stdlib integration here would leave them disabled for later tests in the process.
+pytestmark = [pytest.mark.sentry_options(traces_sample_rate=1.0, integrations=sdk2_logging())]
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -219,9 +212,8 @@ class _Answer:
 def _post(url: str, method: str, headers: dict[str, str], **columns: Any) -> _Answer:
     """POST over a bare socket: exactly these headers reach the server.
 
-    Not httpx nor http.client: once set up in the process, Sentry's httpx and stdlib
-    integrations can still add this process's own trace headers (replacing ours)
-    even when the capture lists them in ``disabled_integrations``.
+    Not httpx nor ``http.client.HTTPConnection``: Sentry's httpx and stdlib
+    integrations would add this process's own trace headers, replacing ours.
     """
     body = call_body(method, columns, protocol="Shop")
     parts = urlsplit(f"{url}/{method}")

@@ -65,6 +65,7 @@ class _HttpTransport:
         self.protocol = protocol
         self.version = version
         given = dict(headers or {})
+        self._given = frozenset(k.lower() for k in given)
         if not any(k.lower() == "accept-encoding" for k in given):
             given["Accept-Encoding"] = ACCEPT_ENCODING
         self.headers = {**given, "Content-Type": ARROW_CONTENT_TYPE}
@@ -104,9 +105,9 @@ class _HttpTransport:
         coding = self._coding if compress and len(body) >= _COMPRESS_MIN else None
         base = self.headers
         if self.propagate_trace:
-            trace = outgoing_trace_headers("http")
-            if trace:
-                base = {**base, **trace}
+            trace = outgoing_trace_headers("http", url)
+            if trace:  # a trace header the caller put in `headers` wins
+                base = {**{k: v for k, v in trace.items() if k not in self._given}, **base}
         for attempt in range(2):
             headers = dict(base)
             content = body
@@ -412,22 +413,22 @@ def http_connect(
 
     Args:
         protocol: The Protocol class (its ``protocol_name`` selects the URL segment).
-        base_url: ``scheme://host:port`` (may include a path, which comes before *prefix*).
+        base_url: ``scheme://host:port``, maybe with a path (*prefix* comes after it).
         prefix: The server's mount prefix (``make_wsgi_app(prefix=...)``).
         headers: Sent with every request (e.g. ``{"Authorization": "Bearer ..."}``).
         client: Your own ``httpx.Client`` (pools, auth, event hooks, proxies, mTLS, a
             transport routing turns...), used as is and not closed on exit. Without
             one, ``http://`` goes through :class:`~vgi_rpc.http._transport.StdlibTransport`
-            (about half httpx's CPU per request); ``https://`` and an environment
-            proxy use httpx's own transport.
-        on_log: Receives each log message the server sends (``vgi_rpc.wire.LogMessage``).
+            (half httpx's CPU); ``https://`` and environment proxies use httpx's own.
+        on_log: Receives each server log message (``vgi_rpc.wire.LogMessage``).
         compression: Request coding (``"zstd"``, ``"gzip"``) for bodies of 1 KiB or more
             if ``/health`` allows it (``None``: none, no probe); never ticks or cancels.
         timeout: Timeout in seconds for the client this function creates.
         propagate_trace: Every request (stream turns included) carries the caller's
             trace context: OpenTelemetry's ``traceparent``/``tracestate`` when a span is
             current; Sentry's ``sentry-trace``/``baggage`` when a client is active,
-            unless Sentry's httpx integration adds them. ``False``: none of ours.
+            unless Sentry's httpx integration adds them (``trace_propagation_targets``
+            holds). A trace header in *headers* wins. ``False``: none of ours.
 
     Requests state ``Accept-Encoding: zstd, identity`` (unless *headers* names one), never
     httpx's default (gzip-9 from the official server). Thread-safe; a stream is one thread's.
