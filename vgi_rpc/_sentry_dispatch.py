@@ -311,7 +311,7 @@ def _continue_trace(incoming: dict[str, str], streaming: bool, isolation: Any) -
     _Scope.get_current_scope()._propagation_context = context
 
 
-_parsed: dict[tuple[str, str | None], Any] = {}  # (sentry-trace, baggage) -> the SDK's parse of them
+_parsed: dict[tuple[int, str, str | None], Any] = {}  # (client, sentry-trace, baggage) -> the SDK's parse
 _PARSED_MAX = 256
 
 
@@ -323,13 +323,16 @@ def _propagation_context(incoming: dict[str, str]) -> Any:
     would give; it has its own span id and baggage, so no call reaches another's.
     ``None`` when this SDK has no ``PropagationContext.from_incoming_data``.
     """
-    key = (incoming[SENTRY_TRACE], incoming.get(BAGGAGE))
+    sentry_trace = incoming[SENTRY_TRACE]
+    key = (id(sentry_sdk.get_client()), sentry_trace, incoming.get(BAGGAGE))  # options decide too
     template = _parsed.get(key)
     if template is None:
         parse = getattr(_PROPAGATION_CONTEXT, "from_incoming_data", None)
         template = parse(incoming) if parse is not None else None
         if template is None:
             return None
+        if template.trace_id != sentry_trace[:32]:
+            return template  # the SDK declined to continue it (strict_trace_continuation): a fresh trace each call
         if len(_parsed) >= _PARSED_MAX:
             _parsed.clear()
         _parsed[key] = template

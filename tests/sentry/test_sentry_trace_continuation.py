@@ -272,3 +272,26 @@ def test_http_baggage_with_thousands_of_members_is_clipped(
     assert response.status_code == 200
     (root,) = _roots(sentry_capture)
     assert (root["trace_id"], root["parent_span_id"]) == (TRACE, PARENT)
+
+
+def _has_option(name: str) -> bool:
+    import inspect
+
+    import sentry_sdk.consts
+
+    return name in inspect.signature(sentry_sdk.consts.ClientConstructor.__init__).parameters
+
+
+@pytest.mark.skipif(
+    not _has_option("strict_trace_continuation"), reason="this sentry-sdk has no strict_trace_continuation"
+)
+@pytest.mark.sentry_options(strict_trace_continuation=True, org_id="1")
+def test_pipe_a_trace_the_sdk_declines_is_a_fresh_trace_each_call(sentry_capture: SentryCapture) -> None:
+    """Issue 20: the SDK's own continuation rules hold (another organisation's trace is not continued),
+    and the hook's parse cache never fuses such calls into one trace."""
+    extra = {"sentry-trace": SENTRY_TRACE, "baggage": f"sentry-trace_id={TRACE},sentry-org_id=2"}
+    _serve_pipe(_server(), _request("add", extra, a=1, b=2) + _request("add", extra, a=2, b=3))
+    roots = _roots(sentry_capture)
+    assert len(roots) == 2
+    assert TRACE not in {root["trace_id"] for root in roots}
+    assert len({root["trace_id"] for root in roots}) == 2
