@@ -107,11 +107,18 @@ def call_on(url: str, method: str, **kwargs: Any) -> InFlight:
 
 
 def refused(port: int) -> bool:
+    """Whether a connection to *port* is refused now.
+
+    A reset during connect means the listener closed with this attempt still in
+    its backlog: not yet refused, so the caller polls again.
+    """
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
 
 
 def wait_refused(port: int, timeout: float = 10) -> bool:
