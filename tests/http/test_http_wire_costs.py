@@ -2,8 +2,9 @@
 
 * responses are not compressed unless asked for; ``compress_responses="zstd[:N]"`` names the
   level; a client asking for a coding we do not offer gets identity (in-process and waitress);
-* the response body reaches waitress as the Arrow sink's buffer: same bytes, right
-  ``Content-Length``, keep-alive intact, many turns on one connection;
+* the response body reaches waitress as the Arrow sink's buffer (from 256 KiB sent in
+  place through waitress's file wrapper): same bytes, right ``Content-Length``, keep-alive
+  intact, many turns on one connection, a client hanging up mid-body harmless;
 * stream state is sealed in a compact form for scalar dataclasses (IPC otherwise), values
   come back exactly, a tampered compact token is the same 400 as before, and a token of the
   previous format (``S1``) still resumes;
@@ -19,6 +20,7 @@ import http.client
 import json
 import math
 import os
+import socket
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from vgi_rpc import CallContext, OutputCollector, ProducerState, RpcServer, Stre
 from vgi_rpc._types import dataclass_to_ipc
 from vgi_rpc.auth import ANONYMOUS
 from vgi_rpc.http import make_wsgi_app, start_http_server
+from vgi_rpc.http._routes import _BufferFile
 from vgi_rpc.http._state import StatePayloadError, pack_stream, unpack_stream
 from vgi_rpc.http._tokens import TokenSealer
 from vgi_rpc.testing import RecordingHook
@@ -203,8 +206,12 @@ def _http_post(
 # --------------------------------------------------------------------------- the buffer handed to waitress
 
 
-def test_waitress_sends_the_arrow_buffer_whole_with_its_length_on_one_kept_alive_connection() -> None:
-    rows = 65536  # 512 KiB a turn
+@pytest.mark.parametrize("rows", [1024, 65536], ids=["8KiB-copied-once", "512KiB-sent-in-place"])
+def test_waitress_sends_the_arrow_buffer_whole_with_its_length_on_one_kept_alive_connection(
+    rows: int,
+) -> None:
+    """B: both ways a body reaches waitress (below 256 KiB appended once, from 256 KiB its
+    file wrapper over the sink's buffer) give the same batches, the right length, keep-alive."""
     expected_in_proc = _drain(InProc(), "blocks", rows=rows, batches=3, tag=False)
     with start_http_server(RpcServer(Wire, WireImpl()), token_key=TOKEN_KEY) as handle:
         conn = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=30)
@@ -231,6 +238,56 @@ def test_waitress_sends_the_arrow_buffer_whole_with_its_length_on_one_kept_alive
     for got, want in zip(seen, expected_in_proc, strict=True):
         assert [b for b, _ in _data(got)] == [b for b, _ in _data(want)]
     assert [b.column(0)[0].as_py() for raw in seen[:3] for b, _ in _data(raw)] == [0, rows, 2 * rows]
+
+
+def test_a_client_hanging_up_inside_a_big_body_leaves_the_server_serving() -> None:
+    """B: an 8 MiB turn sent in place from the sink's buffer, the client gone after 1 KB of it:
+    the server keeps answering, whole bodies, on new connections."""
+    rows = 1 << 20
+    with start_http_server(RpcServer(Wire, WireImpl()), token_key=TOKEN_KEY) as handle:
+        body = _init_body("blocks", rows=rows, batches=2, tag=False)
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", handle.port), timeout=30)
+            head = (
+                f"POST /Wire/blocks/init HTTP/1.1\r\nHost: x\r\nContent-Type: {ARROW}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            sock.sendall(head + body)
+            got = b""
+            while len(got) < 1024:
+                more = sock.recv(1024)
+                assert more, "the server closed before sending the body"
+                got += more
+            assert got.startswith(b"HTTP/1.1 200")
+            sock.close()
+        conn = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=30)
+        try:
+            conn.request("POST", "/Wire/blocks/init", body=body, headers={"Content-Type": ARROW})
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+    assert resp.status == 200 and int(resp.getheader("Content-Length") or -1) == len(raw)
+    ((batch, _),) = _data(raw)
+    assert batch.num_rows == rows and batch.column(0)[rows - 1].as_py() == rows - 1
+
+
+def test_the_in_place_body_reads_and_seeks_like_a_file_without_copying() -> None:
+    """B: what waitress's file wrapper calls on the body: tell, seek (0/1/2), read(n), read(), close."""
+    data = pa.py_buffer(bytes(range(256)) * 4)
+    f = _BufferFile(data)
+    assert f.seekable() and f.tell() == 0
+    assert f.seek(0, 2) == 1024 and f.seek(0) == 0
+    first = f.read(100)
+    assert isinstance(first, pa.Buffer) and bytes(first) == bytes(range(100)) and f.tell() == 100
+    assert f.seek(-50, 1) == 50 and bytes(f.read(10)) == bytes(range(50, 60))
+    assert f.seek(1000) == 1000 and bytes(f.read(100)) == (bytes(range(256)) * 4)[1000:] and f.tell() == 1024
+    assert bytes(f.read(5)) == b""
+    f.seek(0)
+    assert bytes(f.read()) == data.to_pybytes()
+    f.close()
+    with pytest.raises(ValueError, match="closed"):
+        f.read(1)
 
 
 # --------------------------------------------------------------------------- compact state
