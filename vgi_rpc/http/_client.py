@@ -75,6 +75,7 @@ class _HttpTransport:
         self._coding: str | None = None
         self._probed = False
         self._lock = threading.Lock()
+        self._urls: dict[str, tuple[str, httpx.URL]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -101,7 +102,7 @@ class _HttpTransport:
         """
         if not self._probed:
             self._probe()
-        url = f"{self.root}/{self.protocol}/{path}"
+        url, target = self._target(path)
         coding = self._coding if compress and len(body) >= _COMPRESS_MIN else None
         base = self.headers
         if self.propagate_trace:
@@ -114,7 +115,7 @@ class _HttpTransport:
             if coding is not None:
                 content = encode_body(body, coding)
                 headers["Content-Encoding"] = coding
-            resp, answer = self._exchange(url, content, headers)
+            resp, answer = self._exchange(url, target, content, headers)
             if resp.status_code == 415 and attempt == 0 and coding is not None and self.want is not None:
                 coding = _choose(resp.headers.get(ENCODINGS_HEADER), self.want)
                 self._coding = coding
@@ -141,7 +142,17 @@ class _HttpTransport:
             )
         return answer
 
-    def _exchange(self, url: str, content: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, bytes]:
+    def _target(self, path: str) -> tuple[str, httpx.URL]:
+        """The URL of *path*, as text and parsed (httpx parses a text URL anew on every request)."""
+        found = self._urls.get(path)
+        if found is None:  # one entry per route of the protocol's methods: bounded
+            url = f"{self.root}/{self.protocol}/{path}"
+            found = self._urls[path] = (url, httpx.URL(url))
+        return found
+
+    def _exchange(
+        self, url: str, target: httpx.URL, content: bytes, headers: Mapping[str, str]
+    ) -> tuple[httpx.Response, bytes]:
         """POST; return the response and its whole (decoded) body. A failure below HTTP is a typed transport error.
 
         The body is joined from ``iter_bytes()`` rather than ``read()``, so the response
@@ -151,7 +162,7 @@ class _HttpTransport:
         system CPU, per 8 MiB turn).
         """
         try:
-            with self.client.stream("POST", url, content=content, headers=headers) as resp:
+            with self.client.stream("POST", target, content=content, headers=headers) as resp:
                 try:
                     answer = b"".join(resp.iter_bytes())
                 except httpx.HTTPError as exc:  # the head arrived, the body did not
