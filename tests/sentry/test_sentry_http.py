@@ -193,6 +193,23 @@ def test_exchange_stream_turns_share_stream_id(sentry_capture: SentryCapture) ->
     assert [("rpc.param.factor" in trace_data(t)) for t in txns].count(True) == 1
 
 
+def test_a_big_answer_arrives_whole_when_sentry_wraps_the_response(sentry_capture: SentryCapture) -> None:
+    """B: from 256 KiB our app hands waitress its file wrapper over the Arrow buffer; Sentry's
+    WSGI middleware wraps the response, so waitress iterates it in 1 MiB pieces instead. Every value
+    arrives, in order, and each turn is still one ``rpc scale`` transaction with its status."""
+    server = make_server(SentryConfig())
+    values = [float(i) for i in range(200_000)]  # 1.6 MB of float64 each way: two 1 MiB pieces
+    with http_proxy(server) as proxy:
+        session = proxy.scale(factor=2.0)
+        for _ in range(2):
+            assert session.exchange(xs(*values)).to_pydict() == {"x": [2 * v for v in values]}
+        session.close()
+    txns = txns_for(sentry_capture, "scale")
+    assert len(txns) == 3  # /init and two /exchange turns
+    assert all(t["transaction"] == "rpc scale" for t in txns)
+    assert [http_status(t) for t in txns] == ["200", "200", "200"]
+
+
 def test_another_stream_gets_another_stream_id(sentry_capture: SentryCapture) -> None:
     """S14: the id is per logical stream call."""
     with http_proxy(make_server()) as proxy:
