@@ -27,7 +27,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,18 +180,43 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
 
 
+def pin(cpu: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that starts a child process (all its future threads included) on *cpu*."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 @contextmanager
-def spawn(kind: str, *, timeout: float = 30.0) -> Iterator[tuple[int, int]]:
-    """Start server *kind* in its own process; yield (its port, its pid); terminate it (kill after 10 s) on exit."""
+def announced(
+    cmd: list[str],
+    name: str,
+    *,
+    env: dict[str, str] | None = None,
+    cpu: int | None = None,
+    timeout: float = 30.0,
+) -> Iterator[tuple[int, int]]:
+    """Run *cmd* (cwd: the repository root), a server that prints ``PORT:<n>`` once it listens.
+
+    Yields (its port, its pid); terminates it (kill after 10 s) on exit. *cpu* pins the
+    process, all its future threads included. RuntimeError naming *name* when no port is
+    announced within *timeout* seconds or the process exits first.
+    """
     proc = subprocess.Popen(
-        command(kind), cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=pin(cpu),
     )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
         while True:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"the {kind} server did not announce its port")
+                raise RuntimeError(f"{name} did not announce its port ({' '.join(cmd)})")
             line = proc.stdout.readline()
             if line.startswith("PORT:"):
                 yield int(line.split(":", 1)[1]), proc.pid
@@ -205,6 +230,13 @@ def spawn(kind: str, *, timeout: float = 30.0) -> Iterator[tuple[int, int]]:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@contextmanager
+def spawn(kind: str, *, timeout: float = 30.0) -> Iterator[tuple[int, int]]:
+    """Start server *kind* in its own process; yield (its port, its pid); stop it on exit."""
+    with announced(command(kind), f"the {kind} server", env=child_env(), timeout=timeout) as port_pid:
+        yield port_pid
 
 
 if __name__ == "__main__":

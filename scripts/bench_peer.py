@@ -36,8 +36,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._streams import announced, pin  # noqa: E402
 from vgi_rpc.testing.bench import Ratio, quartiles, render_table  # noqa: E402
 
 OUT = ROOT / ".benchmarks" / "peer.json"
@@ -59,13 +59,6 @@ def cpus() -> tuple[int | None, int | None]:
     return (mine[0], mine[-1]) if len(mine) >= 2 else (None, None)
 
 
-def pin(cpu: int | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that starts the child (all its future threads included) on *cpu*."""
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
 @contextmanager
 def running(
     cmd: list[str],
@@ -75,34 +68,12 @@ def running(
     timeout: float = 30.0,
     env: dict[str, str] | None = None,
 ) -> Iterator[tuple[int, int]]:
-    """Start a server that prints ``PORT:<n>``; yield (port, pid); stop it on exit."""
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=pin(cpu),
-        env=env,
-    )
+    """``benchmarks._streams.announced``, exiting the script (not raising) when the server fails to start."""
     try:
-        deadline = time.monotonic() + timeout
-        port: int | None = None
-        assert proc.stdout is not None
-        while port is None:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"bench-peer: {name} did not announce its port ({' '.join(cmd)})")
-            line = proc.stdout.readline()
-            if line.startswith("PORT:"):
-                port = int(line.split(":", 1)[1])
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with announced(cmd, name, env=env, cpu=cpu, timeout=timeout) as port_pid:
+            yield port_pid
+    except RuntimeError as exc:
+        raise SystemExit(f"bench-peer: {exc}") from None
 
 
 def server_cpu_ratio(kind: str, samples: dict[str, list[float]], ops: int, what: str) -> Ratio | None:
