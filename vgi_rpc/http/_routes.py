@@ -299,7 +299,8 @@ _SEND_IN_PLACE_MIN = 256 * 1024
 """Responses from this size on are sent from the Arrow sink's buffer under waitress.
 
 Below it, one copy into waitress's output buffer costs less than sending the
-head and the body separately.
+head and the body separately (``benchmarks.turn_cost``, wall per turn: 32 KiB
+1.7 ms copied, 2.1 ms in place; 128 KiB 2.1 and 2.3 ms).
 """
 
 
